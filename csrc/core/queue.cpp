@@ -1,0 +1,455 @@
+#include "ringkernel/queue.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_set>
+#include <vector>
+
+#include "ringkernel/clock.hpp"
+
+namespace rk {
+namespace detail {
+
+// The last W accepted message ids, oldest evicted first. Guarded by the owner's mutex.
+class DedupWindow {
+public:
+    explicit DedupWindow(std::uint32_t window) : order_(window) { seen_.reserve(window * 2); }
+
+    bool contains(std::uint64_t id) const { return seen_.count(id) != 0; }
+    void insert(std::uint64_t id) {
+        if (seen_.size() == order_.size()) seen_.erase(order_[next_]);
+        seen_.insert(id);
+        order_[next_] = id;
+        next_ = (next_ + 1) % order_.size();
+    }
+
+    std::mutex mu;
+
+private:
+    std::unordered_set<std::uint64_t> seen_;
+    std::vector<std::uint64_t> order_;
+    std::size_t next_ = 0;
+};
+
+// A bounded store that dequeues by priority (higher first) and FIFO among equals: one intrusive
+// FIFO list per level over a fixed pool of slots, and a 256-bit map of the non-empty levels.
+class PriorityStore {
+public:
+    PriorityStore(std::uint32_t capacity, std::uint32_t payload)
+        : capacity_(capacity), payload_(payload), stride_(sizeof(rk_envelope) + payload),
+          storage_(static_cast<std::size_t>(capacity) * stride_), next_(capacity), order_(capacity) {
+        for (std::uint32_t i = 0; i < capacity; ++i) next_[i] = i + 1;
+        std::fill(std::begin(head_), std::end(head_), kNil);
+        std::fill(std::begin(tail_), std::end(tail_), kNil);
+    }
+
+    bool try_put(const rk_envelope &env, const void *payload) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (count_.load(std::memory_order_relaxed) == capacity_) return false;
+        const std::uint32_t s = free_;
+        free_ = next_[s];
+        std::memcpy(slot(s), &env, sizeof env);
+        std::memcpy(slot(s) + sizeof(rk_envelope), payload, payload_);
+        order_[s] = serial_++;
+        next_[s] = kNil;
+        const unsigned p = env.priority;
+        if (tail_[p] == kNil)
+            head_[p] = s;
+        else
+            next_[tail_[p]] = s;
+        tail_[p] = s;
+        bits_[p >> 6] |= 1ull << (p & 63);
+        count_.store(count_.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+        pushed_.store(pushed_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+        return true;
+    }
+
+    bool try_take(rk_envelope &env, void *payload) {
+        std::lock_guard<std::mutex> lock(mu_);
+        const int p = highest();
+        if (p < 0) return false;
+        take_head(static_cast<unsigned>(p), &env, payload);
+        return true;
+    }
+
+    // Remove the message that entered first, whatever its priority.
+    bool evict_oldest() {
+        std::lock_guard<std::mutex> lock(mu_);
+        int best = -1;
+        for (unsigned w = 0; w < 4; ++w) {
+            for (std::uint64_t b = bits_[w]; b != 0; b &= b - 1) {
+                const int p = static_cast<int>(w * 64 + static_cast<unsigned>(__builtin_ctzll(b)));
+                if (best < 0 || order_[head_[p]] < order_[head_[best]]) best = p;
+            }
+        }
+        if (best < 0) return false;
+        take_head(static_cast<unsigned>(best), nullptr, nullptr);
+        return true;
+    }
+
+    std::size_t size() const noexcept { return count_.load(std::memory_order_acquire); }
+    bool has_space() const noexcept { return size() < capacity_; }
+    bool has_data() const noexcept { return size() > 0; }
+    std::uint64_t pushed() const noexcept { return pushed_.load(std::memory_order_relaxed); }
+    std::uint64_t popped() const noexcept { return popped_.load(std::memory_order_relaxed); }
+
+private:
+    static constexpr std::uint32_t kNil = 0xFFFFFFFFu;
+
+    std::uint8_t *slot(std::uint32_t s) { return storage_.data() + static_cast<std::size_t>(s) * stride_; }
+
+    int highest() const noexcept {
+        for (int w = 3; w >= 0; --w)
+            if (bits_[w]) return w * 64 + 63 - __builtin_clzll(bits_[w]);
+        return -1;
+    }
+
+    void take_head(unsigned p, rk_envelope *env, void *payload) {
+        const std::uint32_t s = head_[p];
+        if (env) std::memcpy(env, slot(s), sizeof *env);
+        if (payload) std::memcpy(payload, slot(s) + sizeof(rk_envelope), payload_);
+        head_[p] = next_[s];
+        if (head_[p] == kNil) {
+            tail_[p] = kNil;
+            bits_[p >> 6] &= ~(1ull << (p & 63));
+        }
+        next_[s] = free_;
+        free_ = s;
+        count_.store(count_.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+        popped_.store(popped_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+
+    std::mutex mu_;
+    const std::uint32_t capacity_;
+    const std::uint32_t payload_;
+    const std::size_t stride_;
+    std::vector<std::uint8_t> storage_;
+    std::vector<std::uint32_t> next_;
+    std::vector<std::uint64_t> order_;
+    std::uint32_t head_[256];
+    std::uint32_t tail_[256];
+    std::uint64_t bits_[4] = {0, 0, 0, 0};
+    std::uint32_t free_ = 0;
+    std::uint64_t serial_ = 0;
+    std::atomic<std::uint32_t> count_{0};
+    std::atomic<std::uint64_t> pushed_{0};
+    std::atomic<std::uint64_t> popped_{0};
+};
+
+}  // namespace detail
+
+Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock) : cfg_(cfg) {
+    cfg_.validate();
+    cfg_.dedup_window = cfg_.effective_dedup_window();
+    clock_ = clock ? std::move(clock) : std::shared_ptr<HlcClock>(&default_clock(), [](HlcClock *) {});
+    if (cfg_.priority)
+        pstore_ = std::make_unique<detail::PriorityStore>(cfg_.capacity, cfg_.payload_size);
+    else
+        ring_ = std::make_unique<Ring>(cfg_.capacity, cfg_.payload_size,
+                                       (cfg_.single_producer ? RK_RING_FLAG_SINGLE_PRODUCER : 0u) |
+                                           (cfg_.single_consumer ? RK_RING_FLAG_SINGLE_CONSUMER : 0u));
+    if (cfg_.dedup_window) dedup_ = std::make_unique<detail::DedupWindow>(cfg_.dedup_window);
+}
+
+Queue::~Queue() = default;
+
+void Queue::check_priority(unsigned priority) const {
+    if (priority != 0 && !cfg_.priority) {
+        std::ostringstream msg;
+        msg << "priority=" << priority
+            << " needs a queue created with priority=True; this queue is FIFO and would ignore it";
+        throw std::invalid_argument(msg.str());
+    }
+}
+
+bool Queue::try_put(const rk_envelope &env, const void *payload) {
+    if (pstore_) return pstore_->try_put(env, payload);
+    return rk_ring_try_push(ring_->header(), &env, static_cast<const rk_u8 *>(payload),
+                            cfg_.single_producer, RK_SCOPE_SYSTEM);
+}
+
+bool Queue::try_take(rk_envelope &env, void *payload) {
+    if (pstore_) return pstore_->try_take(env, payload);
+    return rk_ring_try_pop(ring_->header(), &env, static_cast<rk_u8 *>(payload), cfg_.payload_size,
+                           cfg_.single_consumer, RK_SCOPE_SYSTEM);
+}
+
+bool Queue::evict_oldest() {
+    if (pstore_) return pstore_->evict_oldest();
+    std::uint64_t pos;
+    rk_envelope *slot = ring_->acquire(pos, false);
+    if (!slot) return false;
+    ring_->release(slot, pos);
+    return true;
+}
+
+bool Queue::has_space() noexcept { return pstore_ ? pstore_->has_space() : ring_->can_push(); }
+bool Queue::has_data() noexcept { return pstore_ ? pstore_->has_data() : ring_->can_pop(); }
+
+std::size_t Queue::size() const noexcept {
+    return pstore_ ? pstore_->size() : const_cast<Ring &>(*ring_).size();
+}
+
+QueueStats Queue::stats() const noexcept {
+    QueueStats s;
+    const std::uint64_t pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
+    const std::uint64_t popped = pstore_ ? pstore_->popped() : ring_->popped();
+    const std::uint64_t evicted = evicted_.load(std::memory_order_relaxed);
+    const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_relaxed);
+    s.expired = expired_.load(std::memory_order_relaxed);
+    s.sent = pushed + dropped_new;
+    s.received = popped - evicted - s.expired;
+    s.dropped = evicted + dropped_new;
+    s.rejected = rejected_.load(std::memory_order_relaxed);
+    s.duplicates = duplicates_.load(std::memory_order_relaxed);
+    s.timed_out = timed_out_.load(std::memory_order_relaxed);
+    return s;
+}
+
+void Queue::fill_envelope(rk_envelope &env, std::uint64_t id, std::uint64_t stamp, std::uint64_t enq,
+                          std::uint64_t corr, std::uint8_t priority, std::uint8_t flags) const noexcept {
+    env.message_id = id;
+    env.correlation_id = corr;
+    env.timestamp = stamp;
+    env.enqueue_ns = enq;
+    env.payload_size = cfg_.payload_size;
+    env.type_id = cfg_.type_id;
+    env.source_kernel = cfg_.source;
+    env.priority = priority;
+    env.flags = flags;
+    env.reserved0 = 0;
+    env.reserved1 = 0;
+    env.reserved2 = 0;
+    env.sequence = 0;
+}
+
+bool Queue::send(const void *record, const SendOptions &opts, const Wait &wait) {
+    check_priority(opts.priority);
+    return send_one(record, opts, wait) == Outcome::Accepted;
+}
+
+Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, const Wait &wait) {
+    const std::uint64_t stamp = clock_->now_packed();
+    rk_envelope env;
+    fill_envelope(env, opts.has_id ? opts.id : stamp, stamp, monotonic_ns(), opts.correlation_id,
+                  opts.priority, opts.flags);
+    const Deadline deadline = Deadline::from(wait);
+
+    std::unique_lock<std::mutex> dedup_lock;
+    if (dedup_) {
+        dedup_lock = std::unique_lock<std::mutex>(dedup_->mu);
+        if (dedup_->contains(env.message_id)) {
+            duplicates_.fetch_add(1, std::memory_order_relaxed);
+            return Outcome::Refused;
+        }
+    }
+    for (;;) {
+        if (try_put(env, record)) {
+            if (dedup_) {
+                dedup_->insert(env.message_id);
+                dedup_lock.unlock();
+            }
+            data_.notify();
+            return Outcome::Accepted;
+        }
+        switch (cfg_.backpressure) {
+        case Backpressure::Reject:
+            rejected_.fetch_add(1, std::memory_order_relaxed);
+            return Outcome::Refused;
+        case Backpressure::DropNew:
+            dropped_new_.fetch_add(1, std::memory_order_relaxed);
+            return Outcome::Refused;
+        case Backpressure::DropOldest:
+            if (evict_oldest()) {
+                evicted_.fetch_add(1, std::memory_order_relaxed);
+                space_.notify();
+            }
+            break;
+        case Backpressure::Block: {
+            if (wait.timeout_ns == 0) {
+                timed_out_.fetch_add(1, std::memory_order_relaxed);
+                return Outcome::TimedOut;
+            }
+            if (dedup_lock.owns_lock()) dedup_lock.unlock();
+            if (!space_.wait([this] { return has_space(); }, deadline, wait.interrupt)) {
+                timed_out_.fetch_add(1, std::memory_order_relaxed);
+                return Outcome::TimedOut;
+            }
+            if (dedup_) {
+                dedup_lock.lock();
+                if (dedup_->contains(env.message_id)) {  // a concurrent send of the same id won
+                    duplicates_.fetch_add(1, std::memory_order_relaxed);
+                    return Outcome::Refused;
+                }
+            }
+            env.enqueue_ns = monotonic_ns();
+            break;
+        }
+        }
+    }
+}
+
+bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
+    const Deadline deadline = Deadline::from(wait);
+    rk_envelope env;
+    for (;;) {
+        while (try_take(env, record)) {
+            space_.notify();
+            if (cfg_.ttl_ns && expired(env, monotonic_ns())) {
+                expired_.fetch_add(1, std::memory_order_relaxed);
+                continue;
+            }
+            if (env_out) *env_out = env;
+            return true;
+        }
+        if (wait.timeout_ns == 0) return false;
+        if (!data_.wait([this] { return has_data(); }, deadline, wait.interrupt)) return false;
+    }
+}
+
+std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::size_t stride,
+                                   const std::uint64_t *ids, const Wait &wait) {
+    const Deadline deadline = Deadline::from(wait);
+    rk_ring_header *hdr = ring_->header();
+    const std::uint64_t first_stamp = clock_->reserve(static_cast<std::uint32_t>(std::min<std::size_t>(n, 0xFFFFFFFFu)));
+    std::size_t done = 0;
+    while (done < n) {
+        std::uint64_t first;
+        const std::uint32_t want = static_cast<std::uint32_t>(std::min<std::size_t>(n - done, cfg_.capacity));
+        const std::uint32_t k = rk_ring_claim_n(hdr, want, &first, cfg_.single_producer, RK_SCOPE_SYSTEM);
+        if (k) {
+            const std::uint64_t enq = monotonic_ns();
+            for (std::uint32_t i = 0; i < k; ++i) {
+                rk_envelope *slot = rk_ring_slot(hdr, first + i);
+                const std::size_t idx = done + i;
+                const std::uint64_t stamp = first_stamp + idx;
+                // The sequence field stays as the ring left it; only the travelling part is written.
+                slot->message_id = ids ? ids[idx] : stamp;
+                slot->correlation_id = 0;
+                slot->timestamp = stamp;
+                slot->enqueue_ns = enq;
+                slot->payload_size = cfg_.payload_size;
+                slot->type_id = cfg_.type_id;
+                slot->source_kernel = cfg_.source;
+                slot->priority = 0;
+                slot->flags = 0;
+                slot->reserved0 = 0;
+                slot->reserved1 = 0;
+                slot->reserved2 = 0;
+                std::memcpy(rk_envelope_payload(slot), src + idx * stride, cfg_.payload_size);
+                rk_ring_publish(slot, first + i, RK_SCOPE_SYSTEM);
+            }
+            done += k;
+            data_.notify();
+            continue;
+        }
+        const std::uint64_t left = n - done;
+        switch (cfg_.backpressure) {
+        case Backpressure::Reject:
+            rejected_.fetch_add(left, std::memory_order_relaxed);
+            return done;
+        case Backpressure::DropNew:
+            dropped_new_.fetch_add(left, std::memory_order_relaxed);
+            return done;
+        case Backpressure::DropOldest: {
+            const std::uint32_t evict = static_cast<std::uint32_t>(std::min<std::uint64_t>(left, cfg_.capacity));
+            std::uint32_t got = rk_ring_acquire_n(hdr, evict, &first, 0, RK_SCOPE_SYSTEM);
+            for (std::uint32_t i = 0; i < got; ++i)
+                rk_ring_release(hdr, rk_ring_slot(hdr, first + i), first + i, RK_SCOPE_SYSTEM);
+            if (got) {
+                evicted_.fetch_add(got, std::memory_order_relaxed);
+                space_.notify();
+            }
+            break;
+        }
+        case Backpressure::Block:
+            if (!space_.wait([this] { return has_space(); }, deadline, wait.interrupt)) {
+                timed_out_.fetch_add(left, std::memory_order_relaxed);
+                return done;
+            }
+            break;
+        }
+    }
+    return done;
+}
+
+std::size_t Queue::send_batch(const void *records, std::size_t n, std::size_t stride,
+                              const std::uint64_t *ids, std::uint8_t priority, const Wait &wait) {
+    check_priority(priority);
+    if (n == 0) return 0;
+    const auto *src = static_cast<const std::uint8_t *>(records);
+    if (!pstore_ && !dedup_) return send_batch_ring(src, n, stride, ids, wait);
+
+    // Dedup or priority: the per-message path, still one C++ loop.
+    const Deadline deadline = Deadline::from(wait);
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        SendOptions o;
+        o.has_id = ids != nullptr;
+        o.id = ids ? ids[i] : 0;
+        o.priority = priority;
+        const Outcome r = send_one(src + i * stride, o, Wait{deadline.remaining_ns(), wait.interrupt});
+        if (r == Outcome::Accepted) {
+            ++done;
+        } else if (r == Outcome::TimedOut) {
+            // The deadline passed: the rest of the batch times out with it.
+            timed_out_.fetch_add(n - i - 1, std::memory_order_relaxed);
+            break;
+        }
+    }
+    return done;
+}
+
+std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t stride, rk_envelope *envs,
+                                 const Wait &wait) {
+    if (n == 0) return 0;
+    auto *dst = static_cast<std::uint8_t *>(records);
+    const Deadline deadline = Deadline::from(wait);
+    std::size_t got = 0;
+    for (;;) {
+        if (pstore_) {
+            rk_envelope env;
+            while (got < n && pstore_->try_take(env, dst + got * stride)) {
+                space_.notify();
+                if (cfg_.ttl_ns && expired(env, monotonic_ns())) {
+                    expired_.fetch_add(1, std::memory_order_relaxed);
+                    continue;
+                }
+                if (envs) envs[got] = env;
+                ++got;
+            }
+        } else {
+            rk_ring_header *hdr = ring_->header();
+            while (got < n) {
+                std::uint64_t first;
+                const std::uint32_t want = static_cast<std::uint32_t>(std::min<std::size_t>(n - got, cfg_.capacity));
+                const std::uint32_t k = rk_ring_acquire_n(hdr, want, &first, cfg_.single_consumer, RK_SCOPE_SYSTEM);
+                if (!k) break;
+                const std::uint64_t now = cfg_.ttl_ns ? monotonic_ns() : 0;
+                std::uint64_t expired_here = 0;
+                for (std::uint32_t i = 0; i < k; ++i) {
+                    rk_envelope *slot = rk_ring_slot(hdr, first + i);
+                    if (cfg_.ttl_ns && expired(*slot, now)) {
+                        ++expired_here;
+                    } else {
+                        std::memcpy(dst + got * stride, rk_envelope_payload(slot), cfg_.payload_size);
+                        if (envs) {
+                            std::memcpy(&envs[got], slot, RK_ENVELOPE_MESSAGE_BYTES);
+                            envs[got].sequence = 0;
+                        }
+                        ++got;
+                    }
+                    rk_ring_release(hdr, slot, first + i, RK_SCOPE_SYSTEM);
+                }
+                if (expired_here) expired_.fetch_add(expired_here, std::memory_order_relaxed);
+                space_.notify();
+            }
+        }
+        if (got > 0 || wait.timeout_ns == 0) return got;
+        if (!data_.wait([this] { return has_data(); }, deadline, wait.interrupt)) return got;
+    }
+}
+
+}  // namespace rk

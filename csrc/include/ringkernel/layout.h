@@ -1,0 +1,175 @@
+/*
+ * layout.h — the memory layouts shared by the host and every device target.
+ *
+ * This file is the contract between the host (C/C++), CUDA, OpenCL C and MSL: it is plain C with
+ * fixed-width types and no target-specific constructs beyond the small prelude below. Sizes and
+ * offsets are asserted at compile time here and checked against the numpy dtypes in pytest
+ * (tests/python/test_layout.py), so a drift on either side fails the build or the tests.
+ */
+#ifndef RINGKERNEL_LAYOUT_H
+#define RINGKERNEL_LAYOUT_H
+
+/* ---- fixed-width types, one dispatch point per target ---------------------------------------- */
+#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
+typedef uchar rk_u8;
+typedef ushort rk_u16;
+typedef uint rk_u32;
+typedef ulong rk_u64;
+typedef int rk_i32;
+typedef long rk_i64;
+#define RK_LAYOUT_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#define RK_LAYOUT_ASSERT(cond, name) typedef char rk_layout_assert_##name[(cond) ? 1 : -1]
+#elif defined(__METAL_VERSION__)
+#include <metal_stdlib>
+typedef uchar rk_u8;
+typedef ushort rk_u16;
+typedef uint rk_u32;
+typedef ulong rk_u64;
+typedef int rk_i32;
+typedef long rk_i64;
+#define RK_LAYOUT_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#define RK_LAYOUT_ASSERT(cond, name) static_assert(cond, #name)
+#else
+#include <stddef.h>
+#include <stdint.h>
+typedef uint8_t rk_u8;
+typedef uint16_t rk_u16;
+typedef uint32_t rk_u32;
+typedef uint64_t rk_u64;
+typedef int32_t rk_i32;
+typedef int64_t rk_i64;
+#define RK_LAYOUT_OFFSETOF(type, field) offsetof(type, field)
+#if defined(__cplusplus)
+#define RK_LAYOUT_ASSERT(cond, name) static_assert(cond, #name)
+#else
+#define RK_LAYOUT_ASSERT(cond, name) _Static_assert(cond, #name)
+#endif
+#endif
+
+/* Head and tail live on separate 128-byte lines: 128 rather than 64 because adjacent-line
+ * prefetchers on x86 and the 128-byte L2 sectors on NVIDIA GPUs would otherwise make the producer
+ * and the consumer fight over one pair of lines. */
+#define RK_CACHE_LINE 128u
+
+#define RK_RING_MAGIC 0x524b5247u /* "RKRG" */
+#define RK_LAYOUT_VERSION 1u
+#define RK_RING_MIN_CAPACITY 16u
+#define RK_RING_MAX_CAPACITY 1048576u
+/* Slots are padded to whole 64-byte lines so neighbouring slots, owned by different producers or
+ * consumers of an MPMC ring, never share a line. */
+#define RK_SLOT_ALIGN 64u
+
+/* ---- ring header ------------------------------------------------------------------------------ */
+/* The ring's slots follow the header in the same allocation: slot i lives at
+ * (char*)header + sizeof(rk_ring_header) + i * slot_stride. */
+typedef struct rk_ring_header {
+    rk_u64 head;                 /* consumer cursor: next position to dequeue */
+    rk_u8 pad_head[RK_CACHE_LINE - 8];
+    rk_u64 tail;                 /* producer cursor: next position to enqueue */
+    rk_u8 pad_tail[RK_CACHE_LINE - 8];
+    /* Read-only after initialisation, on a line of its own. */
+    rk_u32 magic;                /* RK_RING_MAGIC */
+    rk_u32 version;              /* RK_LAYOUT_VERSION */
+    rk_u32 capacity;             /* slots, a power of two in [16, 1048576] */
+    rk_u32 mask;                 /* capacity - 1 */
+    rk_u32 slot_stride;          /* bytes per slot, a multiple of RK_SLOT_ALIGN */
+    rk_u32 max_payload;          /* payload bytes a slot can carry: slot_stride - envelope */
+    rk_u32 flags;                /* RK_RING_FLAG_* */
+    rk_u32 reserved0;
+    rk_u8 pad_meta[RK_CACHE_LINE - 32];
+} rk_ring_header;
+
+#define RK_RING_FLAG_SINGLE_PRODUCER 1u
+#define RK_RING_FLAG_SINGLE_CONSUMER 2u
+
+/* ---- envelope --------------------------------------------------------------------------------- */
+/* At the start of every slot; payload bytes follow it. `sequence` belongs to the ring protocol
+ * (Vyukov's per-slot turn counter): producers and consumers never copy it as part of a message. */
+typedef struct rk_envelope {
+    rk_u64 message_id;
+    rk_u64 correlation_id;
+    rk_u64 timestamp;            /* HLC, packed: 48-bit physical ms << 16 | 16-bit logical */
+    rk_u64 enqueue_ns;           /* producer's monotonic clock at enqueue */
+    rk_u32 payload_size;         /* bytes of payload that follow the envelope */
+    rk_u16 type_id;
+    rk_u16 source_kernel;        /* also the HLC node id of the stamp */
+    rk_u8 priority;              /* 0..255, higher first where the queue honours priority */
+    rk_u8 flags;                 /* RK_ENVELOPE_FLAG_* */
+    rk_u16 reserved0;
+    rk_u32 reserved1;
+    rk_u64 reserved2;
+    rk_u64 sequence;             /* ring-owned slot turn counter */
+} rk_envelope;
+
+/* Bytes of the envelope that travel with a message (everything before `sequence`). */
+#define RK_ENVELOPE_MESSAGE_BYTES 56u
+
+#define RK_ENVELOPE_FLAG_ERROR 1u     /* payload is an error reply */
+#define RK_ENVELOPE_FLAG_CONTROL 2u   /* runtime control message, not user data */
+
+/* ---- ring descriptor (inside the control block) ------------------------------------------------ */
+typedef struct rk_ring_desc {
+    rk_u64 address;              /* device-visible address of the rk_ring_header */
+    rk_u32 capacity;
+    rk_u32 slot_stride;
+} rk_ring_desc;
+
+/* ---- control block: exactly 128 bytes --------------------------------------------------------- */
+typedef struct rk_control_block {
+    rk_i32 is_active;
+    rk_i32 should_terminate;
+    rk_i32 has_terminated;
+    rk_i32 errors_encountered;
+    rk_i64 messages_processed;
+    rk_i64 last_activity_ns;
+    rk_ring_desc input;
+    rk_ring_desc output;
+    rk_u8 reserved[128 - 64];
+} rk_control_block;
+
+/* ---- telemetry: exactly 64 bytes -------------------------------------------------------------- */
+typedef struct rk_telemetry {
+    rk_u64 messages_processed;
+    rk_u64 messages_dropped;
+    rk_u64 last_processed_timestamp; /* HLC, packed */
+    rk_u32 queue_depth;
+    rk_u32 error_code;
+    rk_u64 total_latency_ns;
+    rk_u64 min_latency_ns;
+    rk_u64 max_latency_ns;
+    rk_u64 reserved;
+} rk_telemetry;
+
+/* ---- layout asserts --------------------------------------------------------------------------- */
+RK_LAYOUT_ASSERT(sizeof(rk_ring_header) == 3 * RK_CACHE_LINE, ring_header_size);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, head) == 0, ring_head_offset);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, tail) == RK_CACHE_LINE, ring_tail_offset);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, magic) == 2 * RK_CACHE_LINE, ring_meta_offset);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, slot_stride) == 2 * RK_CACHE_LINE + 16,
+                 ring_stride_offset);
+
+RK_LAYOUT_ASSERT(sizeof(rk_envelope) == 64, envelope_size);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, correlation_id) == 8, envelope_corr);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, timestamp) == 16, envelope_ts);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, enqueue_ns) == 24, envelope_enq);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, payload_size) == 32, envelope_size_field);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, type_id) == 36, envelope_type);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, source_kernel) == 38, envelope_source);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, priority) == 40, envelope_priority);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, flags) == 41, envelope_flags);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, sequence) == RK_ENVELOPE_MESSAGE_BYTES,
+                 envelope_sequence);
+
+RK_LAYOUT_ASSERT(sizeof(rk_ring_desc) == 16, ring_desc_size);
+RK_LAYOUT_ASSERT(sizeof(rk_control_block) == 128, control_block_size);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, messages_processed) == 16, cb_processed);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, last_activity_ns) == 24, cb_activity);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, input) == 32, cb_input);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, output) == 48, cb_output);
+
+RK_LAYOUT_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, total_latency_ns) == 32, tel_total);
+RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, max_latency_ns) == 48, tel_max);
+
+#endif /* RINGKERNEL_LAYOUT_H */

@@ -1,0 +1,88 @@
+// options.hpp — queue configuration, backpressure and launch options (DESIGN §4, §7).
+//
+// Every setter validates and throws std::invalid_argument naming the field and its valid range.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace rk {
+
+// What a full queue does with a new message.
+enum class Backpressure : std::uint8_t {
+    Block = 0,       // wait (spin, yield, park) for space or the caller's timeout; false on timeout
+    Reject = 1,      // refuse at once: false, counted `rejected`
+    DropOldest = 2,  // evict the oldest message (counted `dropped`) and accept the new one
+    DropNew = 3,     // discard the new message: false, counted `dropped`
+};
+
+const char *to_string(Backpressure b) noexcept;
+
+constexpr std::uint32_t kMinCapacity = 16;
+constexpr std::uint32_t kMaxCapacity = 1u << 20;
+constexpr std::uint32_t kMinDedupWindow = 16;
+constexpr std::uint32_t kMaxDedupWindow = 1024;
+constexpr std::uint32_t kMaxPayload = 1u << 16;
+
+// Throw std::invalid_argument unless `value` is a power of two in [16, 1048576].
+void validate_capacity(const char *field, std::uint64_t value);
+// Throw unless `value` is 0 or in [16, 1024].
+void validate_dedup_window(const char *field, std::uint64_t value);
+// Throw unless `seconds` is finite and > 0. Returns nanoseconds (at least 1).
+std::uint64_t ttl_to_ns(const char *field, double seconds);
+
+struct QueueConfig {
+    std::uint32_t capacity = 4096;
+    std::uint32_t payload_size = 64;   // bytes per record, in [1, 65536]
+    Backpressure backpressure = Backpressure::Block;
+    std::uint32_t dedup_window = 0;    // 0 = off, else [16, 1024]; clamped to capacity
+    bool priority = false;             // honour per-message priority 0..255 (higher first)
+    std::uint64_t ttl_ns = 0;          // 0 = off; older messages are dropped at dequeue
+    std::uint16_t type_id = 0;         // stamped into every envelope
+    std::uint16_t source = 0;          // source kernel / node stamped into every envelope
+    bool single_producer = false;      // promise: one thread sends at a time (SPSC fast path)
+    bool single_consumer = false;      // promise: one thread receives at a time
+
+    // Throws std::invalid_argument for any field out of range or a contradictory combination.
+    void validate() const;
+    std::uint32_t effective_dedup_window() const noexcept {
+        return dedup_window < capacity ? dedup_window : capacity;
+    }
+};
+
+class LaunchOptions {
+public:
+    LaunchOptions() = default;  // the production preset
+
+    static LaunchOptions production();      // 4096, BLOCK, dedup 1024
+    static LaunchOptions low_latency();     // 256, REJECT, dedup off
+    static LaunchOptions high_throughput(); // 16384, BLOCK, dedup off
+
+    std::uint32_t queue_capacity() const noexcept { return queue_capacity_; }
+    // The window in force: the requested one clamped to the queue capacity.
+    std::uint32_t dedup_window() const noexcept {
+        return dedup_window_ < queue_capacity_ ? dedup_window_ : queue_capacity_;
+    }
+    Backpressure backpressure() const noexcept { return backpressure_; }
+    bool priority() const noexcept { return priority_; }
+    std::uint64_t ttl_ns() const noexcept { return ttl_ns_; }
+
+    LaunchOptions &set_queue_capacity(std::uint64_t v);
+    LaunchOptions &set_dedup_window(std::uint64_t v);
+    LaunchOptions &set_backpressure(Backpressure v) noexcept { backpressure_ = v; return *this; }
+    LaunchOptions &set_priority(bool v) noexcept { priority_ = v; return *this; }
+    LaunchOptions &set_ttl_ns(std::uint64_t v) noexcept { ttl_ns_ = v; return *this; }
+
+    // The queue configuration these options give for records of `payload_size` bytes.
+    QueueConfig queue_config(std::uint32_t payload_size) const;
+    std::string to_string() const;
+
+private:
+    std::uint32_t queue_capacity_ = 4096;
+    std::uint32_t dedup_window_ = 1024;
+    Backpressure backpressure_ = Backpressure::Block;
+    bool priority_ = false;
+    std::uint64_t ttl_ns_ = 0;
+};
+
+}  // namespace rk

@@ -1,0 +1,119 @@
+// queue.hpp — the host message queue: the ring of rk_ring.h plus the policy of DESIGN §4
+// (backpressure, deduplication, priority, TTL, exact accounting).
+//
+// Records are fixed-size (QueueConfig::payload_size bytes). Without priority the store is the
+// lock-free ring; with priority it is a locked store with one FIFO per level (a lock-free ring
+// cannot reorder), which honours "higher first, FIFO among equals" exactly.
+//
+// Accounting. On the ring path the hot counters are the ring cursors themselves: every accepted
+// message advanced `tail`, every dequeued or evicted one advanced `head`. Only the rare outcomes
+// (rejected, evicted, dropped-new, duplicate, expired, timed out) have counters of their own, so
+// sending costs no shared counter increment. When the queue is quiescent:
+//     sent == received + size() + dropped + expired
+// with rejected, duplicates and timed_out counted apart (a message counted there never entered).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+
+#include "ringkernel/hlc.hpp"
+#include "ringkernel/layout.h"
+#include "ringkernel/options.hpp"
+#include "ringkernel/ring.hpp"
+#include "ringkernel/wait.hpp"
+
+namespace rk {
+
+struct QueueStats {
+    std::uint64_t sent = 0;        // took responsibility for: entered, or dropped by DROP_NEW
+    std::uint64_t received = 0;    // handed to a receiver
+    std::uint64_t rejected = 0;    // refused by REJECT
+    std::uint64_t dropped = 0;     // evicted by DROP_OLDEST or discarded by DROP_NEW
+    std::uint64_t duplicates = 0;  // refused by the dedup window
+    std::uint64_t expired = 0;     // older than the TTL at dequeue
+    std::uint64_t timed_out = 0;   // BLOCK gave up at the caller's timeout
+};
+
+struct SendOptions {
+    bool has_id = false;       // else the id is the message's HLC stamp (unique per clock)
+    std::uint64_t id = 0;
+    std::uint64_t correlation_id = 0;
+    std::uint8_t priority = 0; // non-zero needs a priority queue
+    std::uint8_t flags = 0;
+};
+
+namespace detail {
+class PriorityStore;
+class DedupWindow;
+}  // namespace detail
+
+class Queue {
+public:
+    // Throws std::invalid_argument if cfg is invalid. `clock` stamps messages (default_clock()).
+    explicit Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock = nullptr);
+    ~Queue();
+    Queue(const Queue &) = delete;
+    Queue &operator=(const Queue &) = delete;
+
+    // One record of payload_size bytes. True exactly when it entered the queue.
+    bool send(const void *record, const SendOptions &opts = {}, const Wait &wait = {});
+    // One record into `record` (payload_size bytes) and, if env is set, its envelope. False when
+    // nothing arrived in time.
+    bool receive(void *record, rk_envelope *env = nullptr, const Wait &wait = {});
+
+    // n records `stride` bytes apart; ids (optional) gives each one's id. Returns how many entered;
+    // the rest are accounted by the backpressure strategy (rejected, dropped or timed out).
+    std::size_t send_batch(const void *records, std::size_t n, std::size_t stride,
+                           const std::uint64_t *ids = nullptr, std::uint8_t priority = 0,
+                           const Wait &wait = {});
+    // Up to n records into `records` (stride apart), envelopes into envs if set. Waits (per
+    // `wait`) for the first one only; returns how many were written.
+    std::size_t receive_batch(void *records, std::size_t n, std::size_t stride,
+                              rk_envelope *envs = nullptr, const Wait &wait = Wait::none());
+
+    std::size_t size() const noexcept;
+    std::uint32_t capacity() const noexcept { return cfg_.capacity; }
+    const QueueConfig &config() const noexcept { return cfg_; }
+    QueueStats stats() const noexcept;
+    HlcClock &clock() noexcept { return *clock_; }
+    // The ring behind a non-priority queue (nullptr for priority queues).
+    Ring *ring() noexcept { return ring_.get(); }
+
+private:
+    enum class Outcome { Accepted, Refused, TimedOut };
+    Outcome send_one(const void *record, const SendOptions &opts, const Wait &wait);
+    bool try_put(const rk_envelope &env, const void *payload);
+    bool try_take(rk_envelope &env, void *payload);
+    bool evict_oldest();
+    bool has_space() noexcept;
+    bool has_data() noexcept;
+    bool expired(const rk_envelope &env, std::uint64_t now_ns) const noexcept {
+        return cfg_.ttl_ns != 0 && now_ns - env.enqueue_ns > cfg_.ttl_ns;
+    }
+    void fill_envelope(rk_envelope &env, std::uint64_t id, std::uint64_t stamp, std::uint64_t enq,
+                       std::uint64_t corr, std::uint8_t priority, std::uint8_t flags) const noexcept;
+    std::size_t send_batch_ring(const std::uint8_t *src, std::size_t n, std::size_t stride,
+                                const std::uint64_t *ids, const Wait &wait);
+    void check_priority(unsigned priority) const;
+
+    QueueConfig cfg_;
+    std::shared_ptr<HlcClock> clock_;
+    std::unique_ptr<Ring> ring_;
+    std::unique_ptr<detail::PriorityStore> pstore_;
+    std::unique_ptr<detail::DedupWindow> dedup_;
+    WaitSet space_;
+    WaitSet data_;
+
+    // Rare outcomes, on a line of their own away from the ring cursors.
+    alignas(64) std::atomic<std::uint64_t> rejected_{0};
+    std::atomic<std::uint64_t> evicted_{0};
+    std::atomic<std::uint64_t> dropped_new_{0};
+    std::atomic<std::uint64_t> duplicates_{0};
+    std::atomic<std::uint64_t> expired_{0};
+    std::atomic<std::uint64_t> timed_out_{0};
+};
+
+}  // namespace rk

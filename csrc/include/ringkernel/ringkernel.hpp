@@ -1,0 +1,11 @@
+// ringkernel.hpp — everything the C++ core offers, in one include.
+#pragma once
+
+#include "ringkernel/clock.hpp"
+#include "ringkernel/errors.hpp"
+#include "ringkernel/hlc.hpp"
+#include "ringkernel/layout.h"
+#include "ringkernel/options.hpp"
+#include "ringkernel/queue.hpp"
+#include "ringkernel/ring.hpp"
+#include "ringkernel/version.hpp"
