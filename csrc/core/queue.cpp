@@ -230,7 +230,16 @@ bool Queue::send(const void *record, const SendOptions &opts, const Wait &wait) 
     return send_one(record, opts, wait) == Outcome::Accepted;
 }
 
-Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, const Wait &wait) {
+Queue::Attempt Queue::try_send(const void *record, const SendOptions &opts) {
+    check_priority(opts.priority);
+    switch (send_one(record, opts, Wait::none(), true)) {
+    case Outcome::Accepted: return Attempt::Accepted;
+    case Outcome::Full: return Attempt::Full;
+    default: return Attempt::Refused;
+    }
+}
+
+Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, const Wait &wait, bool probe) {
     const std::uint64_t stamp = clock_->now_packed();
     rk_envelope env;
     fill_envelope(env, opts.has_id ? opts.id : stamp, stamp, monotonic_ns(), opts.correlation_id,
@@ -268,6 +277,7 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
             }
             break;
         case Backpressure::Block: {
+            if (probe) return Outcome::Full;
             if (wait.timeout_ns == 0) {
                 timed_out_.fetch_add(1, std::memory_order_relaxed);
                 return Outcome::TimedOut;

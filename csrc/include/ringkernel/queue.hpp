@@ -60,6 +60,12 @@ public:
 
     // One record of payload_size bytes. True exactly when it entered the queue.
     bool send(const void *record, const SendOptions &opts = {}, const Wait &wait = {});
+    // One attempt that never waits and, on a full BLOCK queue, counts nothing: Full tells the caller
+    // to follow up with send() and a timeout (the Python binding tries this before releasing the
+    // GIL). Other strategies act and count exactly as send() does.
+    enum class Attempt { Accepted, Refused, Full };
+    Attempt try_send(const void *record, const SendOptions &opts = {});
+
     // One record into `record` (payload_size bytes) and, if env is set, its envelope. False when
     // nothing arrived in time.
     bool receive(void *record, rk_envelope *env = nullptr, const Wait &wait = {});
@@ -83,8 +89,9 @@ public:
     Ring *ring() noexcept { return ring_.get(); }
 
 private:
-    enum class Outcome { Accepted, Refused, TimedOut };
-    Outcome send_one(const void *record, const SendOptions &opts, const Wait &wait);
+    enum class Outcome { Accepted, Refused, TimedOut, Full };
+    // probe: on a full BLOCK queue return Full at once without counting.
+    Outcome send_one(const void *record, const SendOptions &opts, const Wait &wait, bool probe = false);
     bool try_put(const rk_envelope &env, const void *payload);
     bool try_take(rk_envelope &env, void *payload);
     bool evict_oldest();

@@ -1,0 +1,546 @@
+// ringkernel._core — pybind11 bindings of the C++ core. Bindings only: argument conversion,
+// validation messages in Python terms, GIL handling. Every per-message loop stays in C++.
+#include <pybind11/numpy.h>
+#include <pybind11/native_enum.h>
+#include <pybind11/operators.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+#include "ringkernel/ringkernel.hpp"
+
+namespace py = pybind11;
+using namespace pybind11::literals;
+
+namespace {
+
+// ---- argument helpers ------------------------------------------------------------------------------
+
+// Python timeout (None or seconds >= 0) to nanoseconds (-1 = forever).
+std::int64_t timeout_ns(const py::object &timeout, const char *name = "timeout") {
+    if (timeout.is_none()) return -1;
+    const double s = timeout.cast<double>();
+    if (!(s >= 0.0) || !std::isfinite(s)) {
+        std::ostringstream msg;
+        msg << name << " must be None (wait forever) or a number of seconds >= 0, got " << s;
+        throw py::value_error(msg.str());
+    }
+    return static_cast<std::int64_t>(std::min(s * 1e9, 9.0e18));
+}
+
+template <typename T>
+T int_in_range(const py::object &value, const char *name, long long lo, unsigned long long hi) {
+    if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value)) {
+        std::ostringstream msg;
+        msg << name << " must be an int in [" << lo << ", " << hi << "], got "
+            << py::str(py::type::of(value).attr("__name__")).cast<std::string>();
+        throw py::type_error(msg.str());
+    }
+    // Compare as Python ints so huge values do not overflow on the way in.
+    if (value < py::int_(lo) || value > py::int_(hi)) {
+        std::ostringstream msg;
+        msg << name << " must be in [" << lo << ", " << hi << "], got " << py::str(value).cast<std::string>();
+        throw py::value_error(msg.str());
+    }
+    return value.cast<T>();
+}
+
+// Called about every 100 ms while a call waits with the GIL released: lets Ctrl-C interrupt it.
+const std::function<void()> kCheckSignals = [] {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+};
+
+rk::Wait wait_for(std::int64_t ns) { return rk::Wait{ns, ns != 0 ? &kCheckSignals : nullptr}; }
+
+py::object numpy() {
+    static py::object np = py::module_::import("numpy");
+    return np;
+}
+
+std::string type_name(const py::handle &obj) {
+    return py::str(py::type::of(obj).attr("__qualname__")).cast<std::string>();
+}
+
+// ---- the Python Queue -------------------------------------------------------------------------------
+
+class PyQueue {
+public:
+    PyQueue(py::object record_type, const py::object &capacity, rk::Backpressure backpressure,
+            const py::object &dedup_window, bool priority, const py::object &ttl,
+            std::shared_ptr<rk::HlcClock> clock, bool single_producer, bool single_consumer)
+        : record_type_(record_type) {
+        dtype_ = resolve_dtype(record_type);
+        rk::QueueConfig cfg;
+        cfg.capacity = int_in_range<std::uint32_t>(capacity, "capacity", 0, 0xFFFFFFFFull);
+        cfg.dedup_window = int_in_range<std::uint32_t>(dedup_window, "dedup_window", 0, 0xFFFFFFFFull);
+        cfg.payload_size = static_cast<std::uint32_t>(dtype_.itemsize());
+        cfg.backpressure = backpressure;
+        cfg.priority = priority;
+        cfg.ttl_ns = ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl.cast<double>());
+        cfg.single_producer = single_producer;
+        cfg.single_consumer = single_consumer;
+        q_ = std::make_unique<rk::Queue>(cfg, std::move(clock));
+    }
+
+    bool send(const py::object &record, const py::object &id, const py::object &priority,
+              const py::object &timeout, const py::object &correlation_id) {
+        const void *data = record_bytes(record);
+        rk::SendOptions o = send_options(id, priority, correlation_id);
+        const std::int64_t ns = timeout_ns(timeout);
+        // Try once with the GIL held; release it only to wait.
+        const auto attempt = q_->try_send(data, o);
+        if (attempt != rk::Queue::Attempt::Full) return attempt == rk::Queue::Attempt::Accepted;
+        // `record` stays alive (the caller holds it) while the GIL is released.
+        py::gil_scoped_release nogil;
+        return q_->send(data, o, wait_for(ns));
+    }
+
+    py::object receive(const py::object &timeout) {
+        const std::int64_t ns = timeout_ns(timeout);
+        py::array out(dtype_, std::vector<py::ssize_t>{1});
+        void *dst = out.mutable_data();
+        bool ok = q_->receive(dst, nullptr, rk::Wait::none());
+        if (!ok && ns != 0) {
+            py::gil_scoped_release nogil;
+            ok = q_->receive(dst, nullptr, wait_for(ns));
+        }
+        if (!ok) return py::none();
+        return out[py::int_(0)];
+    }
+
+    std::size_t send_batch(const py::object &records, const py::object &timeout, const py::object &ids,
+                           const py::object &priority) {
+        py::array arr = batch_array(records);
+        const std::size_t n = static_cast<std::size_t>(arr.shape(0));
+        const std::uint8_t prio = int_in_range<std::uint8_t>(priority, "priority", 0, 255);
+        py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> id_arr;
+        const std::uint64_t *id_ptr = nullptr;
+        if (!ids.is_none()) {
+            id_arr = py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast>::ensure(ids);
+            if (!id_arr || id_arr.ndim() != 1 || static_cast<std::size_t>(id_arr.shape(0)) != n) {
+                std::ostringstream msg;
+                msg << "ids must be a 1-D sequence of " << n << " unsigned 64-bit ids (one per record)";
+                throw py::value_error(msg.str());
+            }
+            id_ptr = id_arr.data();
+        }
+        const std::int64_t ns = timeout_ns(timeout);
+        const void *src = arr.data();
+        const std::size_t stride = static_cast<std::size_t>(arr.strides(0));
+        py::gil_scoped_release nogil;
+        return q_->send_batch(src, n, stride, id_ptr, prio, wait_for(ns));
+    }
+
+    py::array receive_batch(const py::object &n_obj, const py::object &timeout) {
+        const std::size_t n = int_in_range<std::size_t>(n_obj, "n", 0, 1ull << 40);
+        const std::int64_t ns = timeout_ns(timeout);
+        const std::size_t alloc = std::min<std::size_t>(n, q_->capacity());
+        py::array out(dtype_, std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
+        void *dst = out.mutable_data();
+        const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
+        std::size_t got;
+        {
+            py::gil_scoped_release nogil;
+            got = q_->receive_batch(dst, alloc, itemsize, nullptr, wait_for(ns));
+        }
+        if (got == alloc) return out;
+        py::object sliced = out[py::slice(0, static_cast<py::ssize_t>(got), 1)];
+        // Do not pin a large buffer behind a small result.
+        if (got * 2 < alloc) sliced = sliced.attr("copy")();
+        return sliced.cast<py::array>();
+    }
+
+    std::size_t size() const { return q_->size(); }
+    rk::Queue &core() { return *q_; }
+    const py::dtype &dtype() const { return dtype_; }
+    const py::object &record_type() const { return record_type_; }
+
+private:
+    static py::dtype resolve_dtype(const py::object &record_type) {
+        py::object dt;
+        py::object np_dtype = numpy().attr("dtype");
+        if (py::isinstance(record_type, np_dtype)) {
+            dt = record_type;
+        } else if (py::hasattr(record_type, "dtype") && py::isinstance(record_type.attr("dtype"), np_dtype)) {
+            dt = record_type.attr("dtype");  // a message class (or anything that carries a dtype)
+        } else {
+            try {
+                dt = np_dtype(record_type);
+            } catch (py::error_already_set &) {
+                throw py::type_error("record_type must be a numpy dtype (or a message class with a .dtype), got " +
+                                     py::repr(record_type).cast<std::string>());
+            }
+        }
+        py::dtype d = dt.cast<py::dtype>();
+        if (dt.attr("hasobject").cast<bool>())
+            throw py::type_error("record_type must be a fixed-size dtype without Python objects, got " +
+                                 py::str(dt).cast<std::string>());
+        if (d.itemsize() < 1 || d.itemsize() > rk::kMaxPayload) {
+            std::ostringstream msg;
+            msg << "record size must be in [1, " << rk::kMaxPayload << "] bytes, got " << d.itemsize()
+                << " (dtype " << py::str(dt).cast<std::string>() << ")";
+            throw py::value_error(msg.str());
+        }
+        return d;
+    }
+
+    void check_dtype(const py::handle &obj, const char *what) const {
+        if (!py::hasattr(obj, "dtype"))
+            throw py::type_error(std::string(what) + " must be a numpy record of dtype " +
+                                 py::str(dtype_).cast<std::string>() + ", got " + type_name(obj));
+        py::object d = obj.attr("dtype");
+        if (!d.is(dtype_) && !d.equal(dtype_))
+            throw py::type_error(std::string(what) + " has dtype " + py::str(d).cast<std::string>() +
+                                 ", but this queue carries " + py::str(dtype_).cast<std::string>());
+    }
+
+    // The bytes of one record: a numpy scalar (np.void for structured dtypes) or a 0-d array.
+    const void *record_bytes(const py::object &record) const {
+        check_dtype(record, "record");
+        if (py::isinstance<py::array>(record)) {
+            py::array a = record.cast<py::array>();
+            if (a.ndim() != 0)
+                throw py::type_error("send() takes one record; use send_batch() for an array of shape " +
+                                     py::str(a.attr("shape")).cast<std::string>());
+            return a.data();
+        }
+        Py_buffer view;
+        if (PyObject_GetBuffer(record.ptr(), &view, PyBUF_SIMPLE) != 0) {
+            PyErr_Clear();
+            throw py::type_error("record of type " + type_name(record) + " does not expose its bytes");
+        }
+        const void *ptr = view.buf;
+        const bool ok = view.len == dtype_.itemsize();
+        PyBuffer_Release(&view);  // numpy scalars own their storage; it lives as long as `record`
+        if (!ok) throw py::type_error("record size does not match the queue's dtype");
+        return ptr;
+    }
+
+    py::array batch_array(const py::object &records) const {
+        if (!py::isinstance<py::array>(records))
+            throw py::type_error("send_batch() takes a numpy array of dtype " + py::str(dtype_).cast<std::string>() +
+                                 ", got " + type_name(records));
+        check_dtype(records, "records");
+        py::array arr = records.cast<py::array>();
+        if (arr.ndim() != 1)
+            throw py::value_error("send_batch() takes a 1-D array of records, got shape " +
+                                  py::str(arr.attr("shape")).cast<std::string>());
+        if (!(arr.flags() & py::array::c_style)) arr = numpy().attr("ascontiguousarray")(arr).cast<py::array>();
+        return arr;
+    }
+
+    static rk::SendOptions send_options(const py::object &id, const py::object &priority,
+                                        const py::object &correlation_id) {
+        rk::SendOptions o;
+        if (!id.is_none()) {
+            o.has_id = true;
+            o.id = int_in_range<std::uint64_t>(id, "id", 0, std::numeric_limits<std::uint64_t>::max());
+        }
+        o.priority = int_in_range<std::uint8_t>(priority, "priority", 0, 255);
+        o.correlation_id =
+            int_in_range<std::uint64_t>(correlation_id, "correlation_id", 0, std::numeric_limits<std::uint64_t>::max());
+        return o;
+    }
+
+    py::object record_type_;
+    py::dtype dtype_;
+    std::unique_ptr<rk::Queue> q_;
+};
+
+py::object ttl_seconds(std::uint64_t ns) {
+    if (ns == 0) return py::none();
+    return py::float_(static_cast<double>(ns) / 1e9);
+}
+
+// ---- layout description for the Python-side dtype checks ---------------------------------------------
+
+#define RK_FIELD(s, f) fields[#f] = py::make_tuple(offsetof(s, f), sizeof(((s *)nullptr)->f))
+
+py::dict layout_info() {
+    py::dict out;
+    {
+        py::dict fields;
+        RK_FIELD(rk_ring_header, head);
+        RK_FIELD(rk_ring_header, tail);
+        RK_FIELD(rk_ring_header, magic);
+        RK_FIELD(rk_ring_header, version);
+        RK_FIELD(rk_ring_header, capacity);
+        RK_FIELD(rk_ring_header, mask);
+        RK_FIELD(rk_ring_header, slot_stride);
+        RK_FIELD(rk_ring_header, max_payload);
+        RK_FIELD(rk_ring_header, flags);
+        out["ring_header"] = py::dict("size"_a = sizeof(rk_ring_header), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_envelope, message_id);
+        RK_FIELD(rk_envelope, correlation_id);
+        RK_FIELD(rk_envelope, timestamp);
+        RK_FIELD(rk_envelope, enqueue_ns);
+        RK_FIELD(rk_envelope, payload_size);
+        RK_FIELD(rk_envelope, type_id);
+        RK_FIELD(rk_envelope, source_kernel);
+        RK_FIELD(rk_envelope, priority);
+        RK_FIELD(rk_envelope, flags);
+        RK_FIELD(rk_envelope, sequence);
+        out["envelope"] = py::dict("size"_a = sizeof(rk_envelope), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_control_block, is_active);
+        RK_FIELD(rk_control_block, should_terminate);
+        RK_FIELD(rk_control_block, has_terminated);
+        RK_FIELD(rk_control_block, errors_encountered);
+        RK_FIELD(rk_control_block, messages_processed);
+        RK_FIELD(rk_control_block, last_activity_ns);
+        RK_FIELD(rk_control_block, input);
+        RK_FIELD(rk_control_block, output);
+        out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_telemetry, messages_processed);
+        RK_FIELD(rk_telemetry, messages_dropped);
+        RK_FIELD(rk_telemetry, last_processed_timestamp);
+        RK_FIELD(rk_telemetry, queue_depth);
+        RK_FIELD(rk_telemetry, error_code);
+        RK_FIELD(rk_telemetry, total_latency_ns);
+        RK_FIELD(rk_telemetry, min_latency_ns);
+        RK_FIELD(rk_telemetry, max_latency_ns);
+        out["telemetry"] = py::dict("size"_a = sizeof(rk_telemetry), "fields"_a = fields);
+    }
+    return out;
+}
+#undef RK_FIELD
+
+struct BackendInfo {
+    std::string name;
+    bool available;
+    std::string detail;
+};
+
+std::vector<BackendInfo> backends() {
+    const unsigned cpus = std::thread::hardware_concurrency();
+    std::vector<BackendInfo> out;
+    out.push_back({"cpu", true, "host threads (" + std::to_string(cpus) + " logical CPUs)"});
+    const std::string later = std::string("not implemented in ringkernel ") + RINGKERNEL_VERSION + "; ";
+    out.push_back({"cuda", false,
+                   later + (RINGKERNEL_HAS_CUDA_COMPILER ? "the device dialect was compiled with nvcc at build time"
+                                                         : "no CUDA compiler was found at build time")});
+    out.push_back({"opencl", false, later + "the OpenCL backend is planned"});
+    out.push_back({"metal", false, later + "Metal runs on Apple platforms only"});
+    return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "ringkernel native core (private; import ringkernel instead)";
+    m.attr("__version__") = RINGKERNEL_VERSION;
+
+    // ---- errors: one Python class per C++ class, base first so derived translators win ----------
+    // Exception types live as long as the module; the translators keep borrowed pointers.
+    auto &base = py::register_exception<rk::Error>(m, "RingKernelError", PyExc_Exception);
+    py::register_exception<rk::BackendUnavailableError>(m, "BackendUnavailableError", base.ptr());
+    py::register_exception<rk::LifecycleError>(m, "LifecycleError", base.ptr());
+    py::register_exception<rk::MessageFormatError>(m, "MessageFormatError", base.ptr());
+    py::register_exception<rk::TelemetryNotEnabledError>(m, "TelemetryNotEnabledError", base.ptr());
+    py::register_exception<rk::KernelFaultError>(m, "KernelFaultError", base.ptr());
+    py::register_exception<rk::ClockSkewError>(m, "ClockSkewError", base.ptr());
+    static PyObject *compile_error = py::register_exception<rk::CompileError>(m, "CompileError", base.ptr()).ptr();
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const rk::CompileError &e) {
+            py::object exc = py::reinterpret_borrow<py::object>(compile_error)(e.what());
+            exc.attr("log") = e.log();
+            PyErr_SetObject(compile_error, exc.ptr());
+        } catch (const rk::TypeMismatch &e) {
+            PyErr_SetString(PyExc_TypeError, e.what());
+        }
+    });
+
+    // ---- options -----------------------------------------------------------------------------------
+    py::native_enum<rk::Backpressure>(m, "Backpressure", "enum.IntEnum",
+                                      "What a full queue does with a new message.")
+        .value("BLOCK", rk::Backpressure::Block, "wait for space or the timeout; False on timeout")
+        .value("REJECT", rk::Backpressure::Reject, "False at once, counted rejected")
+        .value("DROP_OLDEST", rk::Backpressure::DropOldest, "evict the oldest (counted dropped), accept the new")
+        .value("DROP_NEW", rk::Backpressure::DropNew, "discard the new (counted dropped), False")
+        .finalize();
+
+    py::class_<rk::LaunchOptions>(m, "LaunchOptions", "Options of a kernel launch (validated on every set).")
+        .def(py::init([](const py::object &queue_capacity, const py::object &dedup_window, rk::Backpressure bp,
+                         bool priority, const py::object &ttl) {
+                 rk::LaunchOptions o;
+                 o.set_queue_capacity(int_in_range<std::uint64_t>(queue_capacity, "queue_capacity", 0, ~0ull));
+                 o.set_dedup_window(int_in_range<std::uint64_t>(dedup_window, "dedup_window", 0, ~0ull));
+                 o.set_backpressure(bp).set_priority(priority);
+                 o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl.cast<double>()));
+                 return o;
+             }),
+             "queue_capacity"_a = 4096, "dedup_window"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
+             "priority"_a = false, "ttl"_a = py::none())
+        .def_static("production", &rk::LaunchOptions::production, "4096 slots, BLOCK, dedup window 1024")
+        .def_static("low_latency", &rk::LaunchOptions::low_latency, "256 slots, REJECT, no dedup")
+        .def_static("high_throughput", &rk::LaunchOptions::high_throughput, "16384 slots, BLOCK, no dedup")
+        .def_property(
+            "queue_capacity", &rk::LaunchOptions::queue_capacity,
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_queue_capacity(int_in_range<std::uint64_t>(v, "queue_capacity", 0, ~0ull));
+            })
+        .def_property(
+            "dedup_window", &rk::LaunchOptions::dedup_window,
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_dedup_window(int_in_range<std::uint64_t>(v, "dedup_window", 0, ~0ull));
+            },
+            "the window in force: the requested one clamped to queue_capacity")
+        .def_property("backpressure", &rk::LaunchOptions::backpressure, &rk::LaunchOptions::set_backpressure)
+        .def_property("priority", &rk::LaunchOptions::priority, &rk::LaunchOptions::set_priority)
+        .def_property(
+            "ttl", [](const rk::LaunchOptions &o) { return ttl_seconds(o.ttl_ns()); },
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_ttl_ns(v.is_none() ? 0 : rk::ttl_to_ns("ttl", v.cast<double>()));
+            },
+            "message time-to-live in seconds, or None")
+        .def("__repr__", &rk::LaunchOptions::to_string)
+        .def("__eq__", [](const rk::LaunchOptions &a, const rk::LaunchOptions &b) {
+            return a.queue_capacity() == b.queue_capacity() && a.dedup_window() == b.dedup_window() &&
+                   a.backpressure() == b.backpressure() && a.priority() == b.priority() && a.ttl_ns() == b.ttl_ns();
+        })
+        .def("__copy__", [](const rk::LaunchOptions &o) { return o; })
+        .attr("__hash__") = py::none();
+
+    // ---- hybrid logical clock ---------------------------------------------------------------------------
+    py::class_<rk::HlcTimestamp>(m, "HlcTimestamp", "A hybrid logical clock stamp, ordered by (physical, logical, node).")
+        .def(py::init([](const py::object &physical, const py::object &logical, const py::object &node) {
+                 return rk::HlcTimestamp{
+                     int_in_range<std::uint64_t>(physical, "physical", 0, rk::HlcTimestamp::kMaxPhysical),
+                     int_in_range<std::uint16_t>(logical, "logical", 0, 0xFFFF),
+                     int_in_range<std::uint16_t>(node, "node", 0, 0xFFFF)};
+             }),
+             "physical"_a, "logical"_a = 0, "node"_a = 0)
+        .def_readonly("physical", &rk::HlcTimestamp::physical, "milliseconds since the Unix epoch")
+        .def_readonly("logical", &rk::HlcTimestamp::logical)
+        .def_readonly("node", &rk::HlcTimestamp::node)
+        .def("pack", &rk::HlcTimestamp::pack, "the 64-bit envelope form: physical << 16 | logical")
+        .def_static(
+            "unpack",
+            [](const py::object &packed, const py::object &node) {
+                return rk::HlcTimestamp::unpack(
+                    int_in_range<std::uint64_t>(packed, "packed", 0, std::numeric_limits<std::uint64_t>::max()),
+                    int_in_range<std::uint16_t>(node, "node", 0, 0xFFFF));
+            },
+            "packed"_a, "node"_a = 0)
+        .def(py::self == py::self)
+        .def(py::self != py::self)
+        .def(py::self < py::self)
+        .def(py::self <= py::self)
+        .def(py::self > py::self)
+        .def(py::self >= py::self)
+        .def("__hash__", [](const rk::HlcTimestamp &t) {
+            return py::hash(py::make_tuple(t.physical, t.logical, t.node));
+        })
+        .def("__repr__", [](const rk::HlcTimestamp &t) {
+            return "HlcTimestamp(physical=" + std::to_string(t.physical) + ", logical=" + std::to_string(t.logical) +
+                   ", node=" + std::to_string(t.node) + ")";
+        });
+
+    py::class_<rk::HlcClock, std::shared_ptr<rk::HlcClock>>(m, "HlcClock", "Thread-safe hybrid logical clock.")
+        .def(py::init([](const py::object &node_id, const py::object &max_offset) {
+                 const double s = max_offset.cast<double>();
+                 if (!(s >= 0.0) || !std::isfinite(s) || s > 1e9)
+                     throw py::value_error("max_offset must be a number of seconds in [0, 1e9], got " +
+                                           py::str(max_offset).cast<std::string>());
+                 return std::make_shared<rk::HlcClock>(int_in_range<std::uint16_t>(node_id, "node_id", 0, 0xFFFF),
+                                                       static_cast<std::uint64_t>(std::llround(s * 1000.0)));
+             }),
+             "node_id"_a = 0, "max_offset"_a = 0.5)
+        .def("now", &rk::HlcClock::now, "stamp a local or send event")
+        .def("update", &rk::HlcClock::update, "remote"_a,
+             "merge a received stamp; ClockSkewError if it is more than max_offset ahead")
+        .def("last", &rk::HlcClock::last, "the last stamp issued, without ticking")
+        .def_property_readonly("node_id", &rk::HlcClock::node)
+        .def_property_readonly("max_offset", [](const rk::HlcClock &c) { return static_cast<double>(c.max_offset_ms()) / 1000.0; })
+        .def_property_readonly("borrows", &rk::HlcClock::borrows,
+                               "times the logical counter was exhausted and carried into the physical part")
+        .def("__repr__", [](const rk::HlcClock &c) {
+            return "HlcClock(node_id=" + std::to_string(c.node()) + ", max_offset=" +
+                   py::str(py::float_(static_cast<double>(c.max_offset_ms()) / 1000.0)).cast<std::string>() + ")";
+        });
+
+    // ---- queues --------------------------------------------------------------------------------------------
+    py::class_<rk::QueueStats>(m, "QueueStats", "A snapshot of a queue's counters.")
+        .def_readonly("sent", &rk::QueueStats::sent, "entered the queue, or discarded by DROP_NEW")
+        .def_readonly("received", &rk::QueueStats::received)
+        .def_readonly("rejected", &rk::QueueStats::rejected)
+        .def_readonly("dropped", &rk::QueueStats::dropped)
+        .def_readonly("duplicates", &rk::QueueStats::duplicates)
+        .def_readonly("expired", &rk::QueueStats::expired)
+        .def_readonly("timed_out", &rk::QueueStats::timed_out)
+        .def("as_dict", [](const rk::QueueStats &s) {
+            return py::dict("sent"_a = s.sent, "received"_a = s.received, "rejected"_a = s.rejected,
+                            "dropped"_a = s.dropped, "duplicates"_a = s.duplicates, "expired"_a = s.expired,
+                            "timed_out"_a = s.timed_out);
+        })
+        .def("__repr__", [](const rk::QueueStats &s) {
+            std::ostringstream o;
+            o << "QueueStats(sent=" << s.sent << ", received=" << s.received << ", rejected=" << s.rejected
+              << ", dropped=" << s.dropped << ", duplicates=" << s.duplicates << ", expired=" << s.expired
+              << ", timed_out=" << s.timed_out << ")";
+            return o.str();
+        });
+
+    py::class_<PyQueue>(m, "Queue", "A bounded lock-free queue of fixed-size records.")
+        .def(py::init<py::object, py::object, rk::Backpressure, py::object, bool, py::object,
+                      std::shared_ptr<rk::HlcClock>, bool, bool>(),
+             "record_type"_a, "capacity"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
+             "dedup_window"_a = 0, "priority"_a = false, "ttl"_a = py::none(), py::kw_only(),
+             "clock"_a = nullptr, "single_producer"_a = false, "single_consumer"_a = false)
+        .def("send", &PyQueue::send, "record"_a, py::kw_only(), "id"_a = py::none(), "priority"_a = 0,
+             "timeout"_a = py::none(), "correlation_id"_a = 0)
+        .def("receive", &PyQueue::receive, "timeout"_a = py::none())
+        .def("send_batch", &PyQueue::send_batch, "records"_a, py::kw_only(), "timeout"_a = py::none(),
+             "ids"_a = py::none(), "priority"_a = 0)
+        .def("receive_batch", &PyQueue::receive_batch, "n"_a, "timeout"_a = 0.0)
+        .def("__len__", &PyQueue::size)
+        .def_property_readonly("capacity", [](PyQueue &q) { return q.core().capacity(); })
+        .def_property_readonly("dtype", &PyQueue::dtype)
+        .def_property_readonly("record_type", &PyQueue::record_type)
+        .def_property_readonly("backpressure", [](PyQueue &q) { return q.core().config().backpressure; })
+        .def_property_readonly("dedup_window", [](PyQueue &q) { return q.core().config().dedup_window; })
+        .def_property_readonly("priority", [](PyQueue &q) { return q.core().config().priority; })
+        .def_property_readonly("ttl", [](PyQueue &q) { return ttl_seconds(q.core().config().ttl_ns); })
+        .def_property_readonly("stats", [](PyQueue &q) { return q.core().stats(); })
+        .def("__repr__", [](PyQueue &q) {
+            std::ostringstream o;
+            o << "Queue(" << py::str(q.dtype()).cast<std::string>() << ", capacity=" << q.core().capacity()
+              << ", backpressure=" << rk::to_string(q.core().config().backpressure) << ", len=" << q.size() << ")";
+            return o.str();
+        });
+
+    // ---- backends and build facts ------------------------------------------------------------------------------
+    py::class_<BackendInfo>(m, "BackendInfo", "Whether a backend can run here, and why not.")
+        .def_readonly("name", &BackendInfo::name)
+        .def_readonly("available", &BackendInfo::available)
+        .def_readonly("detail", &BackendInfo::detail)
+        .def("__repr__", [](const BackendInfo &b) {
+            return "BackendInfo(name='" + b.name + "', available=" + (b.available ? "True" : "False") + ", detail='" +
+                   b.detail + "')";
+        });
+    m.def("backends", &backends, "every backend this build knows, with availability and the reason; never raises");
+    m.def("layout_info", &layout_info, "sizes and (offset, size) of every field of the layout.h structs");
+    m.def("build_info", [] {
+        return py::dict("version"_a = RINGKERNEL_VERSION, "cuda_compiled"_a = bool(RINGKERNEL_HAS_CUDA_COMPILER),
+                        "compiler"_a = __VERSION__);
+    });
+    m.attr("RING_MIN_CAPACITY") = rk::kMinCapacity;
+    m.attr("RING_MAX_CAPACITY") = rk::kMaxCapacity;
+    m.attr("MAX_RECORD_SIZE") = rk::kMaxPayload;
+}

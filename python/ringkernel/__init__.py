@@ -1,0 +1,49 @@
+"""ringkernel — GPU-native actors: persistent ring kernels fed by lock-free message rings.
+
+The native core lives in the private extension ``ringkernel._core``; this package re-exports
+its public surface. Importing it never touches a GPU driver or an OpenCL runtime.
+"""
+
+from __future__ import annotations
+
+from . import layout
+from ._core import (
+    BackendInfo,
+    BackendUnavailableError,
+    Backpressure,
+    ClockSkewError,
+    CompileError,
+    HlcClock,
+    HlcTimestamp,
+    KernelFaultError,
+    LaunchOptions,
+    LifecycleError,
+    MessageFormatError,
+    Queue,
+    QueueStats,
+    RingKernelError,
+    TelemetryNotEnabledError,
+    __version__,
+    backends,
+)
+
+__all__ = [
+    "BackendInfo",
+    "BackendUnavailableError",
+    "Backpressure",
+    "ClockSkewError",
+    "CompileError",
+    "HlcClock",
+    "HlcTimestamp",
+    "KernelFaultError",
+    "LaunchOptions",
+    "LifecycleError",
+    "MessageFormatError",
+    "Queue",
+    "QueueStats",
+    "RingKernelError",
+    "TelemetryNotEnabledError",
+    "__version__",
+    "backends",
+    "layout",
+]
