@@ -10,12 +10,16 @@
 // protocol, so our figures include moving it; the peers move the 64-byte message alone.
 #pragma once
 
+#include <pthread.h>
+#include <sched.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include <boost/lockfree/queue.hpp>
 #include <boost/lockfree/spsc_queue.hpp>
@@ -61,6 +65,40 @@ public:
 private:
     unsigned n_ = 0;
 };
+
+// The CPUs this process may run on, as they were when first asked (main asks before any pinning,
+// so a pinned thread's children still see them all).
+inline const std::vector<int> &allowed_cpus() {
+    static const std::vector<int> cpus = [] {
+        std::vector<int> v;
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        if (sched_getaffinity(0, sizeof set, &set) == 0)
+            for (int c = 0; c < CPU_SETSIZE; ++c)
+                if (CPU_ISSET(c, &set)) v.push_back(c);
+        return v;
+    }();
+    return cpus;
+}
+
+// Pins the calling thread to the k-th allowed CPU (modulo their number), so the threads of a run
+// sit on distinct cores from the first message on instead of whenever the scheduler spreads them:
+// unpinned, two threads can start on one core and measure time slices, not the queue. Returns
+// the previous affinity, for restore_affinity.
+inline cpu_set_t pin_to_nth_cpu(unsigned k) {
+    cpu_set_t old;
+    CPU_ZERO(&old);
+    pthread_getaffinity_np(pthread_self(), sizeof old, &old);
+    const std::vector<int> &cpus = allowed_cpus();
+    if (cpus.size() >= 2) {
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(cpus[k % cpus.size()], &one);
+        pthread_setaffinity_np(pthread_self(), sizeof one, &one);
+    }
+    return old;
+}
+inline void restore_affinity(const cpu_set_t &set) { pthread_setaffinity_np(pthread_self(), sizeof set, &set); }
 
 // ---- ours ----------------------------------------------------------------------------------------
 

@@ -3,8 +3,9 @@
 // Names are <question>/<queue>; each question is stated above its benchmark. Every figure counts
 // messages in items_processed, so ns per message is 1e9 / items_per_second. All queues hold 4096
 // 64-byte messages (adapters.hpp). The threaded questions spawn their threads per iteration and
-// time only the transfer; on a machine with fewer cores than threads they oversubscribe, which the
-// context block of the output records (hardware_concurrency).
+// time only the transfer; threads are pinned round-robin over the allowed CPUs. On a machine with
+// fewer cores than threads they oversubscribe, which the
+// context block of the output records (allowed_cpus).
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -61,6 +62,7 @@ double stream(Q &q, unsigned producers, unsigned consumers, std::uint64_t total,
     std::vector<std::thread> threads;
     for (unsigned p = 0; p < producers; ++p) {
         threads.emplace_back([&, p] {
+            pin_to_nth_cpu(p);
             auto h = q.producer();
             Msg buf[Batch];
             await(go);
@@ -82,7 +84,8 @@ double stream(Q &q, unsigned producers, unsigned consumers, std::uint64_t total,
         });
     }
     for (unsigned c = 0; c < consumers; ++c) {
-        threads.emplace_back([&] {
+        threads.emplace_back([&, c] {
+            pin_to_nth_cpu(c + 1);
             auto h = q.consumer();
             Msg buf[Batch];
             std::uint64_t local = 0;  // popped, not yet added to `consumed`
@@ -144,7 +147,9 @@ void ping_pong(benchmark::State &state) {
     constexpr std::uint64_t kStop = ~0ull;
     Q there(kCapacity);
     Q back(kCapacity);
+    const cpu_set_t affinity = pin_to_nth_cpu(0);
     std::thread echo([&] {
+        pin_to_nth_cpu(1);
         auto in = there.consumer();
         auto out = back.producer();
         Msg m;
@@ -176,6 +181,7 @@ void ping_pong(benchmark::State &state) {
     Backoff full;
     while (!out.push(ping)) full();
     echo.join();
+    restore_affinity(affinity);
     if (!ok) state.SkipWithError("the echo returned a different message");
     state.SetItemsProcessed(state.iterations());
 }
