@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite: C++ (ctest: unit, stress, installed-package consumer; then again under
+# ASan+UBSan and under TSan) and Python (pytest against the package installed with pip).
+#   bash tests/run_all.sh            everything
+#   bash tests/run_all.sh --quick    skip the sanitizer builds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+jobs=$(nproc 2>/dev/null || echo 2)
+gen=()
+command -v ninja >/dev/null && gen=(-G Ninja)
+
+step() { printf '\n==== %s\n' "$*"; }
+
+step "C++: configure and build (Release, -Wall -Wextra -Werror)"
+cmake -S . -B build/test "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DRINGKERNEL_WERROR=ON
+cmake --build build/test -j "$jobs"
+
+step "C++: ctest"
+ctest --test-dir build/test --output-on-failure -j "$jobs"
+
+if [ "$quick" = 0 ]; then
+  for san in address,undefined thread; do
+    step "C++: ctest under -fsanitize=$san"
+    dir="build/san-${san%%,*}"
+    cmake -S . -B "$dir" "${gen[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGKERNEL_WERROR=ON \
+      -DRINGKERNEL_SANITIZE="$san" -DRINGKERNEL_ENABLE_CUDA=OFF -DRINGKERNEL_BUILD_BENCHMARKS=OFF \
+      -DRINGKERNEL_INSTALL=OFF
+    cmake --build "$dir" -j "$jobs"
+    TSAN_OPTIONS="halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+      ctest --test-dir "$dir" --output-on-failure -j "$jobs"
+  done
+fi
+
+step "Python: pip install .[test]"
+python3 -m pip install -q --disable-pip-version-check ".[test]"
+
+step "Python: pytest"
+python3 -m pytest tests/python
