@@ -134,8 +134,19 @@ RK_FN memory_order rk_cl_order(int order) {
            : order == RK_ACQ_REL ? memory_order_acq_rel
                                  : memory_order_seq_cst;
 }
+#if defined(__opencl_c_atomic_scope_all_devices)
+#define RK_CL_SCOPE_SYSTEM memory_scope_all_devices
+#elif __OPENCL_C_VERSION__ == 200
+#define RK_CL_SCOPE_SYSTEM memory_scope_all_svm_devices
+#else
+/* The compiler offers no all-devices scope (PoCL's CPU device, for one): device scope is the
+ * widest there is. Host-visible rings are then correct only on a device that is cache-coherent
+ * with the host, which a CPU device is; on any other such device the OpenCL backend must not run
+ * host-shared rings in persistent mode. */
+#define RK_CL_SCOPE_SYSTEM memory_scope_device
+#endif
 RK_FN memory_scope rk_cl_scope(int scope) {
-    return scope == RK_SCOPE_SYSTEM ? memory_scope_all_svm_devices : memory_scope_device;
+    return scope == RK_SCOPE_SYSTEM ? RK_CL_SCOPE_SYSTEM : memory_scope_device;
 }
 RK_FN rk_u64 rk_atomic_load_u64(RK_GLOBAL const rk_u64 *p, int order, int scope) {
     return atomic_load_explicit((volatile RK_GLOBAL atomic_ulong *)p, rk_cl_order(order),
