@@ -19,6 +19,14 @@
 
 #include "rk_atomic.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define RK_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define RK_TSAN 1
+#endif
+#endif
+
 namespace rk {
 
 // How long a call may wait. timeout_ns < 0 waits forever, 0 does not wait. `interrupt`, if set, is
@@ -98,7 +106,7 @@ public:
 
     // Wake every parked waiter, if any; call after making the condition true.
     void notify() {
-        std::atomic_thread_fence(std::memory_order_seq_cst);
+        full_fence();
         if (waiters_.load(std::memory_order_relaxed) != 0) {
             std::lock_guard<std::mutex> lock(mu_);
             cv_.notify_all();
@@ -111,11 +119,23 @@ private:
     struct Announce {
         explicit Announce(std::atomic<std::uint32_t> &w) : w_(w) {
             w_.fetch_add(1, std::memory_order_relaxed);
-            std::atomic_thread_fence(std::memory_order_seq_cst);
+            full_fence(w_);
         }
         ~Announce() { w_.fetch_sub(1, std::memory_order_relaxed); }
         std::atomic<std::uint32_t> &w_;
     };
+
+    // TSan does not model fences (GCC refuses them under -fsanitize=thread); it does model a
+    // seq_cst read-modify-write, which is a full barrier on every target we build for.
+    static void full_fence(std::atomic<std::uint32_t> &w) {
+#if defined(RK_TSAN)
+        w.fetch_add(0, std::memory_order_seq_cst);
+#else
+        (void)w;
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+#endif
+    }
+    void full_fence() { full_fence(waiters_); }
 
     alignas(64) std::atomic<std::uint32_t> waiters_{0};
     std::mutex mu_;
