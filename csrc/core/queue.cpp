@@ -188,6 +188,12 @@ bool Queue::evict_oldest() {
 bool Queue::has_space() noexcept { return pstore_ ? pstore_->has_space() : ring_->can_push(); }
 bool Queue::has_data() noexcept { return pstore_ ? pstore_->has_data() : ring_->can_pop(); }
 
+bool Queue::wait_readable(const Wait &wait) {
+    if (has_data()) return true;
+    if (wait.timeout_ns == 0) return false;
+    return data_.wait([this] { return has_data(); }, Deadline::from(wait), wait.interrupt);
+}
+
 std::size_t Queue::size() const noexcept {
     return pstore_ ? pstore_->size() : const_cast<Ring &>(*ring_).size();
 }

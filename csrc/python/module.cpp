@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -13,6 +14,12 @@
 #include <thread>
 
 #include "ringkernel/ringkernel.hpp"
+
+// The numpy C API, for the per-record paths: reading an np.void's bytes and making one without
+// going through Python attribute lookups. Built against numpy 2, which also runs on numpy 1.x.
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+#include <numpy/arrayscalars.h>
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -35,6 +42,17 @@ std::int64_t timeout_ns(const py::object &timeout, const char *name = "timeout")
 
 template <typename T>
 T int_in_range(const py::object &value, const char *name, long long lo, unsigned long long hi) {
+    // Fast path: a plain int that fits, compared in C.
+    if (PyLong_CheckExact(value.ptr())) {
+        int overflow = 0;
+        const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+        if (overflow == 0 && v >= lo && (v < 0 || static_cast<unsigned long long>(v) <= hi)) return static_cast<T>(v);
+        if (overflow > 0) {
+            const unsigned long long u = PyLong_AsUnsignedLongLong(value.ptr());
+            if (!PyErr_Occurred() && u <= hi) return static_cast<T>(u);
+            PyErr_Clear();
+        }
+    }
     if (!py::isinstance<py::int_>(value) || py::isinstance<py::bool_>(value)) {
         std::ostringstream msg;
         msg << name << " must be an int in [" << lo << ", " << hi << "], got "
@@ -65,6 +83,63 @@ py::object numpy() {
 
 std::string type_name(const py::handle &obj) {
     return py::str(py::type::of(obj).attr("__qualname__")).cast<std::string>();
+}
+
+// ---- vectorcall methods for the per-call paths --------------------------------------------------------
+// pybind11's dispatcher spends 200-700 ns matching keyword arguments. send/receive run once per
+// message, so the Queue's four I/O methods are METH_FASTCALL|METH_KEYWORDS methods that parse their
+// own arguments (nullptr = argument not given, the default applies).
+
+template <std::size_t N>
+struct ArgSpec {
+    const char *fname;
+    std::array<const char *, N> names;
+    std::size_t positional;  // how many may be given by position
+    std::size_t required;    // the first `required` names must be given
+};
+
+template <std::size_t N>
+std::array<PyObject *, N> parse_args(const ArgSpec<N> &spec, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
+    std::array<PyObject *, N> out{};
+    if (static_cast<std::size_t>(nargs) > spec.positional) {
+        std::ostringstream msg;
+        msg << spec.fname << "() takes at most " << spec.positional << " positional argument"
+            << (spec.positional == 1 ? "" : "s") << " (" << nargs << " given)";
+        throw py::type_error(msg.str());
+    }
+    for (Py_ssize_t i = 0; i < nargs; ++i) out[static_cast<std::size_t>(i)] = args[i];
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; ++j) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+        std::size_t k = 0;
+        while (k < N && PyUnicode_CompareWithASCIIString(name, spec.names[k]) != 0) ++k;
+        if (k == N)
+            throw py::type_error(std::string(spec.fname) + "() got an unexpected keyword argument '" +
+                                 py::str(name).cast<std::string>() + "'");
+        if (out[k])
+            throw py::type_error(std::string(spec.fname) + "() got multiple values for argument '" + spec.names[k] + "'");
+        out[k] = args[nargs + j];
+    }
+    for (std::size_t k = 0; k < spec.required; ++k)
+        if (!out[k])
+            throw py::type_error(std::string(spec.fname) + "() missing required argument '" + spec.names[k] + "'");
+    return out;
+}
+
+py::object arg(PyObject *given, py::object fallback) {
+    return given ? py::reinterpret_borrow<py::object>(given) : std::move(fallback);
+}
+
+// Run a method body, turning C++ exceptions into Python ones with pybind11's registered translators.
+template <class Body>
+PyObject *guarded(Body &&body) {
+    try {
+        return body();
+    } catch (...) {
+        py::detail::try_translate_exceptions();
+        return nullptr;
+    }
 }
 
 // ---- the Python Queue -------------------------------------------------------------------------------
@@ -103,15 +178,24 @@ public:
 
     py::object receive(const py::object &timeout) {
         const std::int64_t ns = timeout_ns(timeout);
-        py::array out(dtype_, std::vector<py::ssize_t>{1});
-        void *dst = out.mutable_data();
+        const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
+        std::uint8_t small[512];
+        std::vector<std::uint8_t> large;
+        void *dst = small;
+        if (itemsize > sizeof small) {
+            large.resize(itemsize);
+            dst = large.data();
+        }
         bool ok = q_->receive(dst, nullptr, rk::Wait::none());
         if (!ok && ns != 0) {
             py::gil_scoped_release nogil;
             ok = q_->receive(dst, nullptr, wait_for(ns));
         }
         if (!ok) return py::none();
-        return out[py::int_(0)];
+        // A numpy scalar (np.void for structured dtypes) that owns a copy of the bytes.
+        PyObject *scalar = PyArray_Scalar(dst, descr(), nullptr);
+        if (!scalar) throw py::error_already_set();
+        return py::reinterpret_steal<py::object>(scalar);
     }
 
     std::size_t send_batch(const py::object &records, const py::object &timeout, const py::object &ids,
@@ -140,25 +224,33 @@ public:
     py::array receive_batch(const py::object &n_obj, const py::object &timeout) {
         const std::size_t n = int_in_range<std::size_t>(n_obj, "n", 0, 1ull << 40);
         const std::int64_t ns = timeout_ns(timeout);
-        const std::size_t alloc = std::min<std::size_t>(n, q_->capacity());
+        std::size_t ready = q_->size();
+        if (ready == 0 && n > 0 && ns != 0) {
+            py::gil_scoped_release nogil;
+            if (q_->wait_readable(wait_for(ns))) ready = std::max<std::size_t>(q_->size(), 1);
+        }
+        // Sized by what is waiting, so polling an empty queue or a large n costs no large buffer.
+        const std::size_t alloc = std::min({n, ready, static_cast<std::size_t>(q_->capacity())});
         py::array out(dtype_, std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
+        if (alloc == 0) return out;
         void *dst = out.mutable_data();
         const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
         std::size_t got;
-        {
+        if (alloc <= 256) {  // short copy: cheaper than releasing the GIL
+            got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+        } else {
             py::gil_scoped_release nogil;
-            got = q_->receive_batch(dst, alloc, itemsize, nullptr, wait_for(ns));
+            got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
         }
         if (got == alloc) return out;
-        py::object sliced = out[py::slice(0, static_cast<py::ssize_t>(got), 1)];
-        // Do not pin a large buffer behind a small result.
-        if (got * 2 < alloc) sliced = sliced.attr("copy")();
-        return sliced.cast<py::array>();
+        // Another receiver took some (or they expired): return only what arrived.
+        return out[py::slice(0, static_cast<py::ssize_t>(got), 1)].attr("copy")().cast<py::array>();
     }
 
     std::size_t size() const { return q_->size(); }
     rk::Queue &core() { return *q_; }
     const py::dtype &dtype() const { return dtype_; }
+    PyArray_Descr *descr() const { return reinterpret_cast<PyArray_Descr *>(dtype_.ptr()); }
     const py::object &record_type() const { return record_type_; }
 
 private:
@@ -202,6 +294,11 @@ private:
 
     // The bytes of one record: a numpy scalar (np.void for structured dtypes) or a 0-d array.
     const void *record_bytes(const py::object &record) const {
+        PyObject *o = record.ptr();
+        if (PyArray_IsScalar(o, Void)) {  // the common case: one record of a structured dtype
+            auto *v = reinterpret_cast<PyVoidScalarObject *>(o);
+            if (v->descr == descr() || PyArray_EquivTypes(v->descr, descr())) return v->obval;
+        }
         check_dtype(record, "record");
         if (py::isinstance<py::array>(record)) {
             py::array a = record.cast<py::array>();
@@ -338,9 +435,72 @@ std::vector<BackendInfo> backends() {
     return out;
 }
 
+PyObject *queue_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return guarded([&] {
+        static const ArgSpec<5> spec{"send", {"record", "id", "priority", "timeout", "correlation_id"}, 1, 1};
+        const auto a = parse_args(spec, args, nargs, kwnames);
+        const bool ok = py::cast<PyQueue &>(py::handle(self)).send(
+            arg(a[0], py::none()), arg(a[1], py::none()), arg(a[2], py::int_(0)), arg(a[3], py::none()),
+            arg(a[4], py::int_(0)));
+        return py::bool_(ok).release().ptr();
+    });
+}
+
+PyObject *queue_receive(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return guarded([&] {
+        static const ArgSpec<1> spec{"receive", {"timeout"}, 1, 0};
+        const auto a = parse_args(spec, args, nargs, kwnames);
+        return py::cast<PyQueue &>(py::handle(self)).receive(arg(a[0], py::none())).release().ptr();
+    });
+}
+
+PyObject *queue_send_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return guarded([&] {
+        static const ArgSpec<4> spec{"send_batch", {"records", "timeout", "ids", "priority"}, 1, 1};
+        const auto a = parse_args(spec, args, nargs, kwnames);
+        const std::size_t n = py::cast<PyQueue &>(py::handle(self))
+                                  .send_batch(arg(a[0], py::none()), arg(a[1], py::none()), arg(a[2], py::none()),
+                                              arg(a[3], py::int_(0)));
+        return PyLong_FromSize_t(n);
+    });
+}
+
+PyObject *queue_receive_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return guarded([&] {
+        static const ArgSpec<2> spec{"receive_batch", {"n", "timeout"}, 2, 1};
+        const auto a = parse_args(spec, args, nargs, kwnames);
+        return py::cast<PyQueue &>(py::handle(self))
+            .receive_batch(arg(a[0], py::none()), arg(a[1], py::float_(0.0)))
+            .release()
+            .ptr();
+    });
+}
+
+#define RK_FASTCALL(fn) reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)(void)>(fn))
+
+PyMethodDef kQueueMethods[] = {
+    {"send", RK_FASTCALL(queue_send), METH_FASTCALL | METH_KEYWORDS,
+     "send($self, record, *, id=None, priority=0, timeout=None, correlation_id=0)\n--\n\n"
+     "Send one record (a numpy record of the queue's dtype). True exactly when it entered the queue.\n"
+     "id: message id for deduplication (default: the message's HLC stamp). priority: 0-255, needs\n"
+     "priority=True. timeout: seconds a BLOCK queue may wait for space, None = forever."},
+    {"receive", RK_FASTCALL(queue_receive), METH_FASTCALL | METH_KEYWORDS,
+     "receive($self, timeout=None)\n--\n\n"
+     "Receive one record, waiting up to timeout seconds (None = forever, 0 = not at all). None on timeout."},
+    {"send_batch", RK_FASTCALL(queue_send_batch), METH_FASTCALL | METH_KEYWORDS,
+     "send_batch($self, records, *, timeout=None, ids=None, priority=0)\n--\n\n"
+     "Send a 1-D array of records. Returns how many entered; the rest are accounted by the\n"
+     "backpressure strategy (rejected, dropped or timed out). ids: one id per record."},
+    {"receive_batch", RK_FASTCALL(queue_receive_batch), METH_FASTCALL | METH_KEYWORDS,
+     "receive_batch($self, n, timeout=0.0)\n--\n\n"
+     "Receive up to n records as an array, waiting up to timeout seconds for the first one\n"
+     "(default 0: return what is waiting now)."},
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+    if (_import_array() < 0) throw py::error_already_set();
     m.doc() = "ringkernel native core (private; import ringkernel instead)";
     m.attr("__version__") = RINGKERNEL_VERSION;
 
@@ -497,18 +657,18 @@ PYBIND11_MODULE(_core, m) {
             return o.str();
         });
 
-    py::class_<PyQueue>(m, "Queue", "A bounded lock-free queue of fixed-size records.")
+    py::class_<PyQueue> queue_class(m, "Queue", "A bounded lock-free queue of fixed-size records.");
+    for (PyMethodDef &def : kQueueMethods) {
+        PyObject *method = PyDescr_NewMethod(reinterpret_cast<PyTypeObject *>(queue_class.ptr()), &def);
+        if (!method) throw py::error_already_set();
+        queue_class.attr(def.ml_name) = py::reinterpret_steal<py::object>(method);
+    }
+    queue_class
         .def(py::init<py::object, py::object, rk::Backpressure, py::object, bool, py::object,
                       std::shared_ptr<rk::HlcClock>, bool, bool>(),
              "record_type"_a, "capacity"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
              "dedup_window"_a = 0, "priority"_a = false, "ttl"_a = py::none(), py::kw_only(),
              "clock"_a = nullptr, "single_producer"_a = false, "single_consumer"_a = false)
-        .def("send", &PyQueue::send, "record"_a, py::kw_only(), "id"_a = py::none(), "priority"_a = 0,
-             "timeout"_a = py::none(), "correlation_id"_a = 0)
-        .def("receive", &PyQueue::receive, "timeout"_a = py::none())
-        .def("send_batch", &PyQueue::send_batch, "records"_a, py::kw_only(), "timeout"_a = py::none(),
-             "ids"_a = py::none(), "priority"_a = 0)
-        .def("receive_batch", &PyQueue::receive_batch, "n"_a, "timeout"_a = 0.0)
         .def("__len__", &PyQueue::size)
         .def_property_readonly("capacity", [](PyQueue &q) { return q.core().capacity(); })
         .def_property_readonly("dtype", &PyQueue::dtype)

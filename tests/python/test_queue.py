@@ -53,7 +53,7 @@ def test_dedup_window_is_clamped_to_capacity():
         ({"capacity": 2.0}, TypeError, r"capacity must be an int"),
         ({"dedup_window": 5}, ValueError, r"dedup_window must be 0 \(off\) or in \[16, 1024\], got 5"),
         ({"ttl": 0.0}, ValueError, r"ttl must be None or a number of seconds"),
-        ({"backpressure": 7}, TypeError, r"incompatible function arguments"),
+        ({"backpressure": 7}, TypeError, r"incompatible constructor arguments"),
         ({"backpressure": BP.DROP_OLDEST, "single_consumer": True}, ValueError, r"DROP_OLDEST .* single_consumer"),
     ],
 )
@@ -475,3 +475,32 @@ class QueueModel(RuleBasedStateMachine):
 
 TestQueueModel = QueueModel.TestCase
 TestQueueModel.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda q: q.send(), r"send\(\) missing required argument 'record'"),
+        (lambda q: q.send(record(1), 5), r"send\(\) takes at most 1 positional argument \(2 given\)"),
+        (lambda q: q.send(record(1), bogus=1), r"send\(\) got an unexpected keyword argument 'bogus'"),
+        (lambda q: q.send(record(1), record=record(2)), r"send\(\) got multiple values for argument 'record'"),
+        (lambda q: q.receive(1, 2), r"receive\(\) takes at most 1 positional argument \(2 given\)"),
+        (lambda q: q.receive_batch(), r"receive_batch\(\) missing required argument 'n'"),
+        (lambda q: q.send_batch(records(0, 1), 0.5), r"send_batch\(\) takes at most 1 positional argument"),
+    ],
+)
+def test_call_signature_errors(call, message):
+    q = rk.Queue(SAMPLE, capacity=16)
+    with pytest.raises(TypeError, match=message):
+        call(q)
+    assert q.stats.sent == 0
+
+
+def test_keywords_and_positions_are_equivalent():
+    q = rk.Queue(SAMPLE, capacity=16)
+    assert q.send(record=record(1), timeout=0)
+    assert int(q.receive(timeout=0)["seq"]) == 1
+    q.send(record(2))
+    assert int(q.receive(0)["seq"]) == 2
+    q.send_batch(records=records(3, 2))
+    assert [int(s) for s in q.receive_batch(n=5, timeout=0)["seq"]] == [3, 4]

@@ -80,6 +80,10 @@ public:
     std::size_t receive_batch(void *records, std::size_t n, std::size_t stride,
                               rk_envelope *envs = nullptr, const Wait &wait = Wait::none());
 
+    // Wait (per `wait`) until a message may be received; true when one may (a hint: another
+    // receiver can take it first). Lets a caller size its buffer before it receives.
+    bool wait_readable(const Wait &wait);
+
     std::size_t size() const noexcept;
     std::uint32_t capacity() const noexcept { return cfg_.capacity; }
     const QueueConfig &config() const noexcept { return cfg_; }
