@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build and run the C++ microbenchmarks (bench/cpp), compare ringkernel with its peers.
 
-    python3 bench/bench_native.py            # normal run: 3 repetitions, medians
+    python3 bench/bench_native.py            # normal run: 5 repetitions, medians
     python3 bench/bench_native.py --quick    # one short repetition, for a smoke test
 
 Configures and builds ``ringkernel_bench`` in build/bench (Release), runs it with JSON output,
@@ -33,7 +33,11 @@ TARGET = "ringkernel_bench"
 SCHEMA = "ringkernel.bench.native/1"
 
 QUICK_ARGS = ["--benchmark_min_time=0.05"]
-NORMAL_ARGS = ["--benchmark_min_time=0.5", "--benchmark_repetitions=3",
+# Repetitions of one benchmark run back to back and the benchmarks of one question follow each
+# other, so the figures a ratio compares are taken close together in time. (Random interleaving
+# was tried: on a shared VM whose cross-core latency shifts for tens of seconds at a time it
+# spread those shifts over every comparison.)
+NORMAL_ARGS = ["--benchmark_min_time=0.3", "--benchmark_repetitions=5",
                "--benchmark_report_aggregates_only=true"]
 
 # Each row: (question, ours, peers). Our figure is set against the best of `peers` measured in the
@@ -162,6 +166,11 @@ def figures(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not rate:
             continue
         out[name] = {"items_per_second": rate, "ns_per_item": 1e9 / rate}
+    if aggregated:  # the spread of the repetitions, as the coefficient of variation of the time
+        for b in runs:
+            name = _base_name(b.get("run_name", b["name"]))
+            if b.get("aggregate_name") == "cv" and name in out:
+                out[name]["cv"] = b.get("real_time")
     return out
 
 
@@ -177,6 +186,9 @@ def compare(figs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 return None
             return f["items_per_second"] / 1e6 if throughput else f["ns_per_item"]
 
+        def cv(impl: str | None) -> float | None:
+            return figs.get(f"{question}/{impl}", {}).get("cv") if impl else None
+
         ours_v = value(ours)
         measured = [(p, value(p)) for p in peers if value(p) is not None]
         best = (max if throughput else min)(measured, key=lambda pv: pv[1]) if measured else (None, None)
@@ -187,6 +199,7 @@ def compare(figs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             "question": question, "unit": unit, "better": "higher" if throughput else "lower",
             "ours": ours, "ours_value": ours_v, "peer": best[0], "peer_value": best[1],
             "peers_considered": list(peers),
+            "ours_cv": cv(ours), "peer_cv": cv(best[0]),
             # > 1: ours is faster than the best peer by that factor; < 1: slower.
             "speedup_vs_best_peer": ratio,
         })
@@ -204,6 +217,10 @@ def run(quick: bool = False, *, write: bool = True, build_first: bool = True) ->
         "envelope with each message (it is part of the protocol), the peers move the message alone.",
         "Threaded runs pin threads round-robin over the allowed CPUs; with fewer CPUs than threads "
         "(2x2 MPMC on 2 cores) they oversubscribe and measure scheduling as much as the queues.",
+        "Threaded figures depend on the cross-core latency of the moment; on a shared VM it can shift "
+        "several-fold for seconds at a time (see ours_cv / peer_cv), so compare ratios within one run "
+        "rather than absolute figures across runs.",
+        "moodycamel_cq is the one unbounded peer (enqueue may allocate); the others hold 4096.",
         "speedup_vs_best_peer > 1 means ours is faster than the best peer by that factor.",
     ]
     if context.get("library_build_type") == "debug":

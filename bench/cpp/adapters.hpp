@@ -15,7 +15,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <memory>
 #include <thread>
 #include <type_traits>
@@ -257,20 +256,24 @@ private:
     moodycamel::ReaderWriterQueue<Msg> q_;
 };
 
-// moodycamel::ConcurrentQueue (MPMC) with producer and consumer tokens, its fast path; try_enqueue
-// never allocates past the initial capacity, so it is bounded like the others.
+// moodycamel::ConcurrentQueue (MPMC) with producer and consumer tokens, its fast path, its pool
+// sized for `capacity` messages per producer. It is the one unbounded peer: enqueue allocates
+// a block when the pool runs dry. The bounded try_enqueue was tried and, with two producers,
+// sometimes failed for ever on an empty queue (version 1.0.3; each producer keeps the blocks it
+// once took, and its block index cannot grow without allocating), hanging the benchmark.
 class MoodyCq {
 public:
     static constexpr const char *kName = "moodycamel_cq";
+    static constexpr std::size_t kMaxProducers = 2;
     using Impl = moodycamel::ConcurrentQueue<Msg>;
 
-    explicit MoodyCq(std::uint32_t capacity) : q_(capacity) {}
+    explicit MoodyCq(std::uint32_t capacity) : q_(capacity, kMaxProducers, 0) {}
 
     class Producer {
     public:
         explicit Producer(Impl &q) : q_(q), tok_(q) {}
-        bool push(const Msg &m) { return q_.try_enqueue(tok_, m); }
-        std::size_t push_n(const Msg *m, std::size_t n) { return q_.try_enqueue_bulk(tok_, m, n) ? n : 0; }
+        bool push(const Msg &m) { return q_.enqueue(tok_, m); }
+        std::size_t push_n(const Msg *m, std::size_t n) { return q_.enqueue_bulk(tok_, m, n) ? n : 0; }
 
     private:
         Impl &q_;

@@ -2,10 +2,9 @@
 //
 // Names are <question>/<queue>; each question is stated above its benchmark. Every figure counts
 // messages in items_processed, so ns per message is 1e9 / items_per_second. All queues hold 4096
-// 64-byte messages (adapters.hpp). The threaded questions spawn their threads per iteration and
-// time only the transfer; threads are pinned round-robin over the allowed CPUs. On a machine with
-// fewer cores than threads they oversubscribe, which the
-// context block of the output records (allowed_cpus).
+// 64-byte messages (adapters.hpp). The threaded questions spawn their threads per iteration, pin
+// them round-robin over the allowed CPUs and time only the transfer. With fewer CPUs than threads
+// (2x2 on two cores) they oversubscribe; the output's context records allowed_cpus.
 #include <atomic>
 #include <chrono>
 #include <cstring>
