@@ -18,15 +18,12 @@ std::string HlcTimestamp::to_string() const {
 HlcClock::HlcClock(std::uint16_t node, std::uint64_t max_offset_ms)
     : node_(node), max_offset_ms_(max_offset_ms) {}
 
-std::uint64_t HlcClock::physical_ms() const noexcept {
-    std::uint64_t ms = source_ ? source_(source_ctx_) : wall_ms();
-    return ms > HlcTimestamp::kMaxPhysical ? HlcTimestamp::kMaxPhysical : ms;
-}
+std::uint64_t HlcClock::physical_ms() const noexcept { return clamp_ms(source_ ? source_(source_ctx_) : wall_ms()); }
 
 // Issue n consecutive stamps: the first is max(state + 1, floor, pt << 16). Returns the first.
 // `floor` is 0 for local events and remote + 1 for receive events.
-std::uint64_t HlcClock::advance(std::uint64_t floor, std::uint32_t n) {
-    const std::uint64_t wall = physical_ms() << 16;
+std::uint64_t HlcClock::advance(std::uint64_t floor, std::uint32_t n, std::uint64_t physical) {
+    const std::uint64_t wall = physical << 16;
     const std::uint64_t base = wall > floor ? wall : floor;
     std::uint64_t old = state_.load(std::memory_order_relaxed);
     for (;;) {
@@ -41,8 +38,6 @@ std::uint64_t HlcClock::advance(std::uint64_t floor, std::uint32_t n) {
     }
 }
 
-std::uint64_t HlcClock::reserve(std::uint32_t n) { return advance(0, n == 0 ? 1 : n); }
-
 std::uint64_t HlcClock::update_packed(std::uint64_t remote) {
     const std::uint64_t remote_ms = remote >> 16;
     const std::uint64_t local_ms = physical_ms();
@@ -55,7 +50,7 @@ std::uint64_t HlcClock::update_packed(std::uint64_t remote) {
                       static_cast<unsigned long long>(max_offset_ms_));
         throw ClockSkewError(buf);
     }
-    return advance(remote + 1, 1);
+    return advance(remote + 1, 1, local_ms);
 }
 
 HlcClock &default_clock() {

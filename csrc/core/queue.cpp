@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ringkernel/clock.hpp"
+#include "ringkernel/ids.hpp"
 
 namespace rk {
 namespace detail {
@@ -246,11 +247,13 @@ Queue::Attempt Queue::try_send(const void *record, const SendOptions &opts) {
 }
 
 Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, const Wait &wait, bool probe) {
-    const std::uint64_t stamp = clock_->now_packed();
+    // One clock read stamps the message: HLC physical part and enqueue time.
+    const std::uint64_t now = wall_ns();
+    const std::uint64_t stamp = clock_->reserve_at(now / 1000000u);
     rk_envelope env;
-    fill_envelope(env, opts.has_id ? opts.id : stamp, stamp, monotonic_ns(), opts.correlation_id,
-                  opts.priority, opts.flags);
-    const Deadline deadline = Deadline::from(wait);
+    fill_envelope(env, opts.has_id ? opts.id : next_message_ids(1), stamp, now, opts.correlation_id, opts.priority,
+                  opts.flags);
+    LazyDeadline deadline(wait);
 
     std::unique_lock<std::mutex> dedup_lock;
     if (dedup_) {
@@ -289,7 +292,7 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
                 return Outcome::TimedOut;
             }
             if (dedup_lock.owns_lock()) dedup_lock.unlock();
-            if (!space_.wait([this] { return has_space(); }, deadline, wait.interrupt)) {
+            if (!space_.wait([this] { return has_space(); }, deadline.get(), wait.interrupt)) {
                 timed_out_.fetch_add(1, std::memory_order_relaxed);
                 return Outcome::TimedOut;
             }
@@ -300,7 +303,7 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
                     return Outcome::Refused;
                 }
             }
-            env.enqueue_ns = monotonic_ns();
+            env.enqueue_ns = wall_ns();
             break;
         }
         }
@@ -308,12 +311,12 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
 }
 
 bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
-    const Deadline deadline = Deadline::from(wait);
+    LazyDeadline deadline(wait);
     rk_envelope env;
     for (;;) {
         while (try_take(env, record)) {
             space_.notify();
-            if (cfg_.ttl_ns && expired(env, monotonic_ns())) {
+            if (cfg_.ttl_ns && expired(env, wall_ns())) {
                 expired_.fetch_add(1, std::memory_order_relaxed);
                 continue;
             }
@@ -321,39 +324,31 @@ bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
             return true;
         }
         if (wait.timeout_ns == 0) return false;
-        if (!data_.wait([this] { return has_data(); }, deadline, wait.interrupt)) return false;
+        if (!data_.wait([this] { return has_data(); }, deadline.get(), wait.interrupt)) return false;
     }
 }
 
 std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::size_t stride,
                                    const std::uint64_t *ids, const Wait &wait) {
-    const Deadline deadline = Deadline::from(wait);
+    LazyDeadline deadline(wait);
     rk_ring_header *hdr = ring_->header();
-    const std::uint64_t first_stamp = clock_->reserve(static_cast<std::uint32_t>(std::min<std::size_t>(n, 0xFFFFFFFFu)));
+    // A batch is one send event: one clock read, one HLC stamp, consecutive automatic ids.
+    const std::uint64_t now = wall_ns();
+    rk_envelope tmpl;
+    fill_envelope(tmpl, 0, clock_->reserve_at(now / 1000000u), now, 0, 0, 0);
+    const std::uint64_t first_id = ids ? 0 : next_message_ids(n);
     std::size_t done = 0;
     while (done < n) {
         std::uint64_t first;
         const std::uint32_t want = static_cast<std::uint32_t>(std::min<std::size_t>(n - done, cfg_.capacity));
         const std::uint32_t k = rk_ring_claim_n(hdr, want, &first, cfg_.single_producer, RK_SCOPE_SYSTEM);
         if (k) {
-            const std::uint64_t enq = monotonic_ns();
             for (std::uint32_t i = 0; i < k; ++i) {
                 rk_envelope *slot = rk_ring_slot(hdr, first + i);
                 const std::size_t idx = done + i;
-                const std::uint64_t stamp = first_stamp + idx;
-                // The sequence field stays as the ring left it; only the travelling part is written.
-                slot->message_id = ids ? ids[idx] : stamp;
-                slot->correlation_id = 0;
-                slot->timestamp = stamp;
-                slot->enqueue_ns = enq;
-                slot->payload_size = cfg_.payload_size;
-                slot->type_id = cfg_.type_id;
-                slot->source_kernel = cfg_.source;
-                slot->priority = 0;
-                slot->flags = 0;
-                slot->reserved0 = 0;
-                slot->reserved1 = 0;
-                slot->reserved2 = 0;
+                // The travelling part only; the sequence field stays as the ring left it.
+                std::memcpy(slot, &tmpl, RK_ENVELOPE_MESSAGE_BYTES);
+                slot->message_id = ids ? ids[idx] : first_id + idx;
                 std::memcpy(rk_envelope_payload(slot), src + idx * stride, cfg_.payload_size);
                 rk_ring_publish(slot, first + i, RK_SCOPE_SYSTEM);
             }
@@ -381,7 +376,8 @@ std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::
             break;
         }
         case Backpressure::Block:
-            if (!space_.wait([this] { return has_space(); }, deadline, wait.interrupt)) {
+            if (wait.timeout_ns == 0 ||
+                !space_.wait([this] { return has_space(); }, deadline.get(), wait.interrupt)) {
                 timed_out_.fetch_add(left, std::memory_order_relaxed);
                 return done;
             }
@@ -422,14 +418,14 @@ std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t strid
                                  const Wait &wait) {
     if (n == 0) return 0;
     auto *dst = static_cast<std::uint8_t *>(records);
-    const Deadline deadline = Deadline::from(wait);
+    LazyDeadline deadline(wait);
     std::size_t got = 0;
     for (;;) {
         if (pstore_) {
             rk_envelope env;
             while (got < n && pstore_->try_take(env, dst + got * stride)) {
                 space_.notify();
-                if (cfg_.ttl_ns && expired(env, monotonic_ns())) {
+                if (cfg_.ttl_ns && expired(env, wall_ns())) {
                     expired_.fetch_add(1, std::memory_order_relaxed);
                     continue;
                 }
@@ -443,7 +439,7 @@ std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t strid
                 const std::uint32_t want = static_cast<std::uint32_t>(std::min<std::size_t>(n - got, cfg_.capacity));
                 const std::uint32_t k = rk_ring_acquire_n(hdr, want, &first, cfg_.single_consumer, RK_SCOPE_SYSTEM);
                 if (!k) break;
-                const std::uint64_t now = cfg_.ttl_ns ? monotonic_ns() : 0;
+                const std::uint64_t now = cfg_.ttl_ns ? wall_ns() : 0;
                 std::uint64_t expired_here = 0;
                 for (std::uint32_t i = 0; i < k; ++i) {
                     rk_envelope *slot = rk_ring_slot(hdr, first + i);
@@ -464,7 +460,7 @@ std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t strid
             }
         }
         if (got > 0 || wait.timeout_ns == 0) return got;
-        if (!data_.wait([this] { return has_data(); }, deadline, wait.interrupt)) return got;
+        if (!data_.wait([this] { return has_data(); }, deadline.get(), wait.interrupt)) return got;
     }
 }
 

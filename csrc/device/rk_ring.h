@@ -214,6 +214,9 @@ RK_FN rk_u64 rk_ring_size(RK_GLOBAL rk_ring_header *r, int scope) {
 
 /* Copy the travelling part of an envelope (everything but the ring-owned sequence). */
 RK_FN void rk_envelope_copy(RK_GLOBAL rk_envelope *dst, RK_GLOBAL const rk_envelope *src) {
+#if defined(RK_TARGET_HOST)
+    __builtin_memcpy(dst, src, RK_ENVELOPE_MESSAGE_BYTES);
+#else
     dst->message_id = src->message_id;
     dst->correlation_id = src->correlation_id;
     dst->timestamp = src->timestamp;
@@ -226,6 +229,7 @@ RK_FN void rk_envelope_copy(RK_GLOBAL rk_envelope *dst, RK_GLOBAL const rk_envel
     dst->reserved0 = src->reserved0;
     dst->reserved1 = src->reserved1;
     dst->reserved2 = src->reserved2;
+#endif
 }
 
 RK_FN void rk_copy_bytes(RK_GLOBAL rk_u8 *dst, RK_GLOBAL const rk_u8 *src, rk_u32 n) {

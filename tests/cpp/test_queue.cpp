@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringkernel/ids.hpp"
 #include "ringkernel/queue.hpp"
 
 using namespace std::chrono_literals;
@@ -226,6 +227,21 @@ TEST(Dedup, RefusedMessagesDoNotEnterTheWindow) {
     EXPECT_EQ(q.stats().rejected, 1u);
 }
 
+TEST(Ids, AutomaticIdsAreUniqueAcrossThreadsAndQueues) {
+    std::vector<std::vector<std::uint64_t>> per(4);
+    std::vector<std::thread> threads;
+    for (auto &v : per)
+        threads.emplace_back([&v] {
+            for (int i = 0; i < 10000; ++i) v.push_back(rk::next_message_ids(i % 7 == 0 ? 5000 : 1));
+        });
+    for (auto &t : threads) t.join();
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // [first, last] of each grant
+    for (auto &v : per)
+        for (std::size_t i = 0; i < v.size(); ++i) ranges.push_back({v[i], v[i] + (i % 7 == 0 ? 4999 : 0)});
+    std::sort(ranges.begin(), ranges.end());
+    for (std::size_t i = 1; i < ranges.size(); ++i) ASSERT_GT(ranges[i].first, ranges[i - 1].second);
+}
+
 TEST(Dedup, AutomaticIdsNeverCollide) {
     rk::Queue q(cfg(1024, rk::Backpressure::Reject, 1024));
     for (std::uint64_t i = 0; i < 1000; ++i) ASSERT_TRUE(send(q, i));
@@ -312,13 +328,15 @@ TEST(Envelope, StampsIdsAndMetadata) {
     ASSERT_TRUE(q.receive(&v, &a, rk::Wait::none()));
     ASSERT_TRUE(q.receive(&v, &b, rk::Wait::none()));
     EXPECT_LT(a.timestamp, b.timestamp);
-    EXPECT_EQ(a.message_id, a.timestamp);  // no explicit id: the HLC stamp is the id
+    EXPECT_GE(a.message_id, 1ull << 63);  // automatic ids live above the explicit range
+    EXPECT_NE(a.message_id, b.message_id);
     EXPECT_EQ(a.correlation_id, 77u);
     EXPECT_EQ(a.type_id, 0x1234);
     EXPECT_EQ(a.source_kernel, 9);
     EXPECT_EQ(a.payload_size, 8u);
     EXPECT_GT(a.enqueue_ns, 0u);
     EXPECT_LE(a.enqueue_ns, b.enqueue_ns);
+    EXPECT_EQ(a.enqueue_ns / 1000000u, rk::HlcTimestamp::unpack(a.timestamp, 9).physical);  // one clock read
     EXPECT_EQ(clock->last().pack(), b.timestamp);
 }
 
@@ -327,16 +345,20 @@ TEST(Batch, SendAndReceiveKeepOrderAcrossWrapAround) {
     std::uint64_t next = 0, expect = 0;
     std::vector<std::uint64_t> buf(50), out(50);
     std::vector<rk_envelope> envs(50);
+    std::uint64_t last_batch_stamp = 0;
     for (int round = 0; round < 100; ++round) {
         for (auto &x : buf) x = next++;
         ASSERT_EQ(q.send_batch(buf.data(), buf.size(), 8), 50u);
         ASSERT_EQ(q.receive_batch(out.data(), out.size(), 8, envs.data()), 50u);
         for (std::size_t i = 0; i < 50; ++i) {
             ASSERT_EQ(out[i], expect++);
-            if (i) {
-                ASSERT_LT(envs[i - 1].timestamp, envs[i].timestamp);
+            if (i) {  // one send event: one stamp, consecutive ids
+                ASSERT_EQ(envs[i - 1].timestamp, envs[i].timestamp);
+                ASSERT_EQ(envs[i - 1].message_id + 1, envs[i].message_id);
             }
         }
+        ASSERT_GT(envs[0].timestamp, last_batch_stamp);
+        last_batch_stamp = envs[0].timestamp;
     }
     expect_balanced(q);
 }

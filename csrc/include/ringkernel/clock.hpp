@@ -6,18 +6,23 @@
 
 namespace rk {
 
-// Monotonic nanoseconds (CLOCK_MONOTONIC, system-wide): enqueue times and TTL ages.
+// Wall-clock nanoseconds since the Unix epoch (CLOCK_REALTIME): envelope enqueue times, TTL ages
+// and, divided down, the HLC's physical part, all from one read per send. Device producers stamp
+// from clocks on the same epoch (%globaltimer on CUDA), so ages compare across host and device.
+inline std::uint64_t wall_ns() noexcept {
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// Monotonic nanoseconds (CLOCK_MONOTONIC, system-wide), for measuring intervals.
 inline std::uint64_t monotonic_ns() noexcept {
     timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
-// Wall-clock milliseconds since the Unix epoch (CLOCK_REALTIME): the HLC's physical component.
-inline std::uint64_t wall_ms() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000ull + static_cast<std::uint64_t>(ts.tv_nsec) / 1000000ull;
-}
+// Wall-clock milliseconds since the Unix epoch: the HLC's physical component.
+inline std::uint64_t wall_ms() noexcept { return wall_ns() / 1000000ull; }
 
 }  // namespace rk

@@ -58,7 +58,12 @@ public:
     std::uint64_t now_packed() { return reserve(1); }
 
     // n consecutive stamps in one step; returns the first (the others are first+1 … first+n-1).
-    std::uint64_t reserve(std::uint32_t n);
+    std::uint64_t reserve(std::uint32_t n) { return advance(0, n == 0 ? 1 : n, physical_ms()); }
+    // The same, for a caller that has just read the wall clock (ms since the epoch); an injected
+    // physical source still takes precedence.
+    std::uint64_t reserve_at(std::uint64_t wall_ms, std::uint32_t n = 1) {
+        return advance(0, n == 0 ? 1 : n, source_ ? physical_ms() : clamp_ms(wall_ms));
+    }
 
     // A receive event. Throws ClockSkewError (state unchanged) when remote's physical time is more
     // than max_offset ahead of our physical clock.
@@ -76,8 +81,11 @@ public:
     void set_physical_source(PhysicalSource fn, void *ctx) noexcept { source_ = fn; source_ctx_ = ctx; }
 
 private:
+    static std::uint64_t clamp_ms(std::uint64_t ms) noexcept {
+        return ms > HlcTimestamp::kMaxPhysical ? HlcTimestamp::kMaxPhysical : ms;
+    }
     std::uint64_t physical_ms() const noexcept;
-    std::uint64_t advance(std::uint64_t floor, std::uint32_t n);
+    std::uint64_t advance(std::uint64_t floor, std::uint32_t n, std::uint64_t physical);
 
     alignas(64) std::atomic<std::uint64_t> state_{0};
     std::atomic<std::uint64_t> borrows_{0};

@@ -38,7 +38,7 @@ struct QueueStats {
 };
 
 struct SendOptions {
-    bool has_id = false;       // else the id is the message's HLC stamp (unique per clock)
+    bool has_id = false;       // else an automatic id, unique within the process (ids.hpp)
     std::uint64_t id = 0;
     std::uint64_t correlation_id = 0;
     std::uint8_t priority = 0; // non-zero needs a priority queue
@@ -101,8 +101,9 @@ private:
     bool evict_oldest();
     bool has_space() noexcept;
     bool has_data() noexcept;
+    // Ages are wall-clock differences; a clock stepped backwards gives age 0, never a huge one.
     bool expired(const rk_envelope &env, std::uint64_t now_ns) const noexcept {
-        return cfg_.ttl_ns != 0 && now_ns - env.enqueue_ns > cfg_.ttl_ns;
+        return cfg_.ttl_ns != 0 && now_ns > env.enqueue_ns && now_ns - env.enqueue_ns > cfg_.ttl_ns;
     }
     void fill_envelope(rk_envelope &env, std::uint64_t id, std::uint64_t stamp, std::uint64_t enq,
                        std::uint64_t corr, std::uint8_t priority, std::uint8_t flags) const noexcept;

@@ -4,6 +4,7 @@
 #include "ringkernel/clock.hpp"
 #include "ringkernel/errors.hpp"
 #include "ringkernel/hlc.hpp"
+#include "ringkernel/ids.hpp"
 #include "ringkernel/layout.h"
 #include "ringkernel/options.hpp"
 #include "ringkernel/queue.hpp"

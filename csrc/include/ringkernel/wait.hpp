@@ -63,6 +63,24 @@ struct Deadline {
     }
 };
 
+// A Deadline computed on first use, so calls that never wait never read the clock for it.
+class LazyDeadline {
+public:
+    explicit LazyDeadline(const Wait &w) noexcept : wait_(w) {}
+    const Deadline &get() noexcept {
+        if (!set_) {
+            deadline_ = Deadline::from(wait_);
+            set_ = true;
+        }
+        return deadline_;
+    }
+
+private:
+    const Wait &wait_;
+    Deadline deadline_;
+    bool set_ = false;
+};
+
 class WaitSet {
 public:
     static constexpr int kSpins = 128;
