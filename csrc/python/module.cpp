@@ -224,27 +224,37 @@ public:
     py::array receive_batch(const py::object &n_obj, const py::object &timeout) {
         const std::size_t n = int_in_range<std::size_t>(n_obj, "n", 0, 1ull << 40);
         const std::int64_t ns = timeout_ns(timeout);
-        std::size_t ready = q_->size();
-        if (ready == 0 && n > 0 && ns != 0) {
-            py::gil_scoped_release nogil;
-            if (q_->wait_readable(wait_for(ns))) ready = std::max<std::size_t>(q_->size(), 1);
-        }
-        // Sized by what is waiting, so polling an empty queue or a large n costs no large buffer.
-        const std::size_t alloc = std::min({n, ready, static_cast<std::size_t>(q_->capacity())});
-        py::array out(dtype_, std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
-        if (alloc == 0) return out;
-        void *dst = out.mutable_data();
         const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
-        std::size_t got;
-        if (alloc <= 256) {  // short copy: cheaper than releasing the GIL
-            got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
-        } else {
-            py::gil_scoped_release nogil;
-            got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+        const rk::Deadline deadline = rk::Deadline::from(rk::Wait{ns, nullptr});
+        for (;;) {
+            // Sized by what is waiting, so polling an empty queue or asking for a large n costs no
+            // large buffer. size() also counts slots claimed but not yet published, so an attempt
+            // can come back empty; then wait for the next published message and try again.
+            const std::size_t ready = q_->size();
+            const std::size_t alloc = std::min({n, ready, static_cast<std::size_t>(q_->capacity())});
+            if (alloc > 0) {
+                py::array out(dtype_, std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
+                void *dst = out.mutable_data();
+                std::size_t got;
+                if (alloc <= 256) {  // a short copy is cheaper than releasing the GIL
+                    got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+                } else {
+                    py::gil_scoped_release nogil;
+                    got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+                }
+                if (got == alloc) return out;
+                if (got > 0)  // another receiver took some, or they expired: return what arrived
+                    return out[py::slice(0, static_cast<py::ssize_t>(got), 1)].attr("copy")().cast<py::array>();
+            }
+            if (n == 0 || ns == 0 || deadline.passed()) break;
+            bool readable;
+            {
+                py::gil_scoped_release nogil;
+                readable = q_->wait_readable(wait_for(deadline.remaining_ns()));
+            }
+            if (!readable) break;
         }
-        if (got == alloc) return out;
-        // Another receiver took some (or they expired): return only what arrived.
-        return out[py::slice(0, static_cast<py::ssize_t>(got), 1)].attr("copy")().cast<py::array>();
+        return py::array(dtype_, std::vector<py::ssize_t>{0});
     }
 
     std::size_t size() const { return q_->size(); }

@@ -504,3 +504,27 @@ def test_keywords_and_positions_are_equivalent():
     assert int(q.receive(0)["seq"]) == 2
     q.send_batch(records=records(3, 2))
     assert [int(s) for s in q.receive_batch(n=5, timeout=0)["seq"]] == [3, 4]
+
+
+def test_receive_batch_with_a_timeout_never_returns_empty_while_messages_are_coming():
+    # Regression: receive_batch sized its buffer by len(q), which also counts slots a producer has
+    # claimed but not yet published; it then returned an empty array at once instead of waiting.
+    for _ in range(5):
+        q = rk.Queue(SAMPLE, capacity=16384)
+        total, b = 200_000, 64
+        batch = records(0, b)
+
+        def produce() -> None:
+            sent = 0
+            while sent < total:
+                sent += q.send_batch(batch[: min(b, total - sent)])
+
+        producer = threading.Thread(target=produce)
+        producer.start()
+        got = 0
+        while got < total:
+            out = q.receive_batch(b, timeout=5.0)
+            assert len(out) > 0, f"empty after {got} of {total} with {len(q)} queued"
+            got += len(out)
+        producer.join()
+        assert got == total
