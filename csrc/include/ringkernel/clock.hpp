@@ -1,4 +1,4 @@
-// clock.hpp — the two host clocks the core uses.
+// clock.hpp — the host wall clock the core stamps messages with.
 #pragma once
 
 #include <cstdint>
@@ -12,13 +12,6 @@ namespace rk {
 inline std::uint64_t wall_ns() noexcept {
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-// Monotonic nanoseconds (CLOCK_MONOTONIC, system-wide), for measuring intervals.
-inline std::uint64_t monotonic_ns() noexcept {
-    timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 

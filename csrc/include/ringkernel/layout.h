@@ -89,7 +89,7 @@ typedef struct rk_envelope {
     rk_u64 message_id;
     rk_u64 correlation_id;
     rk_u64 timestamp;            /* HLC, packed: 48-bit physical ms << 16 | 16-bit logical */
-    rk_u64 enqueue_ns;           /* producer's monotonic clock at enqueue */
+    rk_u64 enqueue_ns;           /* producer's wall clock at enqueue, ns since the Unix epoch */
     rk_u32 payload_size;         /* bytes of payload that follow the envelope */
     rk_u16 type_id;
     rk_u16 source_kernel;        /* also the HLC node id of the stamp */
