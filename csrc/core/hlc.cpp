@@ -39,6 +39,7 @@ std::uint64_t HlcClock::advance(std::uint64_t floor, std::uint32_t n, std::uint6
 }
 
 std::uint64_t HlcClock::update_packed(std::uint64_t remote) {
+    if (remote == ~0ull) throw ClockSkewError("remote HLC stamp is the last one the 64-bit format can hold");
     const std::uint64_t remote_ms = remote >> 16;
     const std::uint64_t local_ms = physical_ms();
     if (remote_ms > local_ms && remote_ms - local_ms > max_offset_ms_) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 #include <sstream>
+#include <thread>
 #include <stdexcept>
 #include <unordered_set>
 #include <vector>
@@ -186,6 +187,14 @@ bool Queue::evict_oldest() {
     return true;
 }
 
+bool Queue::really_full() const noexcept {
+    if (pstore_) return true;  // the priority store is only full when every slot holds a message
+    const rk_ring_header *h = ring_->header();
+    const std::uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    const std::uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    return tail - head >= h->capacity;
+}
+
 bool Queue::has_space() noexcept { return pstore_ ? pstore_->has_space() : ring_->can_push(); }
 bool Queue::has_data() noexcept { return pstore_ ? pstore_->has_data() : ring_->can_pop(); }
 
@@ -201,13 +210,16 @@ std::size_t Queue::size() const noexcept {
 
 QueueStats Queue::stats() const noexcept {
     QueueStats s;
-    const std::uint64_t pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
+    // Evictions and expiries advance the consumer cursor before their counter, and the producer
+    // cursor never trails the consumer's: reading counters, then head, then tail keeps a live
+    // snapshot from going negative (it is exact once the queue is quiet).
+    const std::uint64_t evicted = evicted_.load(std::memory_order_acquire);
+    s.expired = expired_.load(std::memory_order_acquire);
+    const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_acquire);
     const std::uint64_t popped = pstore_ ? pstore_->popped() : ring_->popped();
-    const std::uint64_t evicted = evicted_.load(std::memory_order_relaxed);
-    const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_relaxed);
-    s.expired = expired_.load(std::memory_order_relaxed);
+    const std::uint64_t pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
     s.sent = pushed + dropped_new;
-    s.received = popped - evicted - s.expired;
+    s.received = popped >= evicted + s.expired ? popped - evicted - s.expired : 0;
     s.dropped = evicted + dropped_new;
     s.rejected = rejected_.load(std::memory_order_relaxed);
     s.duplicates = duplicates_.load(std::memory_order_relaxed);
@@ -280,7 +292,12 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
             dropped_new_.fetch_add(1, std::memory_order_relaxed);
             return Outcome::Refused;
         case Backpressure::DropOldest:
-            if (evict_oldest()) {
+            // Evict only from a queue that is really full. A send also fails while a receiver
+            // still copies out of the slot it must reuse; evicting then would free another slot
+            // and fail again, emptying the queue. That receiver finishes within its copy: yield.
+            if (!really_full()) {
+                std::this_thread::yield();
+            } else if (evict_oldest()) {
                 evicted_.fetch_add(1, std::memory_order_relaxed);
                 space_.notify();
             }
@@ -365,6 +382,10 @@ std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::
             dropped_new_.fetch_add(left, std::memory_order_relaxed);
             return done;
         case Backpressure::DropOldest: {
+            if (!really_full()) {  // a receiver is still copying out of the next slot (see send_one)
+                std::this_thread::yield();
+                break;
+            }
             const std::uint32_t evict = static_cast<std::uint32_t>(std::min<std::uint64_t>(left, cfg_.capacity));
             std::uint32_t got = rk_ring_acquire_n(hdr, evict, &first, 0, RK_SCOPE_SYSTEM);
             for (std::uint32_t i = 0; i < got; ++i)

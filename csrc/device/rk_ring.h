@@ -97,6 +97,7 @@ RK_FN void rk_ring_publish(RK_GLOBAL rk_envelope *slot, rk_u64 pos, int scope) {
  * (0 when full); the first is *first. Each must then be published. */
 RK_FN rk_u32 rk_ring_claim_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *first,
                              int single_producer, int scope) {
+    if (n == 0) return 0;
     rk_u64 p = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
     for (;;) {
         rk_u32 k = 0;
@@ -168,6 +169,7 @@ RK_FN void rk_ring_release(RK_GLOBAL rk_ring_header *r, RK_GLOBAL rk_envelope *s
 /* Take up to `n` consecutive ready messages with one cursor update; release each afterwards. */
 RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *first,
                                int single_consumer, int scope) {
+    if (n == 0) return 0;
     rk_u64 p = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
     for (;;) {
         rk_u32 k = 0;

@@ -28,10 +28,23 @@ namespace {
 
 // ---- argument helpers ------------------------------------------------------------------------------
 
+// A number of seconds (int or float); TypeError naming the argument for anything else.
+double seconds(const py::object &value, const char *name, const char *valid) {
+    if (PyFloat_CheckExact(value.ptr())) return PyFloat_AS_DOUBLE(value.ptr());
+    if (py::isinstance<py::bool_>(value) || !(PyLong_Check(value.ptr()) || PyFloat_Check(value.ptr())))
+        throw py::type_error(std::string(name) + " must be " + valid + ", got " +
+                             py::str(py::type::of(value).attr("__name__")).cast<std::string>());
+    const double s = PyFloat_AsDouble(value.ptr());
+    if (s == -1.0 && PyErr_Occurred()) throw py::error_already_set();
+    return s;
+}
+
+double ttl_seconds_arg(const py::object &ttl) { return seconds(ttl, "ttl", "None or a number of seconds"); }
+
 // Python timeout (None or seconds >= 0) to nanoseconds (-1 = forever).
 std::int64_t timeout_ns(const py::object &timeout, const char *name = "timeout") {
     if (timeout.is_none()) return -1;
-    const double s = timeout.cast<double>();
+    const double s = seconds(timeout, name, "None (wait forever) or a number of seconds >= 0");
     if (!(s >= 0.0) || !std::isfinite(s)) {
         std::ostringstream msg;
         msg << name << " must be None (wait forever) or a number of seconds >= 0, got " << s;
@@ -96,6 +109,9 @@ struct ArgSpec {
     std::array<const char *, N> names;
     std::size_t positional;  // how many may be given by position
     std::size_t required;    // the first `required` names must be given
+    // Interned copies of `names`: keywords at call sites are interned too, so the usual match is
+    // one pointer comparison. Filled on first use, under the GIL.
+    mutable std::array<PyObject *, N> interned{};
 };
 
 template <std::size_t N>
@@ -112,8 +128,14 @@ std::array<PyObject *, N> parse_args(const ArgSpec<N> &spec, PyObject *const *ar
     const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t j = 0; j < nkw; ++j) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, j);
+        if (!spec.interned[0])
+            for (std::size_t i = 0; i < N; ++i) spec.interned[i] = PyUnicode_InternFromString(spec.names[i]);
         std::size_t k = 0;
-        while (k < N && PyUnicode_CompareWithASCIIString(name, spec.names[k]) != 0) ++k;
+        while (k < N && name != spec.interned[k]) ++k;
+        if (k == N) {
+            k = 0;
+            while (k < N && PyUnicode_CompareWithASCIIString(name, spec.names[k]) != 0) ++k;
+        }
         if (k == N)
             throw py::type_error(std::string(spec.fname) + "() got an unexpected keyword argument '" +
                                  py::str(name).cast<std::string>() + "'");
@@ -157,7 +179,7 @@ public:
         cfg.payload_size = static_cast<std::uint32_t>(dtype_.itemsize());
         cfg.backpressure = backpressure;
         cfg.priority = priority;
-        cfg.ttl_ns = ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl.cast<double>());
+        cfg.ttl_ns = ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl));
         cfg.single_producer = single_producer;
         cfg.single_consumer = single_consumer;
         q_ = std::make_unique<rk::Queue>(cfg, std::move(clock));
@@ -165,7 +187,9 @@ public:
 
     bool send(const py::object &record, const py::object &id, const py::object &priority,
               const py::object &timeout, const py::object &correlation_id) {
-        const void *data = record_bytes(record);
+        RecordView view;  // declared before the GIL release below, so released after it is retaken
+        record_bytes(record, view);
+        const void *data = view.data;
         rk::SendOptions o = send_options(id, priority, correlation_id);
         const std::int64_t ns = timeout_ns(timeout);
         // Try once with the GIL held; release it only to wait.
@@ -303,11 +327,33 @@ private:
     }
 
     // The bytes of one record: a numpy scalar (np.void for structured dtypes) or a 0-d array.
-    const void *record_bytes(const py::object &record) const {
+    // The bytes of one record: an np.void (structured dtypes), another numpy scalar, a 0-d array,
+    // or any buffer exporter with a matching .dtype. The view holds the exporter's buffer until it
+    // is destroyed (under the GIL), so the bytes cannot move while a send waits without the GIL.
+    class RecordView {
+    public:
+        RecordView() = default;
+        RecordView(const RecordView &) = delete;
+        RecordView &operator=(const RecordView &) = delete;
+        ~RecordView() {
+            if (held_) PyBuffer_Release(&view_);
+        }
+        const void *data = nullptr;
+
+    private:
+        friend class PyQueue;
+        Py_buffer view_{};
+        bool held_ = false;
+    };
+
+    void record_bytes(const py::object &record, RecordView &out) const {
         PyObject *o = record.ptr();
         if (PyArray_IsScalar(o, Void)) {  // the common case: one record of a structured dtype
             auto *v = reinterpret_cast<PyVoidScalarObject *>(o);
-            if (v->descr == descr() || PyArray_EquivTypes(v->descr, descr())) return v->obval;
+            if (v->descr == descr() || PyArray_EquivTypes(v->descr, descr())) {
+                out.data = v->obval;  // owned by (or viewing an array kept alive by) `record`
+                return;
+            }
         }
         check_dtype(record, "record");
         if (py::isinstance<py::array>(record)) {
@@ -315,18 +361,18 @@ private:
             if (a.ndim() != 0)
                 throw py::type_error("send() takes one record; use send_batch() for an array of shape " +
                                      py::str(a.attr("shape")).cast<std::string>());
-            return a.data();
+            out.data = a.data();
+            return;
         }
-        Py_buffer view;
-        if (PyObject_GetBuffer(record.ptr(), &view, PyBUF_SIMPLE) != 0) {
+        if (PyObject_GetBuffer(o, &out.view_, PyBUF_SIMPLE) != 0) {
             PyErr_Clear();
             throw py::type_error("record of type " + type_name(record) + " does not expose its bytes");
         }
-        const void *ptr = view.buf;
-        const bool ok = view.len == dtype_.itemsize();
-        PyBuffer_Release(&view);  // numpy scalars own their storage; it lives as long as `record`
-        if (!ok) throw py::type_error("record size does not match the queue's dtype");
-        return ptr;
+        out.held_ = true;
+        if (out.view_.len != dtype_.itemsize())
+            throw py::type_error("record has " + std::to_string(out.view_.len) + " bytes, the queue's dtype " +
+                                 std::to_string(dtype_.itemsize()));
+        out.data = out.view_.buf;
     }
 
     py::array batch_array(const py::object &records) const {
@@ -445,11 +491,19 @@ std::vector<BackendInfo> backends() {
     return out;
 }
 
+// The Queue behind `self`; TypeError for an instance whose __init__ never ran (Queue.__new__).
+PyQueue &queue_of(PyObject *self) {
+    static py::detail::type_info *info = py::detail::get_type_info(typeid(PyQueue));
+    auto vh = reinterpret_cast<py::detail::instance *>(self)->get_value_and_holder(info);
+    if (!vh.holder_constructed()) throw py::type_error("Queue.__init__() was not called on this instance");
+    return *static_cast<PyQueue *>(vh.value_ptr());
+}
+
 PyObject *queue_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return guarded([&] {
         static const ArgSpec<5> spec{"send", {"record", "id", "priority", "timeout", "correlation_id"}, 1, 1};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        const bool ok = py::cast<PyQueue &>(py::handle(self)).send(
+        const bool ok = queue_of(self).send(
             arg(a[0], py::none()), arg(a[1], py::none()), arg(a[2], py::int_(0)), arg(a[3], py::none()),
             arg(a[4], py::int_(0)));
         return py::bool_(ok).release().ptr();
@@ -460,7 +514,7 @@ PyObject *queue_receive(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
     return guarded([&] {
         static const ArgSpec<1> spec{"receive", {"timeout"}, 1, 0};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        return py::cast<PyQueue &>(py::handle(self)).receive(arg(a[0], py::none())).release().ptr();
+        return queue_of(self).receive(arg(a[0], py::none())).release().ptr();
     });
 }
 
@@ -468,7 +522,7 @@ PyObject *queue_send_batch(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return guarded([&] {
         static const ArgSpec<4> spec{"send_batch", {"records", "timeout", "ids", "priority"}, 1, 1};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        const std::size_t n = py::cast<PyQueue &>(py::handle(self))
+        const std::size_t n = queue_of(self)
                                   .send_batch(arg(a[0], py::none()), arg(a[1], py::none()), arg(a[2], py::none()),
                                               arg(a[3], py::int_(0)));
         return PyLong_FromSize_t(n);
@@ -479,7 +533,7 @@ PyObject *queue_receive_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
     return guarded([&] {
         static const ArgSpec<2> spec{"receive_batch", {"n", "timeout"}, 2, 1};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        return py::cast<PyQueue &>(py::handle(self))
+        return queue_of(self)
             .receive_batch(arg(a[0], py::none()), arg(a[1], py::float_(0.0)))
             .release()
             .ptr();
@@ -552,7 +606,7 @@ PYBIND11_MODULE(_core, m) {
                  o.set_queue_capacity(int_in_range<std::uint64_t>(queue_capacity, "queue_capacity", 0, ~0ull));
                  o.set_dedup_window(int_in_range<std::uint64_t>(dedup_window, "dedup_window", 0, ~0ull));
                  o.set_backpressure(bp).set_priority(priority);
-                 o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl.cast<double>()));
+                 o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl)));
                  return o;
              }),
              "queue_capacity"_a = 4096, "dedup_window"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
@@ -576,7 +630,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property(
             "ttl", [](const rk::LaunchOptions &o) { return ttl_seconds(o.ttl_ns()); },
             [](rk::LaunchOptions &o, const py::object &v) {
-                o.set_ttl_ns(v.is_none() ? 0 : rk::ttl_to_ns("ttl", v.cast<double>()));
+                o.set_ttl_ns(v.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(v)));
             },
             "message time-to-live in seconds, or None")
         .def("__repr__", &rk::LaunchOptions::to_string)
@@ -624,7 +678,7 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<rk::HlcClock, std::shared_ptr<rk::HlcClock>>(m, "HlcClock", "Thread-safe hybrid logical clock.")
         .def(py::init([](const py::object &node_id, const py::object &max_offset) {
-                 const double s = max_offset.cast<double>();
+                 const double s = seconds(max_offset, "max_offset", "a number of seconds in [0, 1e9]");
                  if (!(s >= 0.0) || !std::isfinite(s) || s > 1e9)
                      throw py::value_error("max_offset must be a number of seconds in [0, 1e9], got " +
                                            py::str(max_offset).cast<std::string>());

@@ -143,3 +143,8 @@ TEST(Hlc, UniqueAndMonotonicUnderContention) {
     EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end()) << "two events got the same stamp";
     EXPECT_GT(all.front(), remote.pack() - 1000000);
 }
+
+TEST(Hlc, TheLastRepresentableStampIsRefusedNotWrapped) {
+    rk::HlcClock clock(1, ~0ull);
+    EXPECT_THROW(clock.update_packed(~0ull), rk::ClockSkewError);
+}

@@ -160,3 +160,11 @@ TEST(Ring, SingleProducerInteroperatesWithMultipleConsumers) {
     EXPECT_EQ(count.load(), kN);
     EXPECT_EQ(sum.load(), kN * (kN + 1) / 2);
 }
+
+TEST(Ring, ZeroLengthBatchesReturnAtOnce) {
+    rk::Ring ring(16, 8);
+    std::uint64_t first = 7;
+    EXPECT_EQ(ring.claim_n(0, first, false), 0u);
+    EXPECT_EQ(ring.acquire_n(0, first, false), 0u);
+    EXPECT_EQ(ring.pushed(), 0u);
+}

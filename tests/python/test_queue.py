@@ -528,3 +528,46 @@ def test_receive_batch_with_a_timeout_never_returns_empty_while_messages_are_com
             got += len(out)
         producer.join()
         assert got == total
+
+
+def test_an_instance_without_init_raises_instead_of_crashing():
+    q = rk.Queue.__new__(rk.Queue)
+    for call in (lambda: q.receive(0), lambda: q.receive_batch(1), lambda: q.send(np.float64(1)),
+                 lambda: q.send_batch(np.zeros(1, "f8"))):
+        with pytest.raises(TypeError, match=r"Queue.__init__\(\) was not called"):
+            call()
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: rk.Queue(SAMPLE, ttl="1"), "ttl must be None or a number of seconds, got str"),
+        (lambda: rk.Queue(SAMPLE).receive(timeout="x"), "timeout must be None .* got str"),
+        (lambda: rk.Queue(SAMPLE).receive_batch(1, timeout=[1]), "timeout must be None .* got list"),
+        (lambda: rk.HlcClock(max_offset="1"), r"max_offset must be a number of seconds in \[0, 1e9\], got str"),
+        (lambda: rk.LaunchOptions(ttl=True), "ttl must be None or a number of seconds, got bool"),
+    ],
+)
+def test_seconds_arguments_of_the_wrong_type_raise_typeerror(call, message):
+    with pytest.raises(TypeError, match=message):
+        call()
+
+
+def test_a_buffer_record_stays_pinned_while_send_waits():
+    # Regression: the bytes of a buffer-exporting record were used after the buffer was released,
+    # so resizing it while a BLOCK send waited made the queue copy freed memory.
+    class Record(bytearray):
+        dtype = np.dtype("f8")
+
+    q = rk.Queue("f8", capacity=16)
+    q.send_batch(np.zeros(16, "f8"))
+    rec = Record(np.float64(42.0).tobytes())
+    result = []
+    sender = threading.Thread(target=lambda: result.append(q.send(rec, timeout=5)))
+    sender.start()
+    time.sleep(0.1)
+    with pytest.raises(BufferError):
+        rec.extend(b"\0" * 100_000)
+    q.receive_batch(1)
+    sender.join(5)
+    assert result == [True] and q.receive_batch(32)[-1] == 42.0

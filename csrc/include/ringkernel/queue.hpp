@@ -67,7 +67,7 @@ public:
     Attempt try_send(const void *record, const SendOptions &opts = {});
 
     // One record into `record` (payload_size bytes) and, if env is set, its envelope. False when
-    // nothing arrived in time.
+    // nothing arrived in time; `record` may then hold an expired message's bytes.
     bool receive(void *record, rk_envelope *env = nullptr, const Wait &wait = {});
 
     // n records `stride` bytes apart; ids (optional) gives each one's id. Returns how many entered;
@@ -100,6 +100,7 @@ private:
     bool try_take(rk_envelope &env, void *payload);
     bool evict_oldest();
     bool has_space() noexcept;
+    bool really_full() const noexcept;
     bool has_data() noexcept;
     // Ages are wall-clock differences; a clock stepped backwards gives age 0, never a huge one.
     bool expired(const rk_envelope &env, std::uint64_t now_ns) const noexcept {
