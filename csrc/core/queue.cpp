@@ -211,13 +211,20 @@ std::size_t Queue::size() const noexcept {
 QueueStats Queue::stats() const noexcept {
     QueueStats s;
     // Evictions and expiries advance the consumer cursor before their counter, and the producer
-    // cursor never trails the consumer's: reading counters, then head, then tail keeps a live
-    // snapshot from going negative (it is exact once the queue is quiet).
-    const std::uint64_t evicted = evicted_.load(std::memory_order_acquire);
-    s.expired = expired_.load(std::memory_order_acquire);
-    const std::uint64_t dropped_new = dropped_new_.load(std::memory_order_acquire);
-    const std::uint64_t popped = pstore_ ? pstore_->popped() : ring_->popped();
-    const std::uint64_t pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
+    // cursor never trails the consumer's. So: counters, then head, then tail, and again while the
+    // counters moved in between (a few tries). A live snapshot then never goes negative and is
+    // off by at most the evictions/expiries in flight; once the queue is quiet it is exact.
+    std::uint64_t evicted = 0, dropped_new = 0, popped = 0, pushed = 0;
+    for (int attempt = 0; attempt < 8; ++attempt) {
+        evicted = evicted_.load(std::memory_order_acquire);
+        s.expired = expired_.load(std::memory_order_acquire);
+        dropped_new = dropped_new_.load(std::memory_order_acquire);
+        popped = pstore_ ? pstore_->popped() : ring_->popped();
+        pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
+        if (evicted == evicted_.load(std::memory_order_acquire) &&
+            s.expired == expired_.load(std::memory_order_acquire))
+            break;
+    }
     s.sent = pushed + dropped_new;
     s.received = popped >= evicted + s.expired ? popped - evicted - s.expired : 0;
     s.dropped = evicted + dropped_new;
