@@ -7,6 +7,26 @@ its public surface. Importing it never touches a GPU driver or an OpenCL runtime
 from __future__ import annotations
 
 from . import layout
+from .messages import (
+    array,
+    bool_,
+    bytes_,
+    c_header,
+    f32,
+    f64,
+    i8,
+    i16,
+    i32,
+    i64,
+    is_message,
+    message,
+    string,
+    u8,
+    u16,
+    u32,
+    u64,
+    write_header,
+)
 from ._core import (
     BackendInfo,
     BackendUnavailableError,
@@ -46,4 +66,23 @@ __all__ = [
     "__version__",
     "backends",
     "layout",
+    # message types (ringkernel.messages)
+    "array",
+    "bool_",
+    "bytes_",
+    "c_header",
+    "f32",
+    "f64",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "is_message",
+    "message",
+    "string",
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "write_header",
 ]

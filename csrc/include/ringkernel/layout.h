@@ -9,42 +9,7 @@
 #ifndef RINGKERNEL_LAYOUT_H
 #define RINGKERNEL_LAYOUT_H
 
-/* ---- fixed-width types, one dispatch point per target ---------------------------------------- */
-#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
-typedef uchar rk_u8;
-typedef ushort rk_u16;
-typedef uint rk_u32;
-typedef ulong rk_u64;
-typedef int rk_i32;
-typedef long rk_i64;
-#define RK_LAYOUT_OFFSETOF(type, field) __builtin_offsetof(type, field)
-#define RK_LAYOUT_ASSERT(cond, name) typedef char rk_layout_assert_##name[(cond) ? 1 : -1]
-#elif defined(__METAL_VERSION__)
-#include <metal_stdlib>
-typedef uchar rk_u8;
-typedef ushort rk_u16;
-typedef uint rk_u32;
-typedef ulong rk_u64;
-typedef int rk_i32;
-typedef long rk_i64;
-#define RK_LAYOUT_OFFSETOF(type, field) __builtin_offsetof(type, field)
-#define RK_LAYOUT_ASSERT(cond, name) static_assert(cond, #name)
-#else
-#include <stddef.h>
-#include <stdint.h>
-typedef uint8_t rk_u8;
-typedef uint16_t rk_u16;
-typedef uint32_t rk_u32;
-typedef uint64_t rk_u64;
-typedef int32_t rk_i32;
-typedef int64_t rk_i64;
-#define RK_LAYOUT_OFFSETOF(type, field) offsetof(type, field)
-#if defined(__cplusplus)
-#define RK_LAYOUT_ASSERT(cond, name) static_assert(cond, #name)
-#else
-#define RK_LAYOUT_ASSERT(cond, name) _Static_assert(cond, #name)
-#endif
-#endif
+#include "ringkernel/rk_types.h"
 
 /* Head and tail live on separate 128-byte lines: 128 rather than 64 because adjacent-line
  * prefetchers on x86 and the 128-byte L2 sectors on NVIDIA GPUs would otherwise make the producer
@@ -141,35 +106,35 @@ typedef struct rk_telemetry {
 } rk_telemetry;
 
 /* ---- layout asserts --------------------------------------------------------------------------- */
-RK_LAYOUT_ASSERT(sizeof(rk_ring_header) == 3 * RK_CACHE_LINE, ring_header_size);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, head) == 0, ring_head_offset);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, tail) == RK_CACHE_LINE, ring_tail_offset);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, magic) == 2 * RK_CACHE_LINE, ring_meta_offset);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_ring_header, slot_stride) == 2 * RK_CACHE_LINE + 16,
+RK_STATIC_ASSERT(sizeof(rk_ring_header) == 3 * RK_CACHE_LINE, ring_header_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, head) == 0, ring_head_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, tail) == RK_CACHE_LINE, ring_tail_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, magic) == 2 * RK_CACHE_LINE, ring_meta_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, slot_stride) == 2 * RK_CACHE_LINE + 16,
                  ring_stride_offset);
 
-RK_LAYOUT_ASSERT(sizeof(rk_envelope) == 64, envelope_size);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, correlation_id) == 8, envelope_corr);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, timestamp) == 16, envelope_ts);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, enqueue_ns) == 24, envelope_enq);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, payload_size) == 32, envelope_size_field);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, type_id) == 36, envelope_type);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, source_kernel) == 38, envelope_source);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, priority) == 40, envelope_priority);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, flags) == 41, envelope_flags);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_envelope, sequence) == RK_ENVELOPE_MESSAGE_BYTES,
+RK_STATIC_ASSERT(sizeof(rk_envelope) == 64, envelope_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, correlation_id) == 8, envelope_corr);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, timestamp) == 16, envelope_ts);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, enqueue_ns) == 24, envelope_enq);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, payload_size) == 32, envelope_size_field);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, type_id) == 36, envelope_type);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, source_kernel) == 38, envelope_source);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, priority) == 40, envelope_priority);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, flags) == 41, envelope_flags);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_envelope, sequence) == RK_ENVELOPE_MESSAGE_BYTES,
                  envelope_sequence);
 
-RK_LAYOUT_ASSERT(sizeof(rk_ring_desc) == 16, ring_desc_size);
-RK_LAYOUT_ASSERT(sizeof(rk_control_block) == 128, control_block_size);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, messages_processed) == 16, cb_processed);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, last_activity_ns) == 24, cb_activity);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, input) == 32, cb_input);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_control_block, output) == 48, cb_output);
+RK_STATIC_ASSERT(sizeof(rk_ring_desc) == 16, ring_desc_size);
+RK_STATIC_ASSERT(sizeof(rk_control_block) == 128, control_block_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_processed) == 16, cb_processed);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, last_activity_ns) == 24, cb_activity);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, input) == 32, cb_input);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, output) == 48, cb_output);
 
-RK_LAYOUT_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, total_latency_ns) == 32, tel_total);
-RK_LAYOUT_ASSERT(RK_LAYOUT_OFFSETOF(rk_telemetry, max_latency_ns) == 48, tel_max);
+RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, total_latency_ns) == 32, tel_total);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, max_latency_ns) == 48, tel_max);
 
 #endif /* RINGKERNEL_LAYOUT_H */

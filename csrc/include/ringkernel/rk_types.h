@@ -1,0 +1,61 @@
+/*
+ * rk_types.h — fixed-width types and static checks for every target, in one dispatch.
+ *
+ * Included by layout.h, and copied verbatim (include guard and all) at the top of the headers
+ * that ringkernel.messages generates for message types, so a message declaration compiles the
+ * same under C, C++, CUDA, OpenCL C and MSL whether or not this file is on the include path.
+ *   RK_STATIC_ASSERT(cond, name)  a compile-time check where the language has one
+ *   RK_OFFSETOF(type, field)      offsetof that also works in OpenCL C and MSL
+ */
+#ifndef RK_TYPES_H
+#define RK_TYPES_H
+
+#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
+typedef uchar rk_u8;
+typedef ushort rk_u16;
+typedef uint rk_u32;
+typedef ulong rk_u64;
+typedef char rk_i8;
+typedef short rk_i16;
+typedef int rk_i32;
+typedef long rk_i64;
+typedef float rk_f32;
+typedef double rk_f64;
+#define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#define RK_STATIC_ASSERT(cond, name) typedef char rk_static_assert_##name[(cond) ? 1 : -1]
+#elif defined(__METAL_VERSION__)
+#include <metal_stdlib>
+typedef uchar rk_u8;
+typedef ushort rk_u16;
+typedef uint rk_u32;
+typedef ulong rk_u64;
+typedef char rk_i8;
+typedef short rk_i16;
+typedef int rk_i32;
+typedef long rk_i64;
+typedef float rk_f32;
+/* MSL has no 64-bit float: a message with an f64 field cannot be used from Metal. */
+#define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#define RK_STATIC_ASSERT(cond, name) static_assert(cond, #name)
+#else
+#include <stddef.h>
+#include <stdint.h>
+typedef uint8_t rk_u8;
+typedef uint16_t rk_u16;
+typedef uint32_t rk_u32;
+typedef uint64_t rk_u64;
+typedef int8_t rk_i8;
+typedef int16_t rk_i16;
+typedef int32_t rk_i32;
+typedef int64_t rk_i64;
+typedef float rk_f32;
+typedef double rk_f64;
+#define RK_OFFSETOF(type, field) offsetof(type, field)
+#if defined(__cplusplus)
+#define RK_STATIC_ASSERT(cond, name) static_assert(cond, #name)
+#else
+#define RK_STATIC_ASSERT(cond, name) _Static_assert(cond, #name)
+#endif
+#endif
+
+#endif /* RK_TYPES_H */
