@@ -5,8 +5,10 @@ by the C alignment rules (what a C compiler does with the same struct), a stable
 C declaration (``c_declaration()``, ``c_header()``, ``write_header()``) that every device compiler
 turns into the identical layout, checked there by static asserts on size and offsets.
 
-This module is the declaration layer; values (construction, ``to_bytes``/``from_bytes``) and
-queues carrying message objects build on it.
+Values: construct with keywords (missing fields are zero), read and write fields as attributes
+(validated), compare, ``to_bytes()`` (deterministic) and ``from_bytes()`` (validated, raising
+``rk.MessageFormatError`` naming the field). Batches are numpy arrays of ``T.dtype``
+(``T.zeros(n)``, ``T.to_records``, ``T.from_records``, ``T.validate``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
+
+from ._core import MessageFormatError
 
 __all__ = [
     "FieldType",
@@ -51,6 +55,23 @@ class FieldType:
         """Message classes and byte-buffer types this field's C declaration needs first."""
         return []
 
+    # Values. `get` turns stored data (a 0-d array of self.dtype) into a Python value; `put`
+    # validates a Python value and returns what numpy assigns into a field of self.dtype; `check`
+    # validates stored data of any shape (vectorised) and raises MessageFormatError naming the
+    # field; `canonicalise` zeroes bytes that carry no value, so equal messages have equal bytes.
+
+    def get(self, data: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def put(self, value: Any, path: str) -> Any:
+        raise NotImplementedError
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        return None
+
+    def canonicalise(self, data: np.ndarray) -> None:
+        return None
+
 
 class Scalar(FieldType):
     def __init__(self, name: str, np_code: str, c_name: str):
@@ -61,6 +82,35 @@ class Scalar(FieldType):
 
     def canonical(self) -> str:
         return self.name
+
+    def get(self, data: np.ndarray) -> Any:
+        return data.item()
+
+    def put(self, value: Any, path: str) -> Any:
+        kind = self.dtype.kind
+        if kind == "b":
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{path} is rk.bool_ and takes True or False, got {type(value).__name__}")
+            return bool(value)
+        if kind in "iu":
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{path} is rk.{self.name} and takes an int, got {type(value).__name__}")
+            info = np.iinfo(self.dtype)
+            if not info.min <= value <= info.max:
+                raise ValueError(f"{path} is rk.{self.name}: {value} is outside [{info.min}, {info.max}]")
+            return int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{path} is rk.{self.name} and takes a number, got {type(value).__name__}")
+        limit = float(np.finfo(self.dtype).max)
+        if np.isfinite(value) and abs(float(value)) > limit:
+            raise ValueError(f"{path} is rk.{self.name}: {value} is outside its range (±{limit:.6g})")
+        return value
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        if self.dtype.kind == "b":
+            raw = data.view(np.uint8)
+            if raw.size and raw.max() > 1:
+                raise MessageFormatError(f"{path}: a bool_ holds {int(raw.max())}; only 0 and 1 are valid")
 
     def __repr__(self) -> str:
         return f"rk.{self.name}"
@@ -97,6 +147,52 @@ class Array(FieldType):
     def dependencies(self) -> List[Any]:
         return self.elem.dependencies()
 
+    def get(self, data: np.ndarray) -> Any:
+        if isinstance(self.elem, Scalar):
+            return data.copy()
+        if isinstance(self.elem, EnumField):
+            return data.astype(self.elem.dtype).copy()
+        return _nested_list(data, self.elem.get)
+
+    def put(self, value: Any, path: str) -> Any:
+        if isinstance(self.elem, (Scalar, EnumField)):
+            arr = np.asarray(value)
+            if arr.shape != self.shape:
+                raise ValueError(f"{path} has shape {self.shape}, got a value of shape {arr.shape}")
+            if isinstance(self.elem, EnumField) or self.elem.dtype.kind in "iub":
+                if arr.dtype.kind not in ("b" if self.elem.dtype.kind == "b" else "iu") and arr.size:
+                    raise TypeError(f"{path} holds {self.elem!r} and takes integers, got {arr.dtype}")
+                if arr.size and isinstance(self.elem, EnumField):
+                    self.elem.check(arr, path, error=ValueError)
+                elif arr.size and self.elem.dtype.kind in "iu":
+                    info = np.iinfo(self.elem.dtype)
+                    if arr.min() < info.min or arr.max() > info.max:
+                        raise ValueError(f"{path}: values must be in [{info.min}, {info.max}]")
+            elif arr.dtype.kind not in "iuf" and arr.size:
+                raise TypeError(f"{path} holds {self.elem!r} and takes numbers, got {arr.dtype}")
+            return arr
+        items = list(np.ndindex(*self.shape))
+        out = np.zeros(self.shape, self.elem.dtype)
+        try:
+            for index in items:
+                element = value
+                for i in index:
+                    element = element[i]
+                out[index] = self.elem.put(element, f"{path}{list(index)}")
+            if len(value) != self.shape[0]:
+                raise IndexError
+        except (IndexError, TypeError, KeyError) as e:
+            if isinstance(e, TypeError) and "takes" in str(e):
+                raise
+            raise ValueError(f"{path} has shape {self.shape}; the value given does not match it") from None
+        return out
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        self.elem.check(data, f"{path}[]")
+
+    def canonicalise(self, data: np.ndarray) -> None:
+        self.elem.canonicalise(data)
+
     def __repr__(self) -> str:
         return f"rk.array({self.elem!r}, {self.shape if len(self.shape) > 1 else self.shape[0]})"
 
@@ -119,6 +215,33 @@ class Bytes(FieldType):
     def dependencies(self) -> List[Any]:
         return [self]
 
+    def get(self, data: np.ndarray) -> Any:
+        return data["data"][: int(data["length"])].tobytes()
+
+    def encode(self, value: Any, path: str) -> bytes:
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"{path} is rk.bytes_({self.capacity}) and takes bytes, got {type(value).__name__}")
+        return bytes(value)
+
+    def put(self, value: Any, path: str) -> Any:
+        raw = self.encode(value, path)
+        if len(raw) > self.capacity:
+            raise ValueError(f"{path}: {len(raw)} bytes exceed its capacity of {self.capacity}")
+        out = np.zeros((), self.dtype)
+        out["length"] = len(raw)
+        out["data"][: len(raw)] = np.frombuffer(raw, np.uint8)
+        return out
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        lengths = data["length"]
+        if lengths.size and lengths.max() > self.capacity:
+            raise MessageFormatError(f"{path}: length prefix {int(lengths.max())} exceeds the capacity "
+                                     f"of {self.capacity} bytes")
+
+    def canonicalise(self, data: np.ndarray) -> None:
+        beyond = np.arange(self.capacity) >= data["length"][..., None]
+        data["data"][beyond] = 0
+
     def c_typedef(self) -> str:
         name = self.c_base()
         return (f"#ifndef RK_DEFINED_{name}\n#define RK_DEFINED_{name}\n"
@@ -134,6 +257,27 @@ class String(Bytes):
 
     kind = "string"
 
+    def get(self, data: np.ndarray) -> Any:
+        return super().get(data).decode("utf-8")
+
+    def encode(self, value: Any, path: str) -> bytes:
+        if not isinstance(value, str):
+            raise TypeError(f"{path} is rk.string({self.capacity}) and takes str, got {type(value).__name__}")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{path}: the text cannot be encoded as UTF-8 ({e.reason})") from None
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        super().check(data, path)
+        flat = data.reshape(-1)
+        for i in range(flat.shape[0]):  # UTF-8 validity has no vectorised numpy form
+            try:
+                flat[i]["data"][: int(flat[i]["length"])].tobytes().decode("utf-8")
+            except UnicodeDecodeError as e:
+                where = f"{path}[{i}]" if data.ndim else path
+                raise MessageFormatError(f"{where}: invalid UTF-8 at byte {e.start}") from None
+
 
 class MessageField(FieldType):
     def __init__(self, cls: type):
@@ -147,6 +291,21 @@ class MessageField(FieldType):
 
     def dependencies(self) -> List[Any]:
         return [self.cls]
+
+    def get(self, data: np.ndarray) -> Any:
+        return self.cls._wrap(data)
+
+    def put(self, value: Any, path: str) -> Any:
+        if not isinstance(value, self.cls):
+            raise TypeError(f"{path} takes a {self.cls.__name__}, got {type(value).__name__}")
+        return value._r
+
+    def check(self, data: np.ndarray, path: str) -> None:
+        for name, ft in self.cls.fields.items():
+            ft.check(data[name], f"{path}.{name}")
+
+    def canonicalise(self, data: np.ndarray) -> None:
+        _zero_tails(self.cls, data)  # its padding is covered by the outer type's mask
 
     def __repr__(self) -> str:
         return self.cls.__name__
@@ -171,6 +330,25 @@ class EnumField(FieldType):
 
     def c_base(self) -> str:
         return self.storage.c_base()
+
+    def get(self, data: np.ndarray) -> Any:
+        return self.enum_cls(data.item())
+
+    def put(self, value: Any, path: str) -> Any:
+        if isinstance(value, self.enum_cls):
+            return int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{path} takes a {self.enum_cls.__name__}, got {type(value).__name__}")
+        self.check(np.asarray(value), path, error=ValueError)
+        return int(value)
+
+    def check(self, data: np.ndarray, path: str, error: type = MessageFormatError) -> None:
+        valid = np.array([int(m.value) for m in self.enum_cls], dtype=np.int64)  # type: ignore[attr-defined]
+        bad = ~np.isin(data.astype(np.int64), valid)
+        if bad.any():
+            value = int(np.asarray(data)[bad].flat[0])
+            raise error(f"{path}: {value} is not a member of {self.enum_cls.__name__} "
+                        f"(valid: {', '.join(map(str, valid))})")
 
     def canonical(self) -> str:
         members = ",".join(f"{m.name}={int(m.value)}" for m in self.enum_cls)  # type: ignore[attr-defined]
@@ -290,6 +468,150 @@ def _derive_type_id(canonical: str) -> int:
     return int.from_bytes(digest, "little") % 0xFFFF + 1  # 1..65535; 0 means "untyped"
 
 
+def _nested_list(data: np.ndarray, get: Any) -> Any:
+    if data.ndim == 0:
+        return get(data)
+    return [_nested_list(data[i], get) for i in range(data.shape[0])]
+
+
+def _canonicalise(cls: type, data: np.ndarray) -> None:
+    """Zero the bytes of `data` (contiguous records of cls) that carry no value: struct padding at
+    any depth (one mask per type), and what follows the length of each bytes_/string field."""
+    flat = data.reshape(-1).view(np.uint8).reshape(-1, cls.itemsize)
+    flat[:, cls.__rk_padding__] = 0
+    _zero_tails(cls, data)
+
+
+def _zero_tails(cls: type, data: np.ndarray) -> None:
+    for name, ft in cls.fields.items():
+        ft.canonicalise(data[name])
+
+
+def _padding_mask(dtype: np.dtype) -> np.ndarray:
+    """True for each byte of dtype that no field covers (struct padding, at any depth)."""
+    covered = np.zeros(dtype.itemsize, bool)
+
+    def mark(dt: np.dtype, base: int) -> None:
+        if dt.subdtype is not None:
+            elem, shape = dt.subdtype
+            for k in range(int(np.prod(shape))):
+                mark(elem, base + k * elem.itemsize)
+        elif dt.names:
+            for name in dt.names:
+                sub, off = dt.fields[name][:2]
+                mark(sub, base + off)
+        else:
+            covered[base: base + dt.itemsize] = True
+
+    mark(dtype, 0)
+    return ~covered
+
+
+class _MessageMethods:
+    """The behaviour @rk.message gives every message class (copied onto it, not inherited)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cls = type(self)
+        names = list(cls.fields)
+        if len(args) > len(names):
+            raise TypeError(f"{cls.__name__}() takes at most {len(names)} positional values, got {len(args)}")
+        for name, value in zip(names, args):
+            if name in kwargs:
+                raise TypeError(f"{cls.__name__}() got two values for field '{name}'")
+            kwargs[name] = value
+        record = np.zeros((), cls.dtype)
+        for name, value in kwargs.items():
+            if name not in cls.fields:
+                raise TypeError(f"{cls.__name__}() has no field '{name}' (fields: {', '.join(names)})")
+            record[name] = cls.fields[name].put(value, f"{cls.__name__}.{name}")
+        object.__setattr__(self, "_r", record)
+
+    def __getattr__(self, name: str) -> Any:
+        fields = type(self).__dict__.get("fields", {})
+        if name in fields:
+            return fields[name].get(self._r[name])
+        raise AttributeError(f"{type(self).__name__!r} message has no field or attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        cls = type(self)
+        if name not in cls.fields:
+            raise AttributeError(f"{cls.__name__} has no field '{name}'; messages have a fixed layout")
+        self._r[name] = cls.fields[name].put(value, f"{cls.__name__}.{name}")
+
+    def __eq__(self, other: object) -> Any:
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        return f"{cls.__name__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in cls.fields) + ")"
+
+    def to_bytes(self) -> bytes:
+        """The record's bytes: always the same for equal messages (padding and unused bytes are zero)."""
+        return self._r.tobytes()
+
+    @classmethod
+    def from_bytes(cls, data: Any) -> Any:
+        """Parse and validate one record; MessageFormatError names the field and the reason."""
+        try:
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError(f"{cls.__name__}.from_bytes() takes a bytes-like object, got {type(data).__name__}") from None
+        if view.nbytes != cls.itemsize:
+            raise MessageFormatError(f"{cls.__name__}: expected {cls.itemsize} bytes, got {view.nbytes}")
+        record = np.frombuffer(view, cls.dtype, count=1).reshape(()).copy()
+        cls.validate(record)
+        _canonicalise(cls, record)
+        return cls._wrap(record)
+
+    @classmethod
+    def validate(cls, records: np.ndarray) -> None:
+        """Check records of this type (one or an array) as from_bytes does, without a Python loop
+        per record except for UTF-8 text. Raises MessageFormatError naming the field."""
+        if not isinstance(records, np.ndarray) or records.dtype != cls.dtype:
+            raise TypeError(f"{cls.__name__}.validate() takes records of {cls.__name__}.dtype")
+        for name, ft in cls.fields.items():
+            ft.check(records[name], f"{cls.__name__}.{name}")
+
+    @classmethod
+    def zeros(cls, n: int) -> np.ndarray:
+        """n zeroed records: the batch form of this message type."""
+        return np.zeros(n, cls.dtype)
+
+    @classmethod
+    def to_records(cls, messages: Iterable[Any]) -> np.ndarray:
+        """Message objects to an array of records (numpy gathers them; no per-field Python work)."""
+        items = list(messages)
+        for m in items:
+            if type(m) is not cls:
+                raise TypeError(f"{cls.__name__}.to_records() takes {cls.__name__} objects, got {type(m).__name__}")
+        if not items:
+            return cls.zeros(0)
+        out = np.stack([m._r for m in items])
+        _canonicalise(cls, out)  # np.stack leaves struct padding uninitialised
+        return out
+
+    @classmethod
+    def from_records(cls, records: np.ndarray) -> List[Any]:
+        """An array of records to message objects, validated and canonicalised as one array first."""
+        cls.validate(records)
+        clean = np.array(records, copy=True).reshape(-1)
+        _canonicalise(cls, clean)
+        return [cls._wrap(clean[i]) for i in range(clean.shape[0])]
+
+    @classmethod
+    def _wrap(cls, record: Any) -> Any:
+        # Field-by-field assignment into zeros: padding stays zero whatever `record` carried.
+        canonical = np.zeros((), cls.dtype)
+        canonical[()] = record
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_r", canonical)
+        return obj
+
+
 def _build(cls: type, type_id: Optional[int]) -> type:
     if not isinstance(cls, type):
         raise TypeError(f"@rk.message decorates a class, got {cls!r}")
@@ -323,7 +645,13 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     cls.fields = dict(fields)
     cls.__rk_canonical__ = canonical
     cls.__rk_offsets__ = offsets
+    cls.__rk_padding__ = _padding_mask(dtype)
     cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))  # type: ignore[assignment]
+    for name, member in vars(_MessageMethods).items():
+        if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__eq__", "__hash__",
+                                                  "__repr__"):
+            if name not in ("__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"):
+                setattr(cls, name, member)
     return cls
 
 
