@@ -90,8 +90,8 @@ const std::function<void()> kCheckSignals = [] {
 rk::Wait wait_for(std::int64_t ns) { return rk::Wait{ns, ns != 0 ? &kCheckSignals : nullptr}; }
 
 py::object numpy() {
-    static py::object np = py::module_::import("numpy");
-    return np;
+    static PyObject *np = py::module_::import("numpy").release().ptr();  // leaked, see envelope_dtype()
+    return py::reinterpret_borrow<py::object>(np);
 }
 
 std::string type_name(const py::handle &obj) {
@@ -173,6 +173,8 @@ public:
             std::shared_ptr<rk::HlcClock> clock, bool single_producer, bool single_consumer)
         : record_type_(record_type) {
         dtype_ = resolve_dtype(record_type);
+        if (py::module_::import("ringkernel.messages").attr("is_message")(record_type).cast<bool>())
+            msg_cls_ = record_type;
         rk::QueueConfig cfg;
         cfg.capacity = int_in_range<std::uint32_t>(capacity, "capacity", 0, 0xFFFFFFFFull);
         cfg.dedup_window = int_in_range<std::uint32_t>(dedup_window, "dedup_window", 0, 0xFFFFFFFFull);
@@ -182,6 +184,7 @@ public:
         cfg.ttl_ns = ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl));
         cfg.single_producer = single_producer;
         cfg.single_consumer = single_consumer;
+        if (msg_cls_) cfg.type_id = msg_cls_.attr("type_id").cast<std::uint16_t>();
         q_ = std::make_unique<rk::Queue>(cfg, std::move(clock));
     }
 
@@ -200,7 +203,7 @@ public:
         return q_->send(data, o, wait_for(ns));
     }
 
-    py::object receive(const py::object &timeout) {
+    py::object receive(const py::object &timeout, bool with_envelope) {
         const std::int64_t ns = timeout_ns(timeout);
         const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
         std::uint8_t small[512];
@@ -210,21 +213,27 @@ public:
             large.resize(itemsize);
             dst = large.data();
         }
-        bool ok = q_->receive(dst, nullptr, rk::Wait::none());
+        rk_envelope env{};
+        rk_envelope *env_out = with_envelope ? &env : nullptr;
+        bool ok = q_->receive(dst, env_out, rk::Wait::none());
         if (!ok && ns != 0) {
             py::gil_scoped_release nogil;
-            ok = q_->receive(dst, nullptr, wait_for(ns));
+            ok = q_->receive(dst, env_out, wait_for(ns));
         }
         if (!ok) return py::none();
         // A numpy scalar (np.void for structured dtypes) that owns a copy of the bytes.
         PyObject *scalar = PyArray_Scalar(dst, descr(), nullptr);
         if (!scalar) throw py::error_already_set();
-        return py::reinterpret_steal<py::object>(scalar);
+        py::object value = py::reinterpret_steal<py::object>(scalar);
+        if (msg_cls_) value = msg_cls_.attr("_wrap")(value);
+        if (with_envelope) return py::make_tuple(value, env);
+        return value;
     }
 
     std::size_t send_batch(const py::object &records, const py::object &timeout, const py::object &ids,
                            const py::object &priority) {
         py::array arr = batch_array(records);
+        if (msg_cls_) msg_cls_.attr("validate")(arr);  // never enqueue a record that would not parse
         const std::size_t n = static_cast<std::size_t>(arr.shape(0));
         const std::uint8_t prio = int_in_range<std::uint8_t>(priority, "priority", 0, 255);
         py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> id_arr;
@@ -245,7 +254,7 @@ public:
         return q_->send_batch(src, n, stride, id_ptr, prio, wait_for(ns));
     }
 
-    py::array receive_batch(const py::object &n_obj, const py::object &timeout) {
+    py::object receive_batch(const py::object &n_obj, const py::object &timeout, bool with_envelopes) {
         const std::size_t n = int_in_range<std::size_t>(n_obj, "n", 0, 1ull << 40);
         const std::int64_t ns = timeout_ns(timeout);
         const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
@@ -258,17 +267,21 @@ public:
             const std::size_t alloc = std::min({n, ready, static_cast<std::size_t>(q_->capacity())});
             if (alloc > 0) {
                 py::array out(dtype_, std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
+                py::array envs;
+                rk_envelope *env_ptr = nullptr;
+                if (with_envelopes) {
+                    envs = py::array(envelope_dtype(), std::vector<py::ssize_t>{static_cast<py::ssize_t>(alloc)});
+                    env_ptr = static_cast<rk_envelope *>(envs.mutable_data());
+                }
                 void *dst = out.mutable_data();
                 std::size_t got;
                 if (alloc <= 256) {  // a short copy is cheaper than releasing the GIL
-                    got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+                    got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
                 } else {
                     py::gil_scoped_release nogil;
-                    got = q_->receive_batch(dst, alloc, itemsize, nullptr, rk::Wait::none());
+                    got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
                 }
-                if (got == alloc) return out;
-                if (got > 0)  // another receiver took some, or they expired: return what arrived
-                    return out[py::slice(0, static_cast<py::ssize_t>(got), 1)].attr("copy")().cast<py::array>();
+                if (got > 0) return batch_result(out, envs, got, alloc, with_envelopes);
             }
             if (n == 0 || ns == 0 || deadline.passed()) break;
             bool readable;
@@ -278,7 +291,26 @@ public:
             }
             if (!readable) break;
         }
-        return py::array(dtype_, std::vector<py::ssize_t>{0});
+        py::array none(dtype_, std::vector<py::ssize_t>{0});
+        if (!with_envelopes) return std::move(none);
+        return py::make_tuple(none, py::array(envelope_dtype(), std::vector<py::ssize_t>{0}));
+    }
+
+    // The first `got` of `alloc` records (and envelopes): another receiver may have taken some,
+    // or they expired. A small result does not pin a large buffer.
+    static py::object batch_result(py::array out, py::array envs, std::size_t got, std::size_t alloc, bool with_envs) {
+        auto trim = [&](py::array a) -> py::object {
+            if (got == alloc) return std::move(a);
+            return a[py::slice(0, static_cast<py::ssize_t>(got), 1)].attr("copy")();
+        };
+        if (!with_envs) return trim(out);
+        return py::make_tuple(trim(out), trim(envs));
+    }
+
+    static py::object envelope_dtype() {
+        // Intentionally leaked: a static py::object would be released after the interpreter is gone.
+        static PyObject *dt = py::object(py::module_::import("ringkernel.layout").attr("ENVELOPE_DTYPE")).release().ptr();
+        return py::reinterpret_borrow<py::object>(dt);
     }
 
     std::size_t size() const { return q_->size(); }
@@ -339,6 +371,7 @@ private:
             if (held_) PyBuffer_Release(&view_);
         }
         const void *data = nullptr;
+        py::object keep;  // whatever owns `data`, held for the duration of the call
 
     private:
         friend class PyQueue;
@@ -348,6 +381,16 @@ private:
 
     void record_bytes(const py::object &record, RecordView &out) const {
         PyObject *o = record.ptr();
+        if (msg_cls_) {
+            if (Py_TYPE(o) == reinterpret_cast<PyTypeObject *>(msg_cls_.ptr())) {
+                out.keep = record.attr("_r");  // the object's 0-d record array
+                out.data = PyArray_DATA(reinterpret_cast<PyArrayObject *>(out.keep.ptr()));
+                return;
+            }
+            if (py::hasattr(py::type::of(record), "__rk_canonical__"))
+                throw py::type_error("this queue carries " + py::str(msg_cls_.attr("__name__")).cast<std::string>() +
+                                     " messages, got a " + type_name(record));
+        }
         if (PyArray_IsScalar(o, Void)) {  // the common case: one record of a structured dtype
             auto *v = reinterpret_cast<PyVoidScalarObject *>(o);
             if (v->descr == descr() || PyArray_EquivTypes(v->descr, descr())) {
@@ -402,6 +445,7 @@ private:
     }
 
     py::object record_type_;
+    py::object msg_cls_;  // the message class when the queue carries message objects
     py::dtype dtype_;
     std::unique_ptr<rk::Queue> q_;
 };
@@ -512,9 +556,10 @@ PyObject *queue_send(PyObject *self, PyObject *const *args, Py_ssize_t nargs, Py
 
 PyObject *queue_receive(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return guarded([&] {
-        static const ArgSpec<1> spec{"receive", {"timeout"}, 1, 0};
+        static const ArgSpec<2> spec{"receive", {"timeout", "with_envelope"}, 1, 0};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        return queue_of(self).receive(arg(a[0], py::none())).release().ptr();
+        const bool env = a[1] && PyObject_IsTrue(a[1]);
+        return queue_of(self).receive(arg(a[0], py::none()), env).release().ptr();
     });
 }
 
@@ -531,12 +576,10 @@ PyObject *queue_send_batch(PyObject *self, PyObject *const *args, Py_ssize_t nar
 
 PyObject *queue_receive_batch(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return guarded([&] {
-        static const ArgSpec<2> spec{"receive_batch", {"n", "timeout"}, 2, 1};
+        static const ArgSpec<3> spec{"receive_batch", {"n", "timeout", "with_envelopes"}, 2, 1};
         const auto a = parse_args(spec, args, nargs, kwnames);
-        return queue_of(self)
-            .receive_batch(arg(a[0], py::none()), arg(a[1], py::float_(0.0)))
-            .release()
-            .ptr();
+        const bool envs = a[2] && PyObject_IsTrue(a[2]);
+        return queue_of(self).receive_batch(arg(a[0], py::none()), arg(a[1], py::float_(0.0)), envs).release().ptr();
     });
 }
 
@@ -549,16 +592,18 @@ PyMethodDef kQueueMethods[] = {
      "id: message id for deduplication (default: the message's HLC stamp). priority: 0-255, needs\n"
      "priority=True. timeout: seconds a BLOCK queue may wait for space, None = forever."},
     {"receive", RK_FASTCALL(queue_receive), METH_FASTCALL | METH_KEYWORDS,
-     "receive($self, timeout=None)\n--\n\n"
-     "Receive one record, waiting up to timeout seconds (None = forever, 0 = not at all). None on timeout."},
+     "receive($self, timeout=None, *, with_envelope=False)\n--\n\n"
+     "Receive one record (a message object for a message-type queue), waiting up to timeout seconds\n"
+     "(None = forever, 0 = not at all). None on timeout. with_envelope=True returns (value, Envelope)."},
     {"send_batch", RK_FASTCALL(queue_send_batch), METH_FASTCALL | METH_KEYWORDS,
      "send_batch($self, records, *, timeout=None, ids=None, priority=0)\n--\n\n"
      "Send a 1-D array of records. Returns how many entered; the rest are accounted by the\n"
      "backpressure strategy (rejected, dropped or timed out). ids: one id per record."},
     {"receive_batch", RK_FASTCALL(queue_receive_batch), METH_FASTCALL | METH_KEYWORDS,
-     "receive_batch($self, n, timeout=0.0)\n--\n\n"
+     "receive_batch($self, n, timeout=0.0, *, with_envelopes=False)\n--\n\n"
      "Receive up to n records as an array, waiting up to timeout seconds for the first one\n"
-     "(default 0: return what is waiting now)."},
+     "(default 0: return what is waiting now). with_envelopes=True returns (records, envelopes),\n"
+     "the envelopes an array of ringkernel.layout.ENVELOPE_DTYPE."},
 };
 
 }  // namespace
@@ -699,7 +744,28 @@ PYBIND11_MODULE(_core, m) {
                    py::str(py::float_(static_cast<double>(c.max_offset_ms()) / 1000.0)).cast<std::string>() + ")";
         });
 
-    // ---- queues --------------------------------------------------------------------------------------------
+    // ---- queues ----
+    py::class_<rk_envelope>(m, "Envelope", "The envelope a received message travelled with.")
+        .def_property_readonly("message_id", [](const rk_envelope &e) { return e.message_id; })
+        .def_property_readonly("correlation_id", [](const rk_envelope &e) { return e.correlation_id; })
+        .def_property_readonly("timestamp",
+                               [](const rk_envelope &e) { return rk::HlcTimestamp::unpack(e.timestamp, e.source_kernel); },
+                               "the sender's HLC stamp (node = source)")
+        .def_property_readonly("enqueue_ns", [](const rk_envelope &e) { return e.enqueue_ns; },
+                               "wall-clock ns since the Unix epoch when it was enqueued")
+        .def_property_readonly("type_id", [](const rk_envelope &e) { return e.type_id; })
+        .def_property_readonly("source", [](const rk_envelope &e) { return e.source_kernel; })
+        .def_property_readonly("priority", [](const rk_envelope &e) { return e.priority; })
+        .def_property_readonly("flags", [](const rk_envelope &e) { return e.flags; })
+        .def_property_readonly("payload_size", [](const rk_envelope &e) { return e.payload_size; })
+        .def("__repr__", [](const rk_envelope &e) {
+            std::ostringstream o;
+            o << "Envelope(message_id=" << e.message_id << ", correlation_id=" << e.correlation_id
+              << ", timestamp=" << rk::HlcTimestamp::unpack(e.timestamp, e.source_kernel).to_string()
+              << ", type_id=" << e.type_id << ", priority=" << unsigned(e.priority) << ")";
+            return o.str();
+        });
+
     py::class_<rk::QueueStats>(m, "QueueStats", "A snapshot of a queue's counters.")
         .def_readonly("sent", &rk::QueueStats::sent, "entered the queue, or discarded by DROP_NEW")
         .def_readonly("received", &rk::QueueStats::received)
