@@ -267,3 +267,68 @@ def test_nvcc_accepts_the_static_layout_checks(tmp_path):
     result = subprocess.run([nvcc, "-c", "-arch=sm_80", "-I", str(header.parent), str(tmp_path / "k.cu"),
                              "-o", str(tmp_path / "k.o")], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+OPENCL_PROBE = r"""
+#define CL_TARGET_OPENCL_VERSION 120
+#include <CL/cl.h>
+#include <stdio.h>
+#include <string.h>
+static const char *src =
+    "#include \"messages.h\"\n"
+    "#define F(T, f) out[i++] = RK_OFFSETOF(T, f); out[i++] = sizeof(((T *)0)->f);\n"
+    "__kernel void probe(__global ulong *out) {\n"
+    "    int i = 0;\n"
+    "    out[i++] = sizeof(Everything); out[i++] = 0; out[i++] = sizeof(Point); out[i++] = 0;\n"
+    "    FIELDS\n"
+    "}\n";
+int main(int argc, char **argv) {
+    cl_platform_id p; cl_device_id d; cl_uint n = 0; cl_int err;
+    if (clGetPlatformIDs(1, &p, &n) != CL_SUCCESS || n == 0) { puts("NO-PLATFORM"); return 3; }
+    if (clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 1, &d, &n) != CL_SUCCESS || n == 0) { puts("NO-DEVICE"); return 3; }
+    cl_context ctx = clCreateContext(NULL, 1, &d, NULL, NULL, &err);
+    cl_command_queue q = clCreateCommandQueue(ctx, d, 0, &err);
+    cl_program prog = clCreateProgramWithSource(ctx, 1, &src, NULL, &err);
+    char opts[4096];
+    snprintf(opts, sizeof opts, "%s -I %s", argv[1], argv[2]);
+    if (clBuildProgram(prog, 1, &d, opts, NULL, NULL) != CL_SUCCESS) {
+        char log[65536]; clGetProgramBuildInfo(prog, d, CL_PROGRAM_BUILD_LOG, sizeof log, log, NULL);
+        printf("BUILD-FAILED %s\n", log); return 2;
+    }
+    cl_ulong host[COUNT];
+    cl_mem out = clCreateBuffer(ctx, CL_MEM_WRITE_ONLY, sizeof host, NULL, &err);
+    cl_kernel k = clCreateKernel(prog, "probe", &err);
+    clSetKernelArg(k, 0, sizeof out, &out);
+    size_t one = 1;
+    clEnqueueNDRangeKernel(q, k, 1, NULL, &one, NULL, 0, NULL, NULL);
+    clEnqueueReadBuffer(q, out, CL_TRUE, 0, sizeof host, host, 0, NULL, NULL);
+    for (int i = 0; i < COUNT; i += 2) printf("%llu %llu\n", (unsigned long long)host[i], (unsigned long long)host[i + 1]);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("std", ["-cl-std=CL1.2", "-cl-std=CL3.0"])
+def test_opencl_device_agrees_with_the_dtype_at_run_time(tmp_path, std):
+    import ctypes.util
+
+    if shutil.which("cc") is None or ctypes.util.find_library("OpenCL") is None:
+        pytest.skip("needs cc and an OpenCL ICD loader (ocl-icd-opencl-dev, pocl-opencl-icd)")
+    rk.write_header(tmp_path / "messages.h", Everything, Point)
+    names = [(cls.__name__, n) for cls in (Everything, Point) for n in cls.dtype.names]
+    fields = " ".join(f"F({t}, {n})" for t, n in names)
+    src = OPENCL_PROBE.replace("FIELDS", fields).replace("COUNT", str(2 * (len(names) + 2)))
+    (tmp_path / "probe.c").write_text(src)
+    exe = tmp_path / "probe"
+    build = subprocess.run(["cc", "-std=c11", str(tmp_path / "probe.c"), "-o", str(exe), "-lOpenCL"],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "CL/cl.h" in build.stderr:
+        pytest.skip("no OpenCL headers (opencl-headers)")
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), std, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    if run.returncode == 3:
+        pytest.skip(f"no OpenCL device: {run.stdout.strip()}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    values = [tuple(map(int, line.split())) for line in run.stdout.splitlines()]
+    keys = [("Everything", "size"), ("Point", "size")] + names
+    assert dict(zip(keys, values)) == expected_layout()
