@@ -507,6 +507,87 @@ def _padding_mask(dtype: np.dtype) -> np.ndarray:
     return ~covered
 
 
+def _plan(cls: type, base: int, prefix: str, checks: List[tuple], tails: List[Tuple[int, int]]) -> None:
+    """Byte-level validation steps and bytes_/string fields of cls laid out at `base`, flattened
+    through nested messages and arrays, for the one-message path (from_bytes, received objects)."""
+    for name, ft in cls.fields.items():
+        off = base + cls.__rk_offsets__[name]
+        path = f"{prefix}.{name}"
+        elem, count, shape = ft, 1, ()
+        if isinstance(ft, Array):
+            elem, shape = ft.elem, ft.shape
+            count = int(np.prod(shape))
+        size = elem.dtype.itemsize
+        if isinstance(elem, Scalar) and elem.dtype.kind == "b":
+            checks.append(("bool", off, count, path + ("[]" if shape else "")))
+        elif isinstance(elem, EnumField):
+            valid = frozenset(int(m.value) for m in elem.enum_cls)  # type: ignore[attr-defined]
+            checks.append(("enum", off, count, elem.dtype, valid, elem.enum_cls.__name__, path + ("[]" if shape else ""),
+                           elem.dtype.itemsize, elem.dtype.kind == "i"))
+        elif isinstance(elem, (Bytes, MessageField)):
+            for k in range(count):
+                at = off + k * size
+                where = path + (f"[{k}]" if shape else "")
+                if isinstance(elem, Bytes):
+                    checks.append(("len", at, elem.capacity, where))
+                    if isinstance(elem, String):
+                        checks.append(("utf8", at, elem.capacity, where))
+                    tails.append((at, elem.capacity))
+                else:
+                    _plan(elem.cls, at, where, checks, tails)
+
+
+def _check_bytes(cls: type, raw: Any) -> None:
+    """Validate one record's bytes with the precomputed plan; MessageFormatError names the field."""
+    for step in cls.__rk_checks__:
+        kind, off = step[0], step[1]
+        if kind == "len":
+            length = int.from_bytes(raw[off: off + 4], "little")
+            if length > step[2]:
+                raise MessageFormatError(f"{step[3]}: length prefix {length} exceeds the capacity of {step[2]} bytes")
+        elif kind == "utf8":
+            length = int.from_bytes(raw[off: off + 4], "little")
+            try:
+                bytes(raw[off + 4: off + 4 + length]).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MessageFormatError(f"{step[3]}: invalid UTF-8 at byte {e.start}") from None
+        elif kind == "bool":
+            top = max(raw[off: off + step[2]])
+            if top > 1:
+                raise MessageFormatError(f"{step[3]}: a bool_ holds {top}; only 0 and 1 are valid")
+        else:  # enum
+            _, _, count, dtype, valid, enum_name, path, size, signed = step
+            if count == 1:
+                values = [int.from_bytes(raw[off: off + size], "little", signed=signed)]
+            else:
+                values = np.frombuffer(raw, dtype, count=count, offset=off).tolist()
+            for v in values:
+                if v not in valid:
+                    raise MessageFormatError(f"{path}: {v} is not a member of {enum_name} "
+                                             f"(valid: {', '.join(map(str, sorted(valid)))})")
+
+
+def _canonical_bytes(cls: type, raw: Any) -> bytearray:
+    """A copy of one record's bytes with padding and unused bytes_/string storage zeroed."""
+    out = bytearray(raw)
+    for start, end in cls.__rk_zero__:
+        out[start:end] = bytes(end - start)
+    for off, cap in cls.__rk_tails__:
+        length = min(int.from_bytes(out[off: off + 4], "little"), cap)
+        out[off + 4 + length: off + 4 + cap] = bytes(cap - length)
+    return out
+
+
+def _ranges(mask: np.ndarray) -> List[Tuple[int, int]]:
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate(([idx[0]], idx[breaks + 1]))
+    ends = np.concatenate((idx[breaks], [idx[-1]])) + 1
+    return [(int(a), int(b)) for a, b in zip(starts, ends)]
+
+
 class _MessageMethods:
     """The behaviour @rk.message gives every message class (copied onto it, not inherited)."""
 
@@ -562,10 +643,8 @@ class _MessageMethods:
             raise TypeError(f"{cls.__name__}.from_bytes() takes a bytes-like object, got {type(data).__name__}") from None
         if view.nbytes != cls.itemsize:
             raise MessageFormatError(f"{cls.__name__}: expected {cls.itemsize} bytes, got {view.nbytes}")
-        record = np.frombuffer(view, cls.dtype, count=1).reshape(()).copy()
-        cls.validate(record)
-        _canonicalise(cls, record)
-        return cls._wrap(record)
+        _check_bytes(cls, view)
+        return cls._from_canonical(_canonical_bytes(cls, view))
 
     @classmethod
     def validate(cls, records: np.ndarray) -> None:
@@ -590,26 +669,29 @@ class _MessageMethods:
                 raise TypeError(f"{cls.__name__}.to_records() takes {cls.__name__} objects, got {type(m).__name__}")
         if not items:
             return cls.zeros(0)
-        out = np.stack([m._r for m in items])
-        _canonicalise(cls, out)  # np.stack leaves struct padding uninitialised
-        return out
+        # Objects hold canonical records already: one join of their bytes, one copy into numpy.
+        return np.frombuffer(b"".join([m._r.tobytes() for m in items]), cls.dtype).copy()
 
     @classmethod
     def from_records(cls, records: np.ndarray) -> List[Any]:
         """An array of records to message objects, validated and canonicalised as one array first."""
         cls.validate(records)
-        clean = np.array(records, copy=True).reshape(-1)
+        clean = np.ascontiguousarray(records).reshape(-1).copy()
         _canonicalise(cls, clean)
-        return [cls._wrap(clean[i]) for i in range(clean.shape[0])]
+        raw, size = clean.tobytes(), cls.itemsize
+        return [cls._from_canonical(bytearray(raw[i * size:(i + 1) * size])) for i in range(clean.shape[0])]
+
+    @classmethod
+    def _from_canonical(cls, buffer: bytearray) -> Any:
+        obj = cls.__new__(cls)
+        object.__setattr__(obj, "_r", np.ndarray((), cls.dtype, buffer))
+        return obj
 
     @classmethod
     def _wrap(cls, record: Any) -> Any:
-        # Field-by-field assignment into zeros: padding stays zero whatever `record` carried.
-        canonical = np.zeros((), cls.dtype)
-        canonical[()] = record
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "_r", canonical)
-        return obj
+        """An object over a record that came from this library (a queue, a nested field): already
+        validated, so only canonicalised."""
+        return cls._from_canonical(_canonical_bytes(cls, memoryview(np.ascontiguousarray(record)).cast("B")))
 
 
 def _build(cls: type, type_id: Optional[int]) -> type:
@@ -646,6 +728,12 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     cls.__rk_canonical__ = canonical
     cls.__rk_offsets__ = offsets
     cls.__rk_padding__ = _padding_mask(dtype)
+    cls.__rk_zero__ = _ranges(cls.__rk_padding__)
+    checks: List[tuple] = []
+    tails: List[Tuple[int, int]] = []
+    _plan(cls, 0, cls.__name__, checks, tails)
+    cls.__rk_checks__ = checks
+    cls.__rk_tails__ = tails
     cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))  # type: ignore[assignment]
     for name, member in vars(_MessageMethods).items():
         if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__eq__", "__hash__",

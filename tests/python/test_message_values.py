@@ -134,7 +134,7 @@ def corrupt(field_path, value_bytes, at=0):
         (corrupt(["raw", "length"], (6).to_bytes(4, "little")), r"Order.raw: length prefix 6 exceeds"),
         (corrupt(["note", "data"], b"\xff\xfe"), r"Order.note: invalid UTF-8 at byte 0"),
         (corrupt(["tag", "on"], b"\x02"), r"Order.tag.on: a bool_ holds 2"),
-        (corrupt(["history"], b"\x00" * 8 + b"\x05"), r"Order.history\[\].on: a bool_ holds 5"),
+        (corrupt(["history"], b"\x00" * 8 + b"\x05"), r"Order.history\[0\].on: a bool_ holds 5"),
         (corrupt(["tag", "label", "length"], (99).to_bytes(4, "little")), r"Order.tag.label: length prefix 99"),
     ],
 )
