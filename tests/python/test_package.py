@@ -102,11 +102,13 @@ def test_console_script_is_installed():
     assert result.returncode == 0 and rk.__version__ in result.stdout
 
 
-def test_readme_tour_runs():
+def test_readme_tour_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the tour writes messages.h
     readme = (HERE.parent.parent / "README.md").read_text()
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     *body, last = code.strip().splitlines()
     assert "queue_capacity=1000" in last  # the tour ends by showing a validation error
     exec(compile("\n".join(body), "README.md", "exec"), {})
+    assert "typedef struct Order" in (tmp_path / "messages.h").read_text()
     with pytest.raises(ValueError, match="queue_capacity must be a power of two"):
         exec(compile(last, "README.md", "exec"), {"rk": rk})
