@@ -68,6 +68,27 @@ def run(messages: int = 200_000) -> int:
     order = [int(pq.receive(timeout=0)["seq"]) for _ in range(len(pq))]
     print(f"  sent seq 0..3 with priorities [1, 9, 5, 9]; received in order {order}")
 
+    _section("message types")
+
+    @rk.message
+    class Reading:
+        sensor: rk.u16
+        value: rk.f64
+        samples: rk.array(rk.f32, 4)
+        unit: rk.string(8)
+
+    mq = rk.Queue(Reading, capacity=64)
+    mq.send(Reading(sensor=7, value=21.5, samples=[21.4, 21.5, 21.6, 21.5], unit="°C"))
+    reading, envelope = mq.receive(timeout=1.0, with_envelope=True)
+    print(f"  {reading}")
+    print(f"  {Reading.itemsize}-byte record, type_id {Reading.type_id}; arrived with {envelope}")
+    first = Reading.c_declaration().split("typedef struct Reading")[1].split("} Reading;")[0]
+    print("  C declaration: typedef struct Reading" + first.replace("\n", "\n  ") + "} Reading;")
+    try:
+        Reading.from_bytes(reading.to_bytes()[:-1])
+    except rk.MessageFormatError as e:
+        print(f"  truncated bytes are refused: {e}")
+
     _section("hybrid logical clock")
     a, b = rk.HlcClock(node_id=1), rk.HlcClock(node_id=2, max_offset=0.5)
     t1 = a.now()
