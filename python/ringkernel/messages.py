@@ -5,7 +5,8 @@ by the C alignment rules (what a C compiler does with the same struct), a stable
 C declaration (``c_declaration()``, ``c_header()``, ``write_header()``) that every device compiler
 turns into the identical layout, checked there by static asserts on size and offsets.
 
-Values: construct with keywords (missing fields are zero), read and write fields as attributes
+Values: construct with keywords (missing fields take the class body's default, else zero), read
+and write fields as attributes
 (validated), compare, ``to_bytes()`` (deterministic) and ``from_bytes()`` (validated, raising
 ``rk.MessageFormatError`` naming the field). Batches are numpy arrays of ``T.dtype``
 (``T.zeros(n)``, ``T.to_records``, ``T.from_records``, ``T.validate``).
@@ -600,7 +601,7 @@ class _MessageMethods:
             if name in kwargs:
                 raise TypeError(f"{cls.__name__}() got two values for field '{name}'")
             kwargs[name] = value
-        record = np.zeros((), cls.dtype)
+        record = np.ndarray((), cls.dtype, bytearray(cls.__rk_prototype__))  # zeros, or the class body's defaults
         for name, value in kwargs.items():
             if name not in cls.fields:
                 raise TypeError(f"{cls.__name__}() has no field '{name}' (fields: {', '.join(names)})")
@@ -708,6 +709,12 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     for name, annotation in raw.items():
         _check_name(cls.__name__, name)
         fields[name] = _field_type(_resolve(annotation, cls), owner=cls, field=name)
+    # `qty: rk.i32 = 5` gives a default; the class attribute would otherwise shadow the field.
+    defaults: Dict[str, Any] = {}
+    for name in fields:
+        if name in cls.__dict__:
+            defaults[name] = fields[name].put(cls.__dict__[name], f"{cls.__name__}.{name} default")
+            delattr(cls, name)
     dtype = np.dtype([(name, ft.dtype) for name, ft in fields.items()], align=True)
     offsets = {name: dtype.fields[name][1] for name in fields}
     canonical = (f"{cls.__name__}{{" + ";".join(f"{n}:{ft.canonical()}@{offsets[n]}" for n, ft in fields.items())
@@ -727,6 +734,10 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     cls.fields = dict(fields)
     cls.__rk_canonical__ = canonical
     cls.__rk_offsets__ = offsets
+    prototype = np.zeros((), dtype)
+    for name, value in defaults.items():
+        prototype[name] = value
+    cls.__rk_prototype__ = prototype.tobytes()  # zeroed padding; numpy's structured copy would not keep it
     cls.__rk_padding__ = _padding_mask(dtype)
     cls.__rk_zero__ = _ranges(cls.__rk_padding__)
     checks: List[tuple] = []

@@ -244,3 +244,23 @@ def test_fuzz_right_sized_garbage_only_raises_messageformaterror(blob):
         return
     repr(parsed)  # every field of an accepted message converts to a Python value
     assert Order.from_bytes(parsed.to_bytes()) == parsed
+
+
+def test_class_body_defaults_and_string_annotations():
+    class Quote:
+        __annotations__ = {"qty": "rk.i32", "side": "Op", "note": rk.string(4)}
+        qty = 5
+        side = Op.SUBTRACT
+
+    Quote.__module__ = __name__
+    Quote = rk.message(Quote)
+    q = Quote()
+    assert (q.qty, q.side, q.note) == (5, Op.SUBTRACT, "")
+    assert Quote(qty=1).qty == 1 and Quote().qty == 5
+
+    class BadDefault:
+        __annotations__ = {"qty": rk.u8}
+        qty = 300
+
+    with pytest.raises(ValueError, match=r"BadDefault.qty default is rk.u8: 300 is outside"):
+        rk.message(BadDefault)
