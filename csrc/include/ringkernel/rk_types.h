@@ -10,21 +10,11 @@
 #ifndef RK_TYPES_H
 #define RK_TYPES_H
 
-#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
-typedef uchar rk_u8;
-typedef ushort rk_u16;
-typedef uint rk_u32;
-typedef ulong rk_u64;
-typedef char rk_i8;
-typedef short rk_i16;
-typedef int rk_i32;
-typedef long rk_i64;
-typedef float rk_f32;
-typedef double rk_f64;
-#define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
-#define RK_STATIC_ASSERT(cond, name) typedef char rk_static_assert_##name[(cond) ? 1 : -1]
-#elif defined(__METAL_VERSION__)
+#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__) || defined(__METAL_VERSION__)
+/* OpenCL C and MSL share the short type names. */
+#if defined(__METAL_VERSION__)
 #include <metal_stdlib>
+#endif
 typedef uchar rk_u8;
 typedef ushort rk_u16;
 typedef uint rk_u32;
@@ -34,9 +24,15 @@ typedef short rk_i16;
 typedef int rk_i32;
 typedef long rk_i64;
 typedef float rk_f32;
-/* MSL has no 64-bit float: a message with an f64 field cannot be used from Metal. */
+#if !defined(__METAL_VERSION__)
+typedef double rk_f64; /* MSL has no 64-bit float: a message with an f64 field cannot be used there */
+#endif
 #define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#if defined(__METAL_VERSION__)
 #define RK_STATIC_ASSERT(cond, name) static_assert(cond, #name)
+#else
+#define RK_STATIC_ASSERT(cond, name) typedef char rk_static_assert_##name[(cond) ? 1 : -1]
+#endif
 #else
 #include <stddef.h>
 #include <stdint.h>
