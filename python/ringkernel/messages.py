@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._core import MessageFormatError
+from ._core import MessageFormatError, MessagePlan
 
 __all__ = [
     "FieldType",
@@ -57,22 +57,14 @@ class FieldType:
         return []
 
     # Values. `get` turns stored data (a 0-d array of self.dtype) into a Python value; `put`
-    # validates a Python value and returns what numpy assigns into a field of self.dtype; `check`
-    # validates stored data of any shape (vectorised) and raises MessageFormatError naming the
-    # field; `canonicalise` zeroes bytes that carry no value, so equal messages have equal bytes.
+    # validates a Python value and returns what numpy assigns into a field of self.dtype. Stored
+    # bytes are validated and canonicalised by the type's MessagePlan (C++), built from _plan().
 
     def get(self, data: np.ndarray) -> Any:
         raise NotImplementedError
 
     def put(self, value: Any, path: str) -> Any:
         raise NotImplementedError
-
-    def check(self, data: np.ndarray, path: str) -> None:
-        return None
-
-    def canonicalise(self, data: np.ndarray) -> None:
-        return None
-
 
 class Scalar(FieldType):
     def __init__(self, name: str, np_code: str, c_name: str):
@@ -106,12 +98,6 @@ class Scalar(FieldType):
         if np.isfinite(value) and abs(float(value)) > limit:
             raise ValueError(f"{path} is rk.{self.name}: {value} is outside its range (±{limit:.6g})")
         return value
-
-    def check(self, data: np.ndarray, path: str) -> None:
-        if self.dtype.kind == "b":
-            raw = data.view(np.uint8)
-            if raw.size and raw.max() > 1:
-                raise MessageFormatError(f"{path}: a bool_ holds {int(raw.max())}; only 0 and 1 are valid")
 
     def __repr__(self) -> str:
         return f"rk.{self.name}"
@@ -164,7 +150,7 @@ class Array(FieldType):
                 if arr.dtype.kind not in ("b" if self.elem.dtype.kind == "b" else "iu") and arr.size:
                     raise TypeError(f"{path} holds {self.elem!r} and takes integers, got {arr.dtype}")
                 if arr.size and isinstance(self.elem, EnumField):
-                    self.elem.check(arr, path, error=ValueError)
+                    self.elem.check_members(arr, path)
                 elif arr.size and self.elem.dtype.kind in "iu":
                     info = np.iinfo(self.elem.dtype)
                     if arr.min() < info.min or arr.max() > info.max:
@@ -187,12 +173,6 @@ class Array(FieldType):
                 raise
             raise ValueError(f"{path} has shape {self.shape}; the value given does not match it") from None
         return out
-
-    def check(self, data: np.ndarray, path: str) -> None:
-        self.elem.check(data, f"{path}[]")
-
-    def canonicalise(self, data: np.ndarray) -> None:
-        self.elem.canonicalise(data)
 
     def __repr__(self) -> str:
         return f"rk.array({self.elem!r}, {self.shape if len(self.shape) > 1 else self.shape[0]})"
@@ -233,16 +213,6 @@ class Bytes(FieldType):
         out["data"][: len(raw)] = np.frombuffer(raw, np.uint8)
         return out
 
-    def check(self, data: np.ndarray, path: str) -> None:
-        lengths = data["length"]
-        if lengths.size and lengths.max() > self.capacity:
-            raise MessageFormatError(f"{path}: length prefix {int(lengths.max())} exceeds the capacity "
-                                     f"of {self.capacity} bytes")
-
-    def canonicalise(self, data: np.ndarray) -> None:
-        beyond = np.arange(self.capacity) >= data["length"][..., None]
-        data["data"][beyond] = 0
-
     def c_typedef(self) -> str:
         name = self.c_base()
         return (f"#ifndef RK_DEFINED_{name}\n#define RK_DEFINED_{name}\n"
@@ -269,17 +239,6 @@ class String(Bytes):
         except UnicodeEncodeError as e:
             raise ValueError(f"{path}: the text cannot be encoded as UTF-8 ({e.reason})") from None
 
-    def check(self, data: np.ndarray, path: str) -> None:
-        super().check(data, path)
-        flat = data.reshape(-1)
-        for i in range(flat.shape[0]):  # UTF-8 validity has no vectorised numpy form
-            try:
-                flat[i]["data"][: int(flat[i]["length"])].tobytes().decode("utf-8")
-            except UnicodeDecodeError as e:
-                where = f"{path}[{i}]" if data.ndim else path
-                raise MessageFormatError(f"{where}: invalid UTF-8 at byte {e.start}") from None
-
-
 class MessageField(FieldType):
     def __init__(self, cls: type):
         self.cls, self.dtype = cls, cls.dtype
@@ -300,13 +259,6 @@ class MessageField(FieldType):
         if not isinstance(value, self.cls):
             raise TypeError(f"{path} takes a {self.cls.__name__}, got {type(value).__name__}")
         return value._r
-
-    def check(self, data: np.ndarray, path: str) -> None:
-        for name, ft in self.cls.fields.items():
-            ft.check(data[name], f"{path}.{name}")
-
-    def canonicalise(self, data: np.ndarray) -> None:
-        _zero_tails(self.cls, data)  # its padding is covered by the outer type's mask
 
     def __repr__(self) -> str:
         return self.cls.__name__
@@ -340,15 +292,15 @@ class EnumField(FieldType):
             return int(value)
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{path} takes a {self.enum_cls.__name__}, got {type(value).__name__}")
-        self.check(np.asarray(value), path, error=ValueError)
+        self.check_members(np.asarray(value), path)
         return int(value)
 
-    def check(self, data: np.ndarray, path: str, error: type = MessageFormatError) -> None:
+    def check_members(self, data: np.ndarray, path: str) -> None:
         valid = np.array([int(m.value) for m in self.enum_cls], dtype=np.int64)  # type: ignore[attr-defined]
         bad = ~np.isin(data.astype(np.int64), valid)
         if bad.any():
             value = int(np.asarray(data)[bad].flat[0])
-            raise error(f"{path}: {value} is not a member of {self.enum_cls.__name__} "
+            raise ValueError(f"{path}: {value} is not a member of {self.enum_cls.__name__} "
                         f"(valid: {', '.join(map(str, valid))})")
 
     def canonical(self) -> str:
@@ -475,19 +427,6 @@ def _nested_list(data: np.ndarray, get: Any) -> Any:
     return [_nested_list(data[i], get) for i in range(data.shape[0])]
 
 
-def _canonicalise(cls: type, data: np.ndarray) -> None:
-    """Zero the bytes of `data` (contiguous records of cls) that carry no value: struct padding at
-    any depth (one mask per type), and what follows the length of each bytes_/string field."""
-    flat = data.reshape(-1).view(np.uint8).reshape(-1, cls.itemsize)
-    flat[:, cls.__rk_padding__] = 0
-    _zero_tails(cls, data)
-
-
-def _zero_tails(cls: type, data: np.ndarray) -> None:
-    for name, ft in cls.fields.items():
-        ft.canonicalise(data[name])
-
-
 def _padding_mask(dtype: np.dtype) -> np.ndarray:
     """True for each byte of dtype that no field covers (struct padding, at any depth)."""
     covered = np.zeros(dtype.itemsize, bool)
@@ -522,9 +461,9 @@ def _plan(cls: type, base: int, prefix: str, checks: List[tuple], tails: List[Tu
         if isinstance(elem, Scalar) and elem.dtype.kind == "b":
             checks.append(("bool", off, count, path + ("[]" if shape else "")))
         elif isinstance(elem, EnumField):
-            valid = frozenset(int(m.value) for m in elem.enum_cls)  # type: ignore[attr-defined]
-            checks.append(("enum", off, count, elem.dtype, valid, elem.enum_cls.__name__, path + ("[]" if shape else ""),
-                           elem.dtype.itemsize, elem.dtype.kind == "i"))
+            valid = sorted(int(m.value) for m in elem.enum_cls)  # type: ignore[attr-defined]
+            checks.append(("enum", off, count, size, elem.dtype.kind == "i", valid, elem.enum_cls.__name__,
+                           path + ("[]" if shape else "")))
         elif isinstance(elem, (Bytes, MessageField)):
             for k in range(count):
                 at = off + k * size
@@ -536,47 +475,6 @@ def _plan(cls: type, base: int, prefix: str, checks: List[tuple], tails: List[Tu
                     tails.append((at, elem.capacity))
                 else:
                     _plan(elem.cls, at, where, checks, tails)
-
-
-def _check_bytes(cls: type, raw: Any) -> None:
-    """Validate one record's bytes with the precomputed plan; MessageFormatError names the field."""
-    for step in cls.__rk_checks__:
-        kind, off = step[0], step[1]
-        if kind == "len":
-            length = int.from_bytes(raw[off: off + 4], "little")
-            if length > step[2]:
-                raise MessageFormatError(f"{step[3]}: length prefix {length} exceeds the capacity of {step[2]} bytes")
-        elif kind == "utf8":
-            length = int.from_bytes(raw[off: off + 4], "little")
-            try:
-                bytes(raw[off + 4: off + 4 + length]).decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise MessageFormatError(f"{step[3]}: invalid UTF-8 at byte {e.start}") from None
-        elif kind == "bool":
-            top = max(raw[off: off + step[2]])
-            if top > 1:
-                raise MessageFormatError(f"{step[3]}: a bool_ holds {top}; only 0 and 1 are valid")
-        else:  # enum
-            _, _, count, dtype, valid, enum_name, path, size, signed = step
-            if count == 1:
-                values = [int.from_bytes(raw[off: off + size], "little", signed=signed)]
-            else:
-                values = np.frombuffer(raw, dtype, count=count, offset=off).tolist()
-            for v in values:
-                if v not in valid:
-                    raise MessageFormatError(f"{path}: {v} is not a member of {enum_name} "
-                                             f"(valid: {', '.join(map(str, sorted(valid)))})")
-
-
-def _canonical_bytes(cls: type, raw: Any) -> bytearray:
-    """A copy of one record's bytes with padding and unused bytes_/string storage zeroed."""
-    out = bytearray(raw)
-    for start, end in cls.__rk_zero__:
-        out[start:end] = bytes(end - start)
-    for off, cap in cls.__rk_tails__:
-        length = min(int.from_bytes(out[off: off + 4], "little"), cap)
-        out[off + 4 + length: off + 4 + cap] = bytes(cap - length)
-    return out
 
 
 def _ranges(mask: np.ndarray) -> List[Tuple[int, int]]:
@@ -644,17 +542,16 @@ class _MessageMethods:
             raise TypeError(f"{cls.__name__}.from_bytes() takes a bytes-like object, got {type(data).__name__}") from None
         if view.nbytes != cls.itemsize:
             raise MessageFormatError(f"{cls.__name__}: expected {cls.itemsize} bytes, got {view.nbytes}")
-        _check_bytes(cls, view)
-        return cls._from_canonical(_canonical_bytes(cls, view))
+        cls.__rk_plan__.validate(view)
+        return cls._from_canonical(cls.__rk_plan__.canonical(view))
 
     @classmethod
     def validate(cls, records: np.ndarray) -> None:
-        """Check records of this type (one or an array) as from_bytes does, without a Python loop
-        per record except for UTF-8 text. Raises MessageFormatError naming the field."""
+        """Check records of this type (one or an array) as from_bytes does, in C++. Raises
+        MessageFormatError naming the field (and the record, for more than one)."""
         if not isinstance(records, np.ndarray) or records.dtype != cls.dtype:
             raise TypeError(f"{cls.__name__}.validate() takes records of {cls.__name__}.dtype")
-        for name, ft in cls.fields.items():
-            ft.check(records[name], f"{cls.__name__}.{name}")
+        cls.__rk_plan__.validate(np.ascontiguousarray(records))
 
     @classmethod
     def zeros(cls, n: int) -> np.ndarray:
@@ -677,10 +574,8 @@ class _MessageMethods:
     def from_records(cls, records: np.ndarray) -> List[Any]:
         """An array of records to message objects, validated and canonicalised as one array first."""
         cls.validate(records)
-        clean = np.ascontiguousarray(records).reshape(-1).copy()
-        _canonicalise(cls, clean)
-        raw, size = clean.tobytes(), cls.itemsize
-        return [cls._from_canonical(bytearray(raw[i * size:(i + 1) * size])) for i in range(clean.shape[0])]
+        raw, size = cls.__rk_plan__.canonical(np.ascontiguousarray(records)), cls.itemsize
+        return [cls._from_canonical(raw[i * size:(i + 1) * size]) for i in range(len(raw) // size)]
 
     @classmethod
     def _from_canonical(cls, buffer: bytearray) -> Any:
@@ -692,7 +587,7 @@ class _MessageMethods:
     def _wrap(cls, record: Any) -> Any:
         """An object over a record that came from this library (a queue, a nested field): already
         validated, so only canonicalised."""
-        return cls._from_canonical(_canonical_bytes(cls, memoryview(np.ascontiguousarray(record)).cast("B")))
+        return cls._from_canonical(cls.__rk_plan__.canonical(np.ascontiguousarray(record)))
 
 
 def _build(cls: type, type_id: Optional[int]) -> type:
@@ -743,8 +638,7 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     checks: List[tuple] = []
     tails: List[Tuple[int, int]] = []
     _plan(cls, 0, cls.__name__, checks, tails)
-    cls.__rk_checks__ = checks
-    cls.__rk_tails__ = tails
+    cls.__rk_plan__ = MessagePlan(dtype.itemsize, checks, cls.__rk_zero__, tails)
     cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))  # type: ignore[assignment]
     for name, member in vars(_MessageMethods).items():
         if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__eq__", "__hash__",

@@ -6,6 +6,7 @@
 #include "ringkernel/hlc.hpp"
 #include "ringkernel/ids.hpp"
 #include "ringkernel/layout.h"
+#include "ringkernel/message_plan.hpp"
 #include "ringkernel/options.hpp"
 #include "ringkernel/queue.hpp"
 #include "ringkernel/ring.hpp"
