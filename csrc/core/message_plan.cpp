@@ -13,6 +13,7 @@ MessagePlan::MessagePlan(std::uint32_t itemsize, std::vector<MessageCheck> check
                          std::vector<std::pair<std::uint32_t, std::uint32_t>> zero_ranges,
                          std::vector<std::pair<std::uint32_t, std::uint32_t>> tails)
     : itemsize_(itemsize), checks_(std::move(checks)), zero_(std::move(zero_ranges)), tails_(std::move(tails)) {
+    if (itemsize_ == 0) throw std::invalid_argument("message plan: itemsize must be at least 1 byte");
     auto fits = [&](std::uint64_t end) { return end <= itemsize_; };
     for (auto &c : checks_) {
         const std::uint64_t span = c.kind == MessageCheck::Kind::Bool   ? c.count

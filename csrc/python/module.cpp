@@ -395,6 +395,7 @@ private:
             auto *v = reinterpret_cast<PyVoidScalarObject *>(o);
             if (v->descr == descr() || PyArray_EquivTypes(v->descr, descr())) {
                 out.data = v->obval;  // owned by (or viewing an array kept alive by) `record`
+                validate_raw(out.data);
                 return;
             }
         }
@@ -405,6 +406,7 @@ private:
                 throw py::type_error("send() takes one record; use send_batch() for an array of shape " +
                                      py::str(a.attr("shape")).cast<std::string>());
             out.data = a.data();
+            validate_raw(out.data);
             return;
         }
         if (PyObject_GetBuffer(o, &out.view_, PyBUF_SIMPLE) != 0) {
@@ -416,6 +418,14 @@ private:
             throw py::type_error("record has " + std::to_string(out.view_.len) + " bytes, the queue's dtype " +
                                  std::to_string(dtype_.itemsize()));
         out.data = out.view_.buf;
+        validate_raw(out.data);
+    }
+
+    // A raw record sent to a message queue must parse as that message (objects are valid already).
+    void validate_raw(const void *data) const {
+        if (!msg_cls_) return;
+        auto &plan = msg_cls_.attr("__rk_plan__").cast<rk::MessagePlan &>();
+        plan.validate(static_cast<const std::uint8_t *>(data), 1);
     }
 
     py::array batch_array(const py::object &records) const {

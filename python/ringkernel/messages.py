@@ -95,9 +95,14 @@ class Scalar(FieldType):
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise TypeError(f"{path} is rk.{self.name} and takes a number, got {type(value).__name__}")
         limit = float(np.finfo(self.dtype).max)
-        if np.isfinite(value) and abs(float(value)) > limit:
+        try:
+            as_float = float(value)
+        except OverflowError:
+            as_float = float("inf") if value > 0 else float("-inf")
+            raise ValueError(f"{path} is rk.{self.name}: {value} is outside its range (±{limit:.6g})") from None
+        if np.isfinite(as_float) and abs(as_float) > limit:
             raise ValueError(f"{path} is rk.{self.name}: {value} is outside its range (±{limit:.6g})")
-        return value
+        return as_float
 
     def __repr__(self) -> str:
         return f"rk.{self.name}"
@@ -143,36 +148,54 @@ class Array(FieldType):
 
     def put(self, value: Any, path: str) -> Any:
         if isinstance(self.elem, (Scalar, EnumField)):
-            arr = np.asarray(value)
-            if arr.shape != self.shape:
-                raise ValueError(f"{path} has shape {self.shape}, got a value of shape {arr.shape}")
-            if isinstance(self.elem, EnumField) or self.elem.dtype.kind in "iub":
-                if arr.dtype.kind not in ("b" if self.elem.dtype.kind == "b" else "iu") and arr.size:
-                    raise TypeError(f"{path} holds {self.elem!r} and takes integers, got {arr.dtype}")
-                if arr.size and isinstance(self.elem, EnumField):
-                    self.elem.check_members(arr, path)
-                elif arr.size and self.elem.dtype.kind in "iu":
-                    info = np.iinfo(self.elem.dtype)
-                    if arr.min() < info.min or arr.max() > info.max:
-                        raise ValueError(f"{path}: values must be in [{info.min}, {info.max}]")
-            elif arr.dtype.kind not in "iuf" and arr.size:
-                raise TypeError(f"{path} holds {self.elem!r} and takes numbers, got {arr.dtype}")
-            return arr
-        items = list(np.ndindex(*self.shape))
+            return self._put_numbers(value, path)
+        if isinstance(self.elem, MessageField) and isinstance(value, np.ndarray) and value.dtype == self.elem.dtype:
+            if value.shape != self.shape:
+                raise ValueError(f"{path} has shape {self.shape}, got records of shape {value.shape}")
+            self.elem.cls.validate(value)
+            return value
+        _check_nesting(value, self.shape, path)
         out = np.zeros(self.shape, self.elem.dtype)
-        try:
-            for index in items:
-                element = value
-                for i in index:
-                    element = element[i]
-                out[index] = self.elem.put(element, f"{path}{list(index)}")
-            if len(value) != self.shape[0]:
-                raise IndexError
-        except (IndexError, TypeError, KeyError) as e:
-            if isinstance(e, TypeError) and "takes" in str(e):
-                raise
-            raise ValueError(f"{path} has shape {self.shape}; the value given does not match it") from None
+        for index in np.ndindex(*self.shape):
+            element = value
+            for i in index:
+                element = element[i]
+            out[index] = self.elem.put(element, f"{path}{list(index)}")
         return out
+
+    def _put_numbers(self, value: Any, path: str) -> np.ndarray:
+        arr = np.asarray(value)
+        if arr.shape != self.shape:
+            raise ValueError(f"{path} has shape {self.shape}, got a value of shape {arr.shape}")
+        kind = self.elem.dtype.kind
+        if isinstance(self.elem, EnumField) or kind in "iu":
+            if arr.dtype.kind in "fO" and arr.size:  # e.g. a list holding 2**64-1 becomes float64 or object
+                exact = np.asarray(value, dtype=object)
+                if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+                           for v in exact.reshape(-1).tolist()):
+                    raise TypeError(f"{path} holds {self.elem!r} and takes integers, got {arr.dtype}")
+                arr = exact
+            elif arr.dtype.kind not in "iu" and arr.size:
+                raise TypeError(f"{path} holds {self.elem!r} and takes integers, got {arr.dtype}")
+            if arr.size and isinstance(self.elem, EnumField):
+                self.elem.check_members(arr, path)
+            elif arr.size:
+                info = np.iinfo(self.elem.dtype)
+                flat = arr.reshape(-1).tolist()
+                if min(flat) < info.min or max(flat) > info.max:
+                    raise ValueError(f"{path}: values must be in [{info.min}, {info.max}]")
+            return np.asarray(arr.tolist() if arr.dtype == object else arr, dtype=self.elem.dtype)
+        if kind == "b":
+            if arr.dtype.kind != "b" and arr.size:
+                raise TypeError(f"{path} holds rk.bool_ and takes booleans, got {arr.dtype}")
+            return arr
+        if arr.dtype.kind not in "iuf" and arr.size:
+            raise TypeError(f"{path} holds {self.elem!r} and takes numbers, got {arr.dtype}")
+        limit = float(np.finfo(self.elem.dtype).max)
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        if finite.size and float(np.abs(finite).max()) > limit:
+            raise ValueError(f"{path}: values must be within ±{limit:.6g}")
+        return arr
 
     def __repr__(self) -> str:
         return f"rk.array({self.elem!r}, {self.shape if len(self.shape) > 1 else self.shape[0]})"
@@ -295,13 +318,17 @@ class EnumField(FieldType):
         self.check_members(np.asarray(value), path)
         return int(value)
 
-    def check_members(self, data: np.ndarray, path: str) -> None:
-        valid = np.array([int(m.value) for m in self.enum_cls], dtype=np.int64)  # type: ignore[attr-defined]
-        bad = ~np.isin(data.astype(np.int64), valid)
-        if bad.any():
-            value = int(np.asarray(data)[bad].flat[0])
-            raise ValueError(f"{path}: {value} is not a member of {self.enum_cls.__name__} "
-                        f"(valid: {', '.join(map(str, valid))})")
+    def stored_values(self) -> List[int]:
+        """Member values as the C++ plan compares them: two's-complement int64 bit patterns."""
+        return sorted(v - (1 << 64) if v >= 1 << 63 else v
+                      for v in (int(m.value) for m in self.enum_cls))  # type: ignore[attr-defined]
+
+    def check_members(self, data: Any, path: str) -> None:
+        valid = {int(m.value) for m in self.enum_cls}  # type: ignore[attr-defined]
+        for value in np.asarray(data, dtype=object).reshape(-1).tolist():
+            if int(value) not in valid:
+                raise ValueError(f"{path}: {int(value)} is not a member of {self.enum_cls.__name__} "
+                                 f"(valid: {', '.join(map(str, sorted(valid)))})")
 
     def canonical(self) -> str:
         members = ",".join(f"{m.name}={int(m.value)}" for m in self.enum_cls)  # type: ignore[attr-defined]
@@ -391,15 +418,34 @@ public virtual friend using typename explicit mutable asm
 kernel __kernel global __global local __local constant __constant private __private generic
 read_only write_only read_write half uchar ushort uint ulong
 device threadgroup thread vertex fragment
+throw catch try export nullptr static_assert alignof alignas typeid constexpr consteval constinit decltype
+noexcept wchar_t char8_t char16_t char32_t and and_eq bitand bitor compl not not_eq or or_eq xor xor_eq
+requires concept co_await co_return co_yield static_cast dynamic_cast reinterpret_cast const_cast
+thread_local module import final override
+vec_step image1d_t image2d_t image3d_t sampler_t event_t size_t ptrdiff_t intptr_t uintptr_t
+NULL EOF INFINITY NAN MAXFLOAT HUGE_VALF HUGE_VAL linux unix errno assert offsetof
 """.split())
-_API_NAMES = {"dtype", "itemsize", "type_id", "fields", "c_declaration", "to_bytes", "from_bytes", "zeros"}
+_API_NAMES = {"dtype", "itemsize", "type_id", "fields", "c_declaration", "to_bytes", "from_bytes", "zeros",
+              "validate", "to_records", "from_records"}
 _C_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def _reserved(name: str) -> bool:
+    return (keyword.iskeyword(name) or name in _C_RESERVED or name.startswith(("rk_", "RK_", "__"))
+            or re.fullmatch(r"(u?int|float|double|half|char|short|long|uchar|ushort|uint|ulong|bool)\d*(_t)?", name)
+            is not None or re.fullmatch(r"[A-Z0-9_]+_(MAX|MIN|C)", name) is not None)
+
+
+def _check_type_name(name: str) -> None:
+    if not _C_IDENTIFIER.match(name) or _reserved(name):
+        raise TypeError(f"message type name '{name}' is not usable as a C type name in C, C++, OpenCL C or MSL "
+                        "(reserved, a built-in type, or not an identifier); rename the class")
 
 
 def _check_name(cls_name: str, name: str) -> None:
     if not _C_IDENTIFIER.match(name):
         raise TypeError(f"{cls_name}.{name}: field names must be C identifiers starting with a letter")
-    if keyword.iskeyword(name) or name in _C_RESERVED or name.startswith("rk_") or name.startswith("__"):
+    if _reserved(name):
         raise TypeError(f"{cls_name}.{name}: '{name}' is reserved in C, C++, OpenCL C or MSL; choose another name")
     if name in _API_NAMES:
         raise TypeError(f"{cls_name}.{name}: '{name}' collides with the message type's own attribute of that name")
@@ -419,6 +465,17 @@ def _resolve(annotation: Any, cls: type) -> Any:
 def _derive_type_id(canonical: str) -> int:
     digest = hashlib.blake2b(canonical.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % 0xFFFF + 1  # 1..65535; 0 means "untyped"
+
+
+def _check_nesting(value: Any, shape: Tuple[int, ...], path: str) -> None:
+    """A nested sequence of exactly `shape` (lists or tuples; not str, bytes or dicts)."""
+    if isinstance(value, (str, bytes, bytearray, dict)) or not hasattr(value, "__len__"):
+        raise ValueError(f"{path} takes a sequence of {shape[0]}, got {type(value).__name__}")
+    if len(value) != shape[0]:
+        raise ValueError(f"{path} has shape {shape}; got {len(value)} items where {shape[0]} belong")
+    if len(shape) > 1:
+        for i, item in enumerate(value):
+            _check_nesting(item, shape[1:], f"{path}[{i}]")
 
 
 def _nested_list(data: np.ndarray, get: Any) -> Any:
@@ -461,8 +518,7 @@ def _plan(cls: type, base: int, prefix: str, checks: List[tuple], tails: List[Tu
         if isinstance(elem, Scalar) and elem.dtype.kind == "b":
             checks.append(("bool", off, count, path + ("[]" if shape else "")))
         elif isinstance(elem, EnumField):
-            valid = sorted(int(m.value) for m in elem.enum_cls)  # type: ignore[attr-defined]
-            checks.append(("enum", off, count, size, elem.dtype.kind == "i", valid, elem.enum_cls.__name__,
+            checks.append(("enum", off, count, size, elem.dtype.kind == "i", elem.stored_values(), elem.enum_cls.__name__,
                            path + ("[]" if shape else "")))
         elif isinstance(elem, (Bytes, MessageField)):
             for k in range(count):
@@ -585,9 +641,11 @@ class _MessageMethods:
 
     @classmethod
     def _wrap(cls, record: Any) -> Any:
-        """An object over a record that came from this library (a queue, a nested field): already
-        validated, so only canonicalised."""
-        return cls._from_canonical(cls.__rk_plan__.canonical(np.ascontiguousarray(record)))
+        """An object over a record from a queue or a nested field: validated (a device or another
+        writer may have produced it) and canonicalised."""
+        data = np.ascontiguousarray(record)
+        cls.__rk_plan__.validate(data)
+        return cls._from_canonical(cls.__rk_plan__.canonical(data))
 
 
 def _build(cls: type, type_id: Optional[int]) -> type:
@@ -600,10 +658,14 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     raw = cls.__dict__.get("__annotations__", {})
     if not raw:
         raise TypeError(f"{cls.__name__} has no annotated fields; a message needs at least one")
+    _check_type_name(cls.__name__)
     fields: Dict[str, FieldType] = {}
     for name, annotation in raw.items():
         _check_name(cls.__name__, name)
         fields[name] = _field_type(_resolve(annotation, cls), owner=cls, field=name)
+        if name == fields[name].c_base():
+            raise TypeError(f"{cls.__name__}.{name}: a field cannot share its name with its type {name} "
+                            "(C++ rejects it); rename the field")
     # `qty: rk.i32 = 5` gives a default; the class attribute would otherwise shadow the field.
     defaults: Dict[str, Any] = {}
     for name in fields:
@@ -629,7 +691,15 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     cls.fields = dict(fields)
     cls.__rk_canonical__ = canonical
     cls.__rk_offsets__ = offsets
+    # The record a constructor starts from: nested types' own defaults, an enum's first member where
+    # 0 is not a member, then this class's defaults.
     prototype = np.zeros((), dtype)
+    for name, ft in fields.items():
+        elem = ft.elem if isinstance(ft, Array) else ft
+        if isinstance(elem, MessageField):
+            prototype[name] = np.ndarray((), elem.cls.dtype, bytearray(elem.cls.__rk_prototype__))
+        elif isinstance(elem, EnumField) and 0 not in {int(m.value) for m in elem.enum_cls}:  # type: ignore[attr-defined]
+            prototype[name] = int(next(iter(elem.enum_cls)).value)  # type: ignore[call-overload]
     for name, value in defaults.items():
         prototype[name] = value
     cls.__rk_prototype__ = prototype.tobytes()  # zeroed padding; numpy's structured copy would not keep it
@@ -671,8 +741,9 @@ def _struct(cls: type) -> str:
     name = cls.__name__
     lines = [f"#ifndef RK_DEFINED_{name}", f"#define RK_DEFINED_{name}"]
     if any(_uses_f64(ft) for ft in cls.fields.values()):
-        lines += ["#if defined(__METAL_VERSION__)",
-                  f'#error "{name} has 64-bit float fields, which MSL does not support"', "#endif"]
+        lines += ["#if !defined(RK_HAS_F64)",
+                  f'#error "{name} has 64-bit float fields, which this target does not support (MSL, OpenCL without fp64)"',
+                  "#endif"]
     lines.append(f"typedef struct {name} {{")
     lines += [f"    {ft.c_base()} {field}{ft.c_dims()};" for field, ft in cls.fields.items()]
     lines.append(f"}} {name};")
@@ -712,6 +783,13 @@ def _ordered(types: Iterable[type]) -> List[Any]:
         if not is_message(t):
             raise TypeError(f"c_header() takes message types, got {t!r}")
         visit(t)
+    macros: Dict[str, str] = {}
+    for item in out:
+        if is_message(item):
+            other = macros.setdefault(item.__name__.upper(), item.__name__)
+            if other != item.__name__:
+                raise TypeError(f"message types {other} and {item.__name__} would both define "
+                                f"{item.__name__.upper()}_TYPE_ID; rename one")
     return out
 
 

@@ -264,3 +264,105 @@ def test_class_body_defaults_and_string_annotations():
 
     with pytest.raises(ValueError, match=r"BadDefault.qty default is rk.u8: 300 is outside"):
         rk.message(BadDefault)
+
+
+# ---- regressions from review -------------------------------------------------------------------------
+
+
+def test_raw_records_sent_to_a_message_queue_are_validated():
+    q = rk.Queue(Order, capacity=16)
+    rec = Order.zeros(1)
+    rec["op"] = 9
+    with pytest.raises(rk.MessageFormatError, match="Order.op: 9 is not a member of Op"):
+        q.send(rec[0])
+    with pytest.raises(rk.MessageFormatError, match="Order.op: 9"):
+        q.send(rec.reshape(()))
+    assert len(q) == 0 and q.stats.sent == 0
+
+
+def test_enums_with_members_beyond_int64_and_without_zero():
+    class Huge(enum.IntEnum):
+        A = 0
+        B = 2**64 - 1
+
+    class Odd(enum.IntEnum):
+        ONE = 1
+        TWO = 2
+
+    @rk.message
+    class E:
+        h: Huge
+        o: Odd
+        os: rk.array(Odd, 2)
+
+    e = E(h=Huge.B)
+    assert (e.h, e.o, e.os.tolist()) == (Huge.B, Odd.ONE, [1, 1])  # an enum without 0 starts at its first member
+    assert E.from_bytes(e.to_bytes()) == e and E.from_bytes(E().to_bytes()) == E()
+
+
+def test_nested_defaults_apply():
+    @rk.message
+    class D:
+        q: rk.i32 = 5
+
+    @rk.message
+    class Outer:
+        d: D
+        ds: rk.array(D, 2)
+
+    assert Outer().d.q == 5 and [x.q for x in Outer().ds] == [5, 5]
+
+
+@pytest.mark.parametrize(
+    "annotations, cls_name, message",
+    [
+        ({"throw": rk.u8}, "Msg", "reserved"),
+        ({"requires": rk.u8}, "Msg", "reserved"),
+        ({"INT8_MAX": rk.u8}, "Msg", "reserved"),
+        ({"validate": rk.u8}, "Msg", "collides"),
+        ({"to_records": rk.u8}, "Msg", "collides"),
+        ({"x": rk.u8}, "uint", "not usable as a C type name"),
+        ({"x": rk.u8}, "float4", "not usable as a C type name"),
+        ({"x": rk.u8}, "size_t", "not usable as a C type name"),
+        ({"Tag": Tag}, "Msg", "cannot share its name with its type"),
+    ],
+)
+def test_names_that_would_not_compile_are_refused(annotations, cls_name, message):
+    cls = type(cls_name, (), {"__annotations__": annotations})
+    with pytest.raises(TypeError, match=message):
+        rk.message(cls)
+
+
+def test_type_id_macros_cannot_collide():
+    a = rk.message(type("Foo", (), {"__annotations__": {"x": rk.u8}}))
+    b = rk.message(type("FOO", (), {"__annotations__": {"y": rk.u8}}))
+    with pytest.raises(TypeError, match="both define FOO_TYPE_ID"):
+        rk.c_header(a, b)
+
+
+def test_array_values_are_checked_exactly():
+    @rk.message
+    class A:
+        names: rk.array(rk.bytes_(2), (2, 2))
+        words: rk.array(rk.string(4), 2)
+        big: rk.array(rk.u64, 2)
+        f: rk.array(rk.f32, 2)
+        one: rk.f32
+        tags: rk.array(Tag, 2)
+
+    with pytest.raises(ValueError, match=r"got 3 items where 2 belong"):
+        A(names=[[b"a", b"b", b"EXTRA"], [b"c", b"d"]])
+    with pytest.raises(ValueError, match="takes a sequence of 2, got str"):
+        A(words="ab")
+    assert A(big=[2**64 - 1, 0]).big.tolist() == [2**64 - 1, 0]
+    with pytest.raises(ValueError, match="within"):
+        A(f=[1e39, 0.0])
+    with pytest.raises(ValueError, match="outside its range"):
+        A(one=10**400)
+    recs = Tag.to_records([Tag(weight=1.0), Tag(weight=2.0, label="b")])
+    assert [t.label for t in A(tags=recs).tags] == ["", "b"]
+
+
+def test_message_plan_rejects_an_empty_record():
+    with pytest.raises(ValueError, match="itemsize must be at least 1 byte"):
+        rk._core.MessagePlan(0, [], [], [])

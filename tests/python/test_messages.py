@@ -332,3 +332,25 @@ def test_opencl_device_agrees_with_the_dtype_at_run_time(tmp_path, std):
     values = [tuple(map(int, line.split())) for line in run.stdout.splitlines()]
     keys = [("Everything", "size"), ("Point", "size")] + names
     assert dict(zip(keys, values)) == expected_layout()
+
+
+def test_opencl_devices_without_fp64_compile_headers_without_f64(tmp_path):
+    clang = next((c for c in ("clang-15", "clang") if shutil.which(c)), None)
+    if clang is None:
+        pytest.skip("no clang for OpenCL C here (PoCL's package brings clang-15)")
+
+    @rk.message
+    class Small:
+        n: rk.u32
+
+    def compile_cl(cls):
+        rk.write_header(tmp_path / "messages.h", cls)
+        kernel = tmp_path / "k.cl"
+        kernel.write_text('#include "messages.h"\n__kernel void k(__global int *x) { x[0] = 1; }\n')
+        return subprocess.run([clang, "-x", "cl", "-cl-std=CL1.2", "-Xclang", "-finclude-default-header",
+                               "-Xclang", "-cl-ext=-cl_khr_fp64", "-fsyntax-only", "-I", str(tmp_path), str(kernel)],
+                              capture_output=True, text=True)
+
+    assert compile_cl(Small).returncode == 0, compile_cl(Small).stderr
+    failed = compile_cl(Point)
+    assert failed.returncode != 0 and "64-bit float fields" in failed.stderr

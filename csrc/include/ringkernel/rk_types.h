@@ -24,8 +24,13 @@ typedef short rk_i16;
 typedef int rk_i32;
 typedef long rk_i64;
 typedef float rk_f32;
-#if !defined(__METAL_VERSION__)
-typedef double rk_f64; /* MSL has no 64-bit float: a message with an f64 field cannot be used there */
+/* 64-bit floats exist only where the target has them: not in MSL, and in OpenCL only with fp64. */
+#if !defined(__METAL_VERSION__) && (defined(__opencl_c_fp64) || defined(cl_khr_fp64))
+#if !defined(__OPENCL_C_VERSION__) || __OPENCL_C_VERSION__ < 120
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#endif
+typedef double rk_f64;
+#define RK_HAS_F64 1
 #endif
 #define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
 #if defined(__METAL_VERSION__)
@@ -46,6 +51,7 @@ typedef int32_t rk_i32;
 typedef int64_t rk_i64;
 typedef float rk_f32;
 typedef double rk_f64;
+#define RK_HAS_F64 1
 #define RK_OFFSETOF(type, field) offsetof(type, field)
 #if defined(__cplusplus)
 #define RK_STATIC_ASSERT(cond, name) static_assert(cond, #name)
