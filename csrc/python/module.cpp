@@ -862,16 +862,21 @@ PYBIND11_MODULE(_core, m) {
              "record_type"_a, "capacity"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
              "dedup_window"_a = 0, "priority"_a = false, "ttl"_a = py::none(), py::kw_only(),
              "clock"_a = nullptr, "single_producer"_a = false, "single_consumer"_a = false)
-        .def("__len__", &PyQueue::size)
-        .def_property_readonly("capacity", [](PyQueue &q) { return q.core().capacity(); })
-        .def_property_readonly("dtype", &PyQueue::dtype)
-        .def_property_readonly("record_type", &PyQueue::record_type)
-        .def_property_readonly("backpressure", [](PyQueue &q) { return q.core().config().backpressure; })
-        .def_property_readonly("dedup_window", [](PyQueue &q) { return q.core().config().dedup_window; })
-        .def_property_readonly("priority", [](PyQueue &q) { return q.core().config().priority; })
-        .def_property_readonly("ttl", [](PyQueue &q) { return ttl_seconds(q.core().config().ttl_ns); })
-        .def_property_readonly("stats", [](PyQueue &q) { return q.core().stats(); })
-        .def("__repr__", [](PyQueue &q) {
+        // Every accessor goes through queue_of(), so an instance whose __init__ never ran raises.
+        .def("__len__", [](py::handle self) { return queue_of(self.ptr()).size(); })
+        .def_property_readonly("capacity", [](py::handle self) { return queue_of(self.ptr()).core().capacity(); })
+        .def_property_readonly("dtype", [](py::handle self) { return queue_of(self.ptr()).dtype(); })
+        .def_property_readonly("record_type", [](py::handle self) { return queue_of(self.ptr()).record_type(); })
+        .def_property_readonly("backpressure",
+                               [](py::handle self) { return queue_of(self.ptr()).core().config().backpressure; })
+        .def_property_readonly("dedup_window",
+                               [](py::handle self) { return queue_of(self.ptr()).core().config().dedup_window; })
+        .def_property_readonly("priority", [](py::handle self) { return queue_of(self.ptr()).core().config().priority; })
+        .def_property_readonly("ttl",
+                               [](py::handle self) { return ttl_seconds(queue_of(self.ptr()).core().config().ttl_ns); })
+        .def_property_readonly("stats", [](py::handle self) { return queue_of(self.ptr()).core().stats(); })
+        .def("__repr__", [](py::handle self) {
+            PyQueue &q = queue_of(self.ptr());
             std::ostringstream o;
             o << "Queue(" << py::str(q.dtype()).cast<std::string>() << ", capacity=" << q.core().capacity()
               << ", backpressure=" << rk::to_string(q.core().config().backpressure) << ", len=" << q.size() << ")";

@@ -533,7 +533,8 @@ def test_receive_batch_with_a_timeout_never_returns_empty_while_messages_are_com
 def test_an_instance_without_init_raises_instead_of_crashing():
     q = rk.Queue.__new__(rk.Queue)
     for call in (lambda: q.receive(0), lambda: q.receive_batch(1), lambda: q.send(np.float64(1)),
-                 lambda: q.send_batch(np.zeros(1, "f8"))):
+                 lambda: q.send_batch(np.zeros(1, "f8")), lambda: len(q), lambda: q.stats, lambda: q.capacity,
+                 lambda: repr(q)):
         with pytest.raises(TypeError, match=r"Queue.__init__\(\) was not called"):
             call()
 
