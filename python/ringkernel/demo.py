@@ -90,13 +90,13 @@ def run(messages: int = 200_000) -> int:
         print(f"  truncated bytes are refused: {e}")
 
     _section("hybrid logical clock")
-    a, b = rk.HlcClock(node_id=1), rk.HlcClock(node_id=2, max_offset=0.5)
-    t1 = a.now()
-    t2 = b.update(t1)
+    sender, receiver = rk.HlcClock(node_id=1), rk.HlcClock(node_id=2, max_offset=0.5)
+    t1 = sender.now()
+    t2 = receiver.update(t1)
     print(f"  node 1 sends {t1}")
     print(f"  node 2 receives and stamps {t2} (after the send: {t2 > t1})")
     try:
-        b.update(rk.HlcTimestamp(t1.physical + 10_000, 0, 1))
+        receiver.update(rk.HlcTimestamp(t1.physical + 10_000, 0, 1))
     except rk.ClockSkewError as e:
         print(f"  a stamp 10 s ahead is refused: {e}")
 

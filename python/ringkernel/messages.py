@@ -21,7 +21,7 @@ import re
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -263,7 +263,7 @@ class String(Bytes):
             raise ValueError(f"{path}: the text cannot be encoded as UTF-8 ({e.reason})") from None
 
 class MessageField(FieldType):
-    def __init__(self, cls: type):
+    def __init__(self, cls: Any):
         self.cls, self.dtype = cls, cls.dtype
 
     def c_base(self) -> str:
@@ -312,7 +312,7 @@ class EnumField(FieldType):
 
     def put(self, value: Any, path: str) -> Any:
         if isinstance(value, self.enum_cls):
-            return int(value)
+            return int(value)  # type: ignore[call-overload]  # an IntEnum member
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
             raise TypeError(f"{path} takes a {self.enum_cls.__name__}, got {type(value).__name__}")
         self.check_members(np.asarray(value), path)
@@ -495,7 +495,7 @@ def _padding_mask(dtype: np.dtype) -> np.ndarray:
                 mark(elem, base + k * elem.itemsize)
         elif dt.names:
             for name in dt.names:
-                sub, off = dt.fields[name][:2]
+                sub, off = dt.fields[name][:2]  # type: ignore[index]  # dt.names implies fields
                 mark(sub, base + off)
         else:
             covered[base: base + dt.itemsize] = True
@@ -504,13 +504,15 @@ def _padding_mask(dtype: np.dtype) -> np.ndarray:
     return ~covered
 
 
-def _plan(cls: type, base: int, prefix: str, checks: List[tuple], tails: List[Tuple[int, int]]) -> None:
+def _plan(cls: Any, base: int, prefix: str, checks: List[tuple], tails: List[Tuple[int, int]]) -> None:
     """Byte-level validation steps and bytes_/string fields of cls laid out at `base`, flattened
     through nested messages and arrays, for the one-message path (from_bytes, received objects)."""
     for name, ft in cls.fields.items():
         off = base + cls.__rk_offsets__[name]
         path = f"{prefix}.{name}"
-        elem, count, shape = ft, 1, ()
+        elem: FieldType = ft
+        count = 1
+        shape: Tuple[int, ...] = ()
         if isinstance(ft, Array):
             elem, shape = ft.elem, ft.shape
             count = int(np.prod(shape))
@@ -545,6 +547,15 @@ def _ranges(mask: np.ndarray) -> List[Tuple[int, int]]:
 
 class _MessageMethods:
     """The behaviour @rk.message gives every message class (copied onto it, not inherited)."""
+
+    # Set on each message class by _build (declared here for type checkers).
+    dtype: ClassVar[np.dtype]
+    itemsize: ClassVar[int]
+    type_id: ClassVar[int]
+    fields: ClassVar[Dict[str, FieldType]]
+    __rk_plan__: ClassVar[MessagePlan]
+    __rk_prototype__: ClassVar[bytes]
+    _r: np.ndarray
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         cls = type(self)
@@ -648,9 +659,10 @@ class _MessageMethods:
         return cls._from_canonical(cls.__rk_plan__.canonical(data))
 
 
-def _build(cls: type, type_id: Optional[int]) -> type:
-    if not isinstance(cls, type):
-        raise TypeError(f"@rk.message decorates a class, got {cls!r}")
+def _build(target: Any, type_id: Optional[int]) -> Any:
+    if not isinstance(target, type):
+        raise TypeError(f"@rk.message decorates a class, got {target!r}")
+    cls: Any = target  # gains its message attributes below
     for base in cls.__mro__[1:]:
         if is_message(base):
             raise TypeError(f"{cls.__name__} derives from message type {base.__name__}; message types do not "
@@ -673,7 +685,7 @@ def _build(cls: type, type_id: Optional[int]) -> type:
             defaults[name] = fields[name].put(cls.__dict__[name], f"{cls.__name__}.{name} default")
             delattr(cls, name)
     dtype = np.dtype([(name, ft.dtype) for name, ft in fields.items()], align=True)
-    offsets = {name: dtype.fields[name][1] for name in fields}
+    offsets = {name: dtype.fields[name][1] for name in fields}  # type: ignore[index]  # a struct dtype
     canonical = (f"{cls.__name__}{{" + ";".join(f"{n}:{ft.canonical()}@{offsets[n]}" for n, ft in fields.items())
                  + f"}}#{dtype.itemsize}")
     if type_id is None:
@@ -709,7 +721,7 @@ def _build(cls: type, type_id: Optional[int]) -> type:
     tails: List[Tuple[int, int]] = []
     _plan(cls, 0, cls.__name__, checks, tails)
     cls.__rk_plan__ = MessagePlan(dtype.itemsize, checks, cls.__rk_zero__, tails)
-    cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))  # type: ignore[assignment]
+    cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))
     for name, member in vars(_MessageMethods).items():
         if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__eq__", "__hash__",
                                                   "__repr__"):
@@ -737,7 +749,7 @@ def _prelude() -> str:
     return source.read_text()
 
 
-def _struct(cls: type) -> str:
+def _struct(cls: Any) -> str:
     name = cls.__name__
     lines = [f"#ifndef RK_DEFINED_{name}", f"#define RK_DEFINED_{name}"]
     if any(_uses_f64(ft) for ft in cls.fields.values()):
