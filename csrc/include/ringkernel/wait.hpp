@@ -36,7 +36,6 @@ struct Wait {
     const std::function<void()> *interrupt = nullptr;
 
     static Wait none() noexcept { return Wait{0, nullptr}; }
-    static Wait forever() noexcept { return Wait{-1, nullptr}; }
     static Wait for_ns(std::int64_t ns) noexcept { return Wait{ns < 0 ? 0 : ns, nullptr}; }
 };
 
@@ -130,8 +129,6 @@ public:
             cv_.notify_all();
         }
     }
-
-    std::uint32_t parked() const noexcept { return waiters_.load(std::memory_order_relaxed); }
 
 private:
     struct Announce {
