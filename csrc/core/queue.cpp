@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ringkernel/clock.hpp"
+#include "ringkernel/errors.hpp"
 #include "ringkernel/ids.hpp"
 
 namespace rk {
@@ -142,7 +143,8 @@ private:
 
 }  // namespace detail
 
-Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock) : cfg_(cfg) {
+Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock, std::shared_ptr<WaitSet> readable)
+    : cfg_(cfg), data_(readable ? std::move(readable) : std::make_shared<WaitSet>()) {
     cfg_.validate();
     cfg_.dedup_window = cfg_.effective_dedup_window();
     clock_ = clock ? std::move(clock) : std::shared_ptr<HlcClock>(&default_clock(), [](HlcClock *) {});
@@ -156,6 +158,21 @@ Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock) : cfg_(cfg
 }
 
 Queue::~Queue() = default;
+
+void Queue::close(const std::string &reason) {
+    {
+        std::lock_guard<std::mutex> lock(close_mu_);
+        if (closed_.load(std::memory_order_relaxed)) return;
+        close_reason_ = reason;
+        closed_.store(true, std::memory_order_release);
+    }
+    space_.notify();
+    data_->notify();
+}
+
+void Queue::check_open() const {
+    if (closed_.load(std::memory_order_acquire)) throw LifecycleError(close_reason_);
+}
 
 void Queue::check_priority(unsigned priority) const {
     if (priority != 0 && !cfg_.priority) {
@@ -201,7 +218,8 @@ bool Queue::has_data() noexcept { return pstore_ ? pstore_->has_data() : ring_->
 bool Queue::wait_readable(const Wait &wait) {
     if (has_data()) return true;
     if (wait.timeout_ns == 0) return false;
-    return data_.wait([this] { return has_data(); }, Deadline::from(wait), wait.interrupt);
+    return data_->wait([this] { return has_data() || closed(); }, Deadline::from(wait), wait.interrupt) &&
+           has_data();
 }
 
 std::size_t Queue::size() const noexcept {
@@ -253,11 +271,13 @@ void Queue::fill_envelope(rk_envelope &env, std::uint64_t id, std::uint64_t stam
 
 bool Queue::send(const void *record, const SendOptions &opts, const Wait &wait) {
     check_priority(opts.priority);
+    check_open();
     return send_one(record, opts, wait) == Outcome::Accepted;
 }
 
 Queue::Attempt Queue::try_send(const void *record, const SendOptions &opts) {
     check_priority(opts.priority);
+    check_open();
     switch (send_one(record, opts, Wait::none(), true)) {
     case Outcome::Accepted: return Attempt::Accepted;
     case Outcome::Full: return Attempt::Full;
@@ -288,7 +308,7 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
                 dedup_->insert(env.message_id);
                 dedup_lock.unlock();
             }
-            data_.notify();
+            data_->notify();
             return Outcome::Accepted;
         }
         switch (cfg_.backpressure) {
@@ -316,10 +336,11 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
                 return Outcome::TimedOut;
             }
             if (dedup_lock.owns_lock()) dedup_lock.unlock();
-            if (!space_.wait([this] { return has_space(); }, deadline.get(), wait.interrupt)) {
+            if (!space_.wait([this] { return has_space() || closed(); }, deadline.get(), wait.interrupt)) {
                 timed_out_.fetch_add(1, std::memory_order_relaxed);
                 return Outcome::TimedOut;
             }
+            check_open();  // closed while this sender waited
             if (dedup_) {
                 dedup_lock.lock();
                 if (dedup_->contains(env.message_id)) {  // a concurrent send of the same id won
@@ -347,8 +368,8 @@ bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
             if (env_out) *env_out = env;
             return true;
         }
-        if (wait.timeout_ns == 0) return false;
-        if (!data_.wait([this] { return has_data(); }, deadline.get(), wait.interrupt)) return false;
+        if (wait.timeout_ns == 0 || closed()) return false;
+        if (!data_->wait([this] { return has_data() || closed(); }, deadline.get(), wait.interrupt)) return false;
     }
 }
 
@@ -377,7 +398,7 @@ std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::
                 rk_ring_publish(slot, first + i, RK_SCOPE_SYSTEM);
             }
             done += k;
-            data_.notify();
+            data_->notify();
             continue;
         }
         const std::uint64_t left = n - done;
@@ -405,8 +426,12 @@ std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::
         }
         case Backpressure::Block:
             if (wait.timeout_ns == 0 ||
-                !space_.wait([this] { return has_space(); }, deadline.get(), wait.interrupt)) {
+                !space_.wait([this] { return has_space() || closed(); }, deadline.get(), wait.interrupt)) {
                 timed_out_.fetch_add(left, std::memory_order_relaxed);
+                return done;
+            }
+            if (closed()) {  // closed while this sender waited: what entered stays, the rest is refused
+                if (done == 0) check_open();
                 return done;
             }
             break;
@@ -418,6 +443,7 @@ std::size_t Queue::send_batch_ring(const std::uint8_t *src, std::size_t n, std::
 std::size_t Queue::send_batch(const void *records, std::size_t n, std::size_t stride,
                               const std::uint64_t *ids, std::uint8_t priority, const Wait &wait) {
     check_priority(priority);
+    check_open();
     if (n == 0) return 0;
     const auto *src = static_cast<const std::uint8_t *>(records);
     if (!pstore_ && !dedup_) return send_batch_ring(src, n, stride, ids, wait);
@@ -487,8 +513,8 @@ std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t strid
                 space_.notify();
             }
         }
-        if (got > 0 || wait.timeout_ns == 0) return got;
-        if (!data_.wait([this] { return has_data(); }, deadline.get(), wait.interrupt)) return got;
+        if (got > 0 || wait.timeout_ns == 0 || closed()) return got;
+        if (!data_->wait([this] { return has_data() || closed(); }, deadline.get(), wait.interrupt)) return got;
     }
 }
 

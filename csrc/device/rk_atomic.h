@@ -56,6 +56,10 @@ RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
     (void)scope;
     __atomic_store_n(p, v, order);
 }
+RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+    (void)scope;
+    return __atomic_fetch_add(p, v, order);
+}
 RK_FN void rk_cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -114,6 +118,11 @@ RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
         rk_cuda_ref<rk_i32, cuda::thread_scope_system>(p).store(v, rk_cuda_order(order));
     else
         rk_cuda_ref<rk_i32, cuda::thread_scope_device>(p).store(v, rk_cuda_order(order));
+}
+RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+    return scope == RK_SCOPE_SYSTEM
+               ? rk_cuda_ref<rk_i32, cuda::thread_scope_system>(p).fetch_add(v, rk_cuda_order(order))
+               : rk_cuda_ref<rk_i32, cuda::thread_scope_device>(p).fetch_add(v, rk_cuda_order(order));
 }
 RK_FN void rk_cpu_relax(void) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
@@ -174,6 +183,10 @@ RK_FN void rk_atomic_store_i32(RK_GLOBAL rk_i32 *p, rk_i32 v, int order, int sco
     atomic_store_explicit((volatile RK_GLOBAL atomic_int *)p, v, rk_cl_order(order),
                           rk_cl_scope(scope));
 }
+RK_FN rk_i32 rk_atomic_fetch_add_i32(RK_GLOBAL rk_i32 *p, rk_i32 v, int order, int scope) {
+    return atomic_fetch_add_explicit((volatile RK_GLOBAL atomic_int *)p, v, rk_cl_order(order),
+                                     rk_cl_scope(scope));
+}
 #else
 /* OpenCL C 1.2 baseline: volatile accesses ordered by full fences, read-modify-write through the
  * cl_khr_int64 atomics. Every ordered access is fenced on both sides, which is stronger than the
@@ -218,6 +231,13 @@ RK_FN void rk_atomic_store_i32(RK_GLOBAL rk_i32 *p, rk_i32 v, int order, int sco
     if (order != RK_RELAXED) mem_fence(CLK_GLOBAL_MEM_FENCE);
     *(volatile RK_GLOBAL rk_i32 *)p = v;
     if (order == RK_SEQ_CST) mem_fence(CLK_GLOBAL_MEM_FENCE);
+}
+RK_FN rk_i32 rk_atomic_fetch_add_i32(RK_GLOBAL rk_i32 *p, rk_i32 v, int order, int scope) {
+    (void)order; (void)scope;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    rk_i32 old = atomic_add((volatile RK_GLOBAL int *)p, v);
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    return old;
 }
 #endif
 RK_FN void rk_cpu_relax(void) {}

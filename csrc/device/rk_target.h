@@ -18,11 +18,13 @@
 #define RK_FN static inline
 #define RK_GLOBAL __global
 #define RK_NULL 0
+typedef uintptr_t rk_uptr;
 #elif defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define RK_TARGET_CUDA 1
 #define RK_FN static __host__ __device__ inline
 #define RK_GLOBAL
 #define RK_NULL nullptr
+typedef unsigned long long rk_uptr;
 #elif defined(__METAL_VERSION__)
 #error "ringkernel: the Metal dialect ships with the Metal backend; this build has none"
 #else
@@ -34,6 +36,7 @@
 #else
 #define RK_NULL ((void *)0)
 #endif
+typedef uintptr_t rk_uptr;
 #endif
 
 #endif /* RK_TARGET_H */

@@ -508,6 +508,13 @@ py::dict layout_info() {
         RK_FIELD(rk_control_block, last_activity_ns);
         RK_FIELD(rk_control_block, input);
         RK_FIELD(rk_control_block, output);
+        RK_FIELD(rk_control_block, hlc);
+        RK_FIELD(rk_control_block, next_reply_id);
+        RK_FIELD(rk_control_block, telemetry_enabled);
+        RK_FIELD(rk_control_block, blocks_exited);
+        RK_FIELD(rk_control_block, last_error);
+        RK_FIELD(rk_control_block, node);
+        RK_FIELD(rk_control_block, messages_dropped);
         out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
     }
     {

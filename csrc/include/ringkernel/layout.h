@@ -89,7 +89,14 @@ typedef struct rk_control_block {
     rk_i64 last_activity_ns;
     rk_ring_desc input;
     rk_ring_desc output;
-    rk_u8 reserved[128 - 64];
+    rk_u64 hlc;                  /* the kernel's hybrid logical clock, packed (see hlc.hpp) */
+    rk_u64 next_reply_id;        /* ids of the replies the kernel sends: a per-kernel counter */
+    rk_i32 telemetry_enabled;    /* the host's switch: blocks update rk_telemetry only when set */
+    rk_i32 blocks_exited;        /* blocks that have left the persistent loop */
+    rk_i32 last_error;           /* the last handler error code (negative), 0 when none */
+    rk_u32 node;                 /* the kernel's id: HLC node and envelope source_kernel */
+    rk_u64 messages_dropped;     /* replies discarded or evicted, inputs expired (always counted) */
+    rk_u8 reserved[128 - 104];
 } rk_control_block;
 
 /* ---- telemetry: exactly 64 bytes -------------------------------------------------------------- */
@@ -131,6 +138,10 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_processed) == 16, cb_pro
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, last_activity_ns) == 24, cb_activity);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, input) == 32, cb_input);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, output) == 48, cb_output);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, hlc) == 64, cb_hlc);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, telemetry_enabled) == 80, cb_tel);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, node) == 92, cb_node);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_dropped) == 96, cb_dropped);
 
 RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);

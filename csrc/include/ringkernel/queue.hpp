@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 
 #include "ringkernel/hlc.hpp"
 #include "ringkernel/layout.h"
@@ -53,7 +54,10 @@ class DedupWindow;
 class Queue {
 public:
     // Throws std::invalid_argument if cfg is invalid. `clock` stamps messages (default_clock()).
-    explicit Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock = nullptr);
+    // `readable`, if set, is the event count receivers wait on and senders notify; a ring kernel
+    // shares one among all of its input queues, so its workers wait on every input at once.
+    explicit Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock = nullptr,
+                   std::shared_ptr<WaitSet> readable = nullptr);
     ~Queue();
     Queue(const Queue &) = delete;
     Queue &operator=(const Queue &) = delete;
@@ -84,6 +88,19 @@ public:
     // receiver can take it first). Lets a caller size its buffer before it receives.
     bool wait_readable(const Wait &wait);
 
+    // Close the queue: from now on send() and send_batch() throw LifecycleError(reason), and every
+    // blocked sender wakes and throws it too. Receivers still get what is in the queue; a receiver
+    // waiting on an empty closed queue returns at once. Idempotent (the first reason stays).
+    void close(const std::string &reason);
+    bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+
+    // For a consumer or producer that works on ring() directly (a ring kernel's worker): wake the
+    // waiting receivers or senders, and account what it expired or evicted so stats stay exact.
+    void notify_readable() { data_->notify(); }
+    void notify_space() { space_.notify(); }
+    void count_expired(std::uint64_t n) noexcept { expired_.fetch_add(n, std::memory_order_relaxed); }
+    void count_evicted(std::uint64_t n) noexcept { evicted_.fetch_add(n, std::memory_order_relaxed); }
+
     std::size_t size() const noexcept;
     std::uint32_t capacity() const noexcept { return cfg_.capacity; }
     const QueueConfig &config() const noexcept { return cfg_; }
@@ -111,6 +128,7 @@ private:
     std::size_t send_batch_ring(const std::uint8_t *src, std::size_t n, std::size_t stride,
                                 const std::uint64_t *ids, const Wait &wait);
     void check_priority(unsigned priority) const;
+    void check_open() const;
 
     QueueConfig cfg_;
     std::shared_ptr<HlcClock> clock_;
@@ -118,7 +136,10 @@ private:
     std::unique_ptr<detail::PriorityStore> pstore_;
     std::unique_ptr<detail::DedupWindow> dedup_;
     WaitSet space_;
-    WaitSet data_;
+    std::shared_ptr<WaitSet> data_;
+    std::atomic<bool> closed_{false};
+    std::string close_reason_;  // written once, before closed_ is set
+    std::mutex close_mu_;
 
     // Rare outcomes, on a line of their own away from the ring cursors.
     alignas(64) std::atomic<std::uint64_t> rejected_{0};

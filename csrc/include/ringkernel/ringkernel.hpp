@@ -10,4 +10,5 @@
 #include "ringkernel/options.hpp"
 #include "ringkernel/queue.hpp"
 #include "ringkernel/ring.hpp"
+#include "ringkernel/runtime.hpp"
 #include "ringkernel/version.hpp"

@@ -1,0 +1,529 @@
+// cpu_backend.cpp — the CPU backend: each block of a ring kernel is one worker thread running the
+// device-dialect persistent loop (rk_kernel.h) compiled by the host compiler.
+//
+// The block's threads are emulated inside its worker. A handler that never calls rk_barrier runs
+// thread after thread on the worker's stack (any interleaving is a valid schedule for threads that
+// do not synchronise). A handler that does gets one small stack per thread (ucontext fibers): each
+// runs until it reaches the barrier or returns, and the barrier opens when every thread is there —
+// the semantics of __syncthreads / barrier(CLK_LOCAL_MEM_FENCE).
+//
+// Idle policy: a worker with nothing to do spins briefly (a message arriving right after the last
+// one is picked up within a microsecond), then parks on the kernel's doorbell, an event count every
+// input queue notifies; a parked kernel costs no CPU.
+#include <ucontext.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "../../core/kernel_core.hpp"
+#include "ringkernel/clock.hpp"
+#include "rk_builtins.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RK_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RK_ASAN 1
+#endif
+#endif
+#if defined(RK_ASAN)
+#include <sanitizer/common_interface_defs.h>
+#endif
+#if defined(RK_TSAN)
+#include <sanitizer/tsan_interface.h>
+#endif
+
+namespace rk {
+namespace {
+
+// ---- built-in and host handler steps ---------------------------------------------------------------
+
+RK_DEFINE_BLOCK_STEP(step_echo, rk_builtin_echo)
+RK_DEFINE_BLOCK_STEP(step_vector_add, rk_builtin_vector_add)
+RK_DEFINE_BLOCK_STEP(step_count, rk_builtin_count)
+
+void record_host_error(rk_ctx *ctx, const std::string &what) {
+    auto *core = static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]);
+    std::lock_guard<std::mutex> lock(core->err_mu);
+    core->last_error_message = what;
+}
+
+int host_trampoline(rk_ctx *ctx, const void *in, void *out) {
+    auto *h = static_cast<HostHandler *>(ctx->handler_data);
+    try {
+        return h->handle(ctx, in, out);
+    } catch (const std::exception &e) {
+        record_host_error(ctx, e.what());
+    } catch (...) {
+        record_host_error(ctx, "unknown exception");
+    }
+    return RK_ERR_HOST;
+}
+RK_DEFINE_BLOCK_STEP(step_host, host_trampoline)
+
+rk_u64 host_now_ns() { return wall_ns(); }
+
+// ---- emulated block threads -----------------------------------------------------------------------
+
+constexpr std::size_t kFiberStack = 256 * 1024;
+
+struct Block;
+
+struct Fiber {
+    ucontext_t uc{};
+    std::vector<char> stack;
+    rk_ctx ctx{};
+    int rc = 0;
+    bool done = true;
+    Block *block = nullptr;
+#if defined(RK_ASAN)
+    void *fake_stack = nullptr;
+#endif
+#if defined(RK_TSAN)
+    void *tsan_fiber = nullptr;
+#endif
+};
+
+struct Block {
+    void *host_slot[1];  // ctx.host points here: [0] = the KernelCore
+    std::shared_ptr<KernelCore> core;
+    rk_ctx ctx{};
+    std::vector<std::uint8_t> out, shared;
+    std::vector<Fiber> fibers;
+    ucontext_t sched{};
+    Fiber *current = nullptr;
+    RK_GLOBAL const void *in = nullptr;
+#if defined(RK_ASAN)
+    void *sched_fake = nullptr;
+    const void *sched_bottom = nullptr;
+    std::size_t sched_size = 0;
+#endif
+#if defined(RK_TSAN)
+    void *tsan_sched = nullptr;
+#endif
+    // Batched host handler buffers.
+    std::vector<std::uint8_t> batch_in, batch_out;
+    std::vector<rk_envelope> batch_env;
+};
+
+thread_local Block *t_block = nullptr;
+
+void switch_to_sched(Fiber &f, bool dying) {
+    Block &b = *f.block;
+#if defined(RK_ASAN)
+    __sanitizer_start_switch_fiber(dying ? nullptr : &f.fake_stack, b.sched_bottom, b.sched_size);
+#endif
+#if defined(RK_TSAN)
+    __tsan_switch_to_fiber(b.tsan_sched, 0);
+#endif
+    (void)dying;
+    swapcontext(&f.uc, &b.sched);
+#if defined(RK_ASAN)
+    __sanitizer_finish_switch_fiber(f.fake_stack, &b.sched_bottom, &b.sched_size);
+#endif
+}
+
+void fiber_main() {
+    Block &b = *t_block;
+    Fiber &f = *b.current;
+#if defined(RK_ASAN)
+    __sanitizer_finish_switch_fiber(nullptr, &b.sched_bottom, &b.sched_size);
+#endif
+    f.rc = b.ctx.handler(&f.ctx, b.in, b.ctx.out);
+    f.done = true;
+    switch_to_sched(f, true);  // never resumed
+}
+
+void fiber_barrier(rk_ctx *ctx) {
+    Block &b = *t_block;
+    Fiber &f = b.fibers[ctx->thread_rank];
+    switch_to_sched(f, false);
+}
+
+int combine(int acc, int rc, std::uint32_t rank) {
+    if (rc < 0) return acc < 0 && acc < rc ? acc : rc;  // an error from any thread wins
+    if (acc < 0) return acc;
+    return rank == 0 ? rc : acc;
+}
+
+// Run ctx->handler on every thread of the block.
+int run_threads(rk_ctx *ctx, RK_GLOBAL const void *in, void *out) {
+    Block &b = *t_block;
+    const std::uint32_t n = ctx->thread_count;
+    if (!ctx->uses_barrier) {
+        int result = RK_NO_REPLY;
+        for (std::uint32_t r = 0; r < n; ++r) {
+            ctx->thread_rank = r;
+            result = combine(result, ctx->handler(ctx, in, out), r);
+        }
+        ctx->thread_rank = 0;
+        return result;
+    }
+    b.in = in;
+    for (std::uint32_t r = 0; r < n; ++r) {
+        Fiber &f = b.fibers[r];
+        f.ctx = *ctx;
+        f.ctx.thread_rank = r;
+        f.done = false;
+        f.block = &b;
+        getcontext(&f.uc);
+        f.uc.uc_stack.ss_sp = f.stack.data();
+        f.uc.uc_stack.ss_size = f.stack.size();
+        f.uc.uc_link = nullptr;
+        makecontext(&f.uc, fiber_main, 0);
+    }
+    for (;;) {  // one round: every live thread runs to the barrier or to its end
+        bool live = false;
+        for (std::uint32_t r = 0; r < n; ++r) {
+            Fiber &f = b.fibers[r];
+            if (f.done) continue;
+            b.current = &f;
+#if defined(RK_ASAN)
+            __sanitizer_start_switch_fiber(&b.sched_fake, f.stack.data(), f.stack.size());
+#endif
+#if defined(RK_TSAN)
+            __tsan_switch_to_fiber(f.tsan_fiber, 0);
+#endif
+            swapcontext(&b.sched, &f.uc);
+#if defined(RK_ASAN)
+            __sanitizer_finish_switch_fiber(b.sched_fake, nullptr, nullptr);
+#endif
+            if (!f.done) live = true;
+        }
+        if (!live) break;
+    }
+    int result = RK_NO_REPLY;
+    for (std::uint32_t r = 0; r < n; ++r) result = combine(result, b.fibers[r].rc, r);
+    return result;
+}
+
+void backoff(rk_ctx *, rk_u32 attempt) {
+    if (attempt < 64) {
+        rk_cpu_relax();
+    } else if (attempt < 96) {
+        std::this_thread::yield();
+    } else {
+        const unsigned shift = std::min<unsigned>(attempt - 96, 10);
+        std::this_thread::sleep_for(std::chrono::microseconds(1u << shift));  // up to ~1 ms
+    }
+}
+
+void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32 n) {
+    auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(cookie));
+    if (!q) return;
+    switch (kind) {
+    case RK_EVENT_DATA: q->notify_readable(); break;
+    case RK_EVENT_SPACE: q->notify_space(); break;
+    case RK_EVENT_EXPIRED: q->count_expired(n); break;
+    case RK_EVENT_EVICTED: q->count_evicted(n); q->notify_space(); break;
+    default: break;
+    }
+}
+
+// ---- batched host handlers -------------------------------------------------------------------------
+
+int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
+    rk_ctx *ctx = &b.ctx;
+    KernelCore &core = *b.core;
+    const rk_routes *routes = rk_current_routes(ctx);
+    const std::uint32_t n_in = routes->n_inputs;
+    for (std::uint32_t k = 0; k < n_in; ++k) {
+        const std::uint32_t idx = (ctx->next_input + k) % n_in;
+        const rk_route in = routes->inputs[idx];
+        std::uint64_t first;
+        const std::uint32_t got = rk_ring_acquire_n(in.ring, static_cast<std::uint32_t>(batch), &first,
+                                                   static_cast<int>(ctx->single_consumer), RK_SCOPE_SYSTEM);
+        if (!got) continue;
+        ctx->next_input = (idx + 1) % n_in;
+        const std::uint64_t now = wall_ns();
+        std::size_t n = 0;
+        std::uint64_t expired = 0, remote = 0;
+        for (std::uint32_t i = 0; i < got; ++i) {
+            rk_envelope *slot = rk_ring_slot(in.ring, first + i);
+            if (ctx->ttl_ns && now > slot->enqueue_ns && now - slot->enqueue_ns > ctx->ttl_ns) {
+                ++expired;
+            } else {
+                std::memcpy(&b.batch_env[n], slot, sizeof(rk_envelope));
+                std::memcpy(b.batch_in.data() + n * ctx->in_size, rk_envelope_payload(slot), ctx->in_size);
+                remote = std::max<std::uint64_t>(remote, slot->timestamp);
+                ++n;
+            }
+            rk_ring_release(in.ring, slot, first + i, RK_SCOPE_SYSTEM);
+        }
+        on_event(ctx, RK_EVENT_SPACE, in.cookie, got);
+        if (expired) {
+            rk_count_dropped(ctx, expired);
+            on_event(ctx, RK_EVENT_EXPIRED, in.cookie, static_cast<rk_u32>(expired));
+        }
+        if (!n) return RK_STEP_EXPIRED;
+        ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);
+        std::memset(b.batch_out.data(), 0, n * ctx->out_size);
+        long replies;
+        try {
+            std::unique_lock<std::mutex> lock(core.host_mu, std::defer_lock);
+            if (!h.concurrent()) lock.lock();
+            replies = h.handle_batch(ctx, b.batch_in.data(), n, ctx->in_size, b.batch_out.data());
+        } catch (const std::exception &e) {
+            record_host_error(ctx, e.what());
+            replies = RK_ERR_HOST;
+        }
+        if (replies < 0) {
+            rk_record_error(ctx, static_cast<rk_i32>(replies));
+            replies = 0;
+        }
+        for (std::size_t i = 0; i < static_cast<std::size_t>(replies) && i < n; ++i) {
+            ctx->request = &b.batch_env[i];
+            rk_deliver(ctx, 0, b.batch_out.data() + i * ctx->out_size);
+        }
+        ctx->request = nullptr;
+        const std::uint64_t done = wall_ns();
+        rk_atomic_fetch_add_u64(reinterpret_cast<rk_u64 *>(&ctx->cb->messages_processed), n, RK_RELAXED,
+                                RK_SCOPE_SYSTEM);
+        rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&ctx->cb->last_activity_ns), done, RK_RELAXED, RK_SCOPE_SYSTEM);
+        if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+            rk_telemetry *t = ctx->tel;
+            std::uint64_t total = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+                const std::uint64_t lat = done > b.batch_env[i].enqueue_ns ? done - b.batch_env[i].enqueue_ns : 1;
+                total += lat;
+                rk_atomic_min_nonzero_u64(&t->min_latency_ns, lat);
+                rk_atomic_max_u64(&t->max_latency_ns, lat);
+            }
+            rk_atomic_fetch_add_u64(&t->messages_processed, n, RK_RELAXED, RK_SCOPE_SYSTEM);
+            rk_atomic_fetch_add_u64(&t->total_latency_ns, total, RK_RELAXED, RK_SCOPE_SYSTEM);
+            rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
+            rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&t->queue_depth),
+                                static_cast<rk_i32>(rk_ring_size(in.ring, RK_SCOPE_SYSTEM)), RK_RELAXED,
+                                RK_SCOPE_SYSTEM);
+        }
+        return RK_STEP_DONE;
+    }
+    return RK_STEP_IDLE;
+}
+
+// ---- workers ------------------------------------------------------------------------------------------
+
+bool any_input_ready(const rk_ctx &ctx) {
+    const rk_routes *routes = rk_current_routes(&ctx);
+    for (std::uint32_t i = 0; i < routes->n_inputs; ++i)
+        if (rk_ring_can_acquire(routes->inputs[i].ring, RK_SCOPE_SYSTEM)) return true;
+    return false;
+}
+
+class CpuBlocks final : public BlockRunner {
+public:
+    explicit CpuBlocks(KernelCore &core) : core_(core) {}
+
+    void start(const std::shared_ptr<KernelCore> &core) override {
+        const std::uint32_t grid = core->spec.grid;
+        threads_.reserve(grid);
+        for (std::uint32_t i = 0; i < grid; ++i) {
+            alive_.fetch_add(1, std::memory_order_relaxed);
+            // Each worker holds the core, and with it this runner, until it exits.
+            threads_.emplace_back([core, i] { run(core, i); });
+        }
+    }
+
+    bool wait_stopped(std::int64_t timeout_ns) override {
+        core_.wake();  // parked workers see should_terminate
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        std::unique_lock<std::mutex> lock(core_.exit_mu);
+        const bool stopped = core_.exit_cv.wait_until(lock, deadline, [this] { return alive_.load() == 0; });
+        lock.unlock();
+        if (stopped)
+            for (auto &t : threads_)
+                if (t.joinable()) t.join();
+        return stopped;
+    }
+
+    void abandon() override {
+        for (auto &t : threads_)
+            if (t.joinable()) t.detach();
+    }
+
+    std::uint32_t alive() const override { return alive_.load(); }
+
+    ~CpuBlocks() override {
+        // The last owner of the core may be a worker of this very runner (an abandoned block whose
+        // handler finally returned): it cannot join itself.
+        for (auto &t : threads_) {
+            if (!t.joinable()) continue;
+            if (t.get_id() == std::this_thread::get_id()) t.detach();
+            else t.join();
+        }
+    }
+
+private:
+    static void run(std::shared_ptr<KernelCore> core, std::uint32_t index);
+
+    KernelCore &core_;
+    std::vector<std::thread> threads_;
+    std::atomic<std::uint32_t> alive_{0};
+};
+
+void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
+    KernelCore &core = *core_ptr;
+    const KernelSpec &spec = core.spec;
+    Block b;
+    b.core = core_ptr;
+    b.host_slot[0] = &core;
+    b.out.assign(std::max<std::uint32_t>(spec.output_size, 8), 0);
+    b.shared.assign(RK_SHARED_BYTES, 0);
+    rk_ctx &ctx = b.ctx;
+    ctx.cb = &core.cb;
+    ctx.tel = &core.tel;
+    ctx.routes = &core.routes_word;
+    ctx.buffers = core.buffers ? &core.buffers->table : nullptr;
+    ctx.block_index = index;
+    ctx.grid = spec.grid;
+    ctx.thread_rank = 0;
+    ctx.thread_count = spec.block;
+    ctx.in_size = spec.input_size;
+    ctx.out_size = spec.output_size;
+    ctx.out_type = spec.output_type;
+    ctx.node = static_cast<rk_u16>(core.cb.node);
+    ctx.single_consumer = spec.grid == 1 ? 1u : 0u;
+    ctx.backpressure = static_cast<rk_u32>(spec.options.backpressure());
+    ctx.ttl_ns = spec.options.ttl_ns();
+    ctx.reply_id_base = (1ull << 62) | (static_cast<std::uint64_t>(core.cb.node) << 44);
+    ctx.out = b.out.data();
+    ctx.shared = b.shared.data();
+    ctx.uses_barrier = core.uses_barrier ? 1u : 0u;
+    ctx.host = b.host_slot;
+    ctx.run_threads = run_threads;
+    ctx.barrier = fiber_barrier;
+    ctx.backoff = backoff;
+    ctx.event = on_event;
+    ctx.now_ns = host_now_ns;
+    HostHandler *host = spec.handler.host.get();
+    ctx.handler_data = host;
+    std::size_t batch = host ? host->batch_size() : 1;
+    if (batch > 1) {
+        b.batch_in.resize(batch * spec.input_size);
+        b.batch_out.resize(batch * spec.output_size);
+        b.batch_env.resize(batch);
+    }
+    if (core.uses_barrier && spec.block > 1) {
+        b.fibers.resize(spec.block);
+        for (Fiber &f : b.fibers) {
+            f.stack.resize(kFiberStack);
+#if defined(RK_TSAN)
+            f.tsan_fiber = __tsan_create_fiber(0);
+#endif
+        }
+#if defined(RK_TSAN)
+        b.tsan_sched = __tsan_get_current_fiber();
+#endif
+    }
+    t_block = &b;
+    const bool serial_host = host && !host->concurrent();
+
+    constexpr std::int64_t kSpinNs = 50'000;  // spin this long on an idle kernel before parking
+    std::int64_t idle_since = -1;
+    auto ready = [&] {
+        return rk_should_terminate(&ctx) ||
+               (rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) && any_input_ready(ctx));
+    };
+    for (;;) {
+        if (rk_should_terminate(&ctx)) break;
+        if (!rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) {
+            // Inactive: consume nothing; park until activated or told to terminate.
+            core.doorbell->wait(
+                [&] {
+                    return rk_should_terminate(&ctx) ||
+                           rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+                },
+                Deadline::from(Wait::for_ns(100'000'000)), nullptr);
+            continue;
+        }
+        int rc;
+        if (batch > 1) {
+            rc = host_batch_step(b, *host, batch);
+        } else if (serial_host) {
+            std::lock_guard<std::mutex> lock(core.host_mu);
+            rc = core.step(&ctx);
+        } else {
+            rc = core.step(&ctx);
+        }
+        if (rc != RK_STEP_IDLE) {
+            idle_since = -1;
+            continue;
+        }
+        const std::int64_t now = static_cast<std::int64_t>(wall_ns());
+        if (idle_since < 0) idle_since = now;
+        if (now - idle_since < kSpinNs) {
+            for (int i = 0; i < 16; ++i) rk_cpu_relax();
+            continue;
+        }
+        core.doorbell->wait(ready, Deadline::from(Wait::for_ns(100'000'000)), nullptr);
+        idle_since = -1;
+    }
+
+#if defined(RK_TSAN)
+    for (Fiber &f : b.fibers) __tsan_destroy_fiber(f.tsan_fiber);
+#endif
+    t_block = nullptr;
+    rk_atomic_fetch_add_i32(&core.cb.blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
+    auto *runner = static_cast<CpuBlocks *>(core.runner.get());
+    {
+        std::lock_guard<std::mutex> lock(core.exit_mu);
+        if (runner->alive_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            rk_atomic_store_i32(&core.cb.has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        core.exit_cv.notify_all();
+    }
+    b.core.reset();
+    // core_ptr goes last: when it is the final owner, the kernel's memory is freed here.
+}
+
+class CpuBackend final : public Backend {
+public:
+    const char *name() const noexcept override { return "cpu"; }
+
+    void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
+        const KernelSpec &spec = core.spec;
+        const Handler &h = spec.handler;
+        switch (h.kind) {
+        case Handler::Kind::Builtin:
+            if (h.name == "echo") {
+                if (spec.input_size != spec.output_size)
+                    throw std::invalid_argument("the echo handler needs input and output of one size, got " +
+                                                std::to_string(spec.input_size) + " and " +
+                                                std::to_string(spec.output_size) + " bytes");
+                core.step = step_echo;
+            } else if (h.name == "vector_add") {
+                if (spec.input_size != sizeof(rk_vector_add_request) || spec.output_size != sizeof(rk_vector_add_response))
+                    throw std::invalid_argument(
+                        "the vector_add handler takes VectorAddRequest (" + std::to_string(sizeof(rk_vector_add_request)) +
+                        " bytes) and answers VectorAddResponse (" + std::to_string(sizeof(rk_vector_add_response)) +
+                        " bytes), got " + std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size));
+                core.step = step_vector_add;
+            } else if (h.name == "count") {
+                core.step = step_count;
+            } else {
+                std::string names;
+                for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
+                throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
+            }
+            break;
+        case Handler::Kind::Source:
+            core.module = compile_host_source(h.code, h.entry, cfg);
+            core.step = core.module->step;
+            core.uses_barrier = core.module->uses_barrier;
+            break;
+        case Handler::Kind::Host:
+            if (!h.host) throw std::invalid_argument("host handler is null");
+            core.step = step_host;
+            break;
+        }
+        core.runner = std::make_unique<CpuBlocks>(core);
+    }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace rk

@@ -1,0 +1,98 @@
+// kernel_core.hpp — internal: the memory a kernel's blocks work on, and the backend interface.
+//
+// A KernelCore is shared by the Kernel and by every block (worker) of it. A block that does not stop
+// in time keeps its KernelCore alive, so the memory it may still touch (control block, routes, rings)
+// stays valid until its handler returns, even after the Kernel and the Runtime are gone.
+#pragma once
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ringkernel/runtime.hpp"
+#include "ringkernel/wait.hpp"
+
+namespace rk {
+
+// A handler compiled at run time (a shared object with the persistent-loop step).
+struct HostModule {
+    void *dl = nullptr;
+    int (*step)(rk_ctx *) = nullptr;
+    bool uses_barrier = false;
+    std::string path;
+    ~HostModule();
+};
+
+// Compile (or find in the cache) a portable-source handler for the CPU backend.
+std::shared_ptr<HostModule> compile_host_source(const std::string &code, const std::string &entry,
+                                               const RuntimeConfig &cfg);
+
+class BlockRunner;  // a backend's blocks of one kernel
+
+struct BufferTableMem {
+    explicit BufferTableMem(std::uint32_t capacity);
+    ~BufferTableMem();
+    rk_buffer_table table{};
+    std::vector<rk_buffer_entry> entries;
+    std::vector<void *> memory;  // owned allocations, by index
+    std::mutex mu;
+    std::uint32_t next_free = 0;
+};
+
+struct KernelCore {
+    alignas(128) rk_control_block cb{};
+    alignas(64) rk_telemetry tel{};
+    alignas(64) rk_u64 routes_word = 0;  // address of the current rk_routes, read by blocks
+    KernelSpec spec;
+    std::shared_ptr<WaitSet> doorbell = std::make_shared<WaitSet>();
+    std::shared_ptr<BufferTableMem> buffers;
+    std::shared_ptr<HostModule> module;  // Source handlers
+    int (*step)(rk_ctx *) = nullptr;     // the block step of the handler
+    bool uses_barrier = false;
+
+    // Routes are replaced, never edited: every table stays alive until the core goes away.
+    std::mutex routes_mu;
+    std::vector<std::unique_ptr<rk_routes>> route_history;
+    std::vector<std::shared_ptr<Queue>> held;  // every queue a route names, kept alive here
+
+    std::mutex host_mu;                 // serialises a non-concurrent host handler
+    mutable std::mutex err_mu;
+    std::string last_error_message;
+
+    std::mutex exit_mu;
+    std::condition_variable exit_cv;
+    std::unique_ptr<BlockRunner> runner;
+
+    const rk_routes &routes() const noexcept { return *reinterpret_cast<const rk_routes *>(routes_word); }
+    // Publish a new routes table made from the current one by `edit`, keeping `keep` alive.
+    void publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep);
+    void wake() { doorbell->notify(); }
+};
+
+class BlockRunner {
+public:
+    virtual ~BlockRunner() = default;
+    // Start the blocks: they run the persistent loop, idle while the kernel is inactive.
+    virtual void start(const std::shared_ptr<KernelCore> &core) = 0;
+    // After should_terminate: wait up to timeout_ns for every block to leave the loop.
+    virtual bool wait_stopped(std::int64_t timeout_ns) = 0;
+    // Let go of blocks that did not stop (they exit on their own when their handler returns).
+    virtual void abandon() = 0;
+    // Blocks still alive (threads on the CPU backend).
+    virtual std::uint32_t alive() const = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual const char *name() const noexcept = 0;
+    // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
+    // source, invalid_argument for a combination the backend cannot run) and make its blocks.
+    virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace rk

@@ -1,0 +1,747 @@
+// runtime.cpp — kernels, their lifecycle, the named-queue registry, routes (K2K, topics), buffers.
+#include "ringkernel/runtime.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+#include "kernel_core.hpp"
+
+namespace rk {
+
+const char *to_string(KernelState s) noexcept {
+    switch (s) {
+    case KernelState::Created: return "CREATED";
+    case KernelState::Launched: return "LAUNCHED";
+    case KernelState::Active: return "ACTIVE";
+    case KernelState::Deactivated: return "DEACTIVATED";
+    case KernelState::Terminating: return "TERMINATING";
+    case KernelState::Terminated: return "TERMINATED";
+    case KernelState::Faulted: return "FAULTED";
+    }
+    return "?";
+}
+
+Handler Handler::builtin(std::string name) {
+    Handler h;
+    h.kind = Kind::Builtin;
+    h.name = std::move(name);
+    return h;
+}
+
+Handler Handler::source(std::string code, std::string entry) {
+    Handler h;
+    h.kind = Kind::Source;
+    h.code = std::move(code);
+    h.entry = std::move(entry);
+    return h;
+}
+
+Handler Handler::on_host(std::shared_ptr<HostHandler> host) {
+    Handler h;
+    h.kind = Kind::Host;
+    h.host = std::move(host);
+    return h;
+}
+
+std::string Handler::describe() const {
+    switch (kind) {
+    case Kind::Builtin: return "builtin:" + name;
+    case Kind::Source: return "source:" + entry;
+    case Kind::Host: return "host";
+    }
+    return "?";
+}
+
+std::vector<std::string> builtin_handlers() { return {"echo", "vector_add", "count"}; }
+
+std::vector<BackendStatus> backend_statuses() {
+    std::vector<BackendStatus> out;
+    out.push_back({"cpu", true,
+                   "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
+                       " hardware threads)"});
+    out.push_back({"cuda", false, "the CUDA backend is not implemented in this version"});
+    out.push_back({"opencl", false, "the OpenCL backend is not implemented in this version"});
+    out.push_back({"metal", false, "the Metal backend is not implemented in this version (Apple platforms only)"});
+    return out;
+}
+
+// ---- buffers -----------------------------------------------------------------------------------------
+
+BufferTableMem::BufferTableMem(std::uint32_t capacity) : entries(capacity), memory(capacity, nullptr) {
+    table.capacity = capacity;
+    table.entries = entries.data();
+}
+
+BufferTableMem::~BufferTableMem() {
+    for (void *p : memory) std::free(p);
+}
+
+struct Runtime::BufferTable : BufferTableMem {
+    using BufferTableMem::BufferTableMem;
+};
+
+// ---- kernel core -----------------------------------------------------------------------------------------
+
+void KernelCore::publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep) {
+    // Caller holds routes_mu.
+    auto table = std::make_unique<rk_routes>(next);
+    for (auto &q : keep) held.push_back(std::move(q));
+    __atomic_store_n(&routes_word, static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(table.get())),
+                     __ATOMIC_RELEASE);
+    route_history.push_back(std::move(table));
+    wake();
+}
+
+// ---- kernel ------------------------------------------------------------------------------------------------
+
+namespace {
+constexpr std::int64_t kDefaultTerminateNs = 5'000'000'000;
+constexpr std::size_t kMaxQueuesPerKernel = 16;
+
+rk_route route_of(const std::shared_ptr<Queue> &q) {
+    rk_route r;
+    r.ring = q->ring()->header();
+    r.cookie = static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(q.get()));
+    return r;
+}
+}  // namespace
+
+Kernel::Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id) : rt_(&rt), spec_(std::move(spec)), id_(id) {}
+
+Kernel::~Kernel() {
+    const KernelState s = state();
+    if (s == KernelState::Launched || s == KernelState::Active || s == KernelState::Deactivated) {
+        try {
+            terminate(kDefaultTerminateNs);
+        } catch (...) {
+        }
+    }
+}
+
+void Kernel::require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const {
+    const KernelState s = state();
+    for (KernelState a : allowed)
+        if (a == s) return;
+    std::ostringstream msg;
+    msg << call << " is not allowed: kernel '" << name() << "' is " << to_string(s) << "; " << allowed_calls;
+    throw LifecycleError(msg.str());
+}
+
+namespace {
+const char *allowed_in(KernelState s) {
+    switch (s) {
+    case KernelState::Created: return "allowed now: launch()";
+    case KernelState::Launched: return "allowed now: activate(), terminate(), send()";
+    case KernelState::Active: return "allowed now: deactivate(), terminate(), send(), receive()";
+    case KernelState::Deactivated: return "allowed now: activate(), terminate(), send(), receive()";
+    case KernelState::Terminating: return "it is stopping; nothing is allowed until it has stopped";
+    case KernelState::Terminated:
+    case KernelState::Faulted: return "it has stopped: receive() what is left; launch a new kernel to go on";
+    }
+    return "";
+}
+}  // namespace
+
+void Kernel::activate() {
+    std::lock_guard<std::mutex> lock(mu_);
+    require({KernelState::Launched, KernelState::Deactivated}, "activate()", allowed_in(state()));
+    rk_atomic_store_i32(&core_->cb.is_active, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    state_.store(KernelState::Active, std::memory_order_release);
+    core_->wake();
+}
+
+void Kernel::deactivate() {
+    std::lock_guard<std::mutex> lock(mu_);
+    require({KernelState::Active}, "deactivate()", allowed_in(state()));
+    rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+    state_.store(KernelState::Deactivated, std::memory_order_release);
+}
+
+KernelState Kernel::terminate(std::int64_t timeout_ns) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const KernelState s = state();
+    if (s == KernelState::Terminated || s == KernelState::Faulted) return s;  // idempotent
+    require({KernelState::Created, KernelState::Launched, KernelState::Active, KernelState::Deactivated},
+            "terminate()", allowed_in(s));
+    if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
+    state_.store(KernelState::Terminating, std::memory_order_release);
+    rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core_->cb.should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    KernelState final_state = KernelState::Terminated;
+    if (s != KernelState::Created && core_->runner && !core_->runner->wait_stopped(timeout_ns)) {
+        const std::uint32_t stuck = core_->runner->alive();
+        core_->runner->abandon();
+        std::ostringstream msg;
+        msg << "kernel '" << name() << "' did not stop within " << static_cast<double>(timeout_ns) / 1e9 << " s: "
+            << stuck << " of " << spec_.grid << " block(s) still inside the handler; they were abandoned and exit "
+            << "when the handler returns (their memory is kept until then)";
+        fault_ = msg.str();
+        final_state = KernelState::Faulted;
+    }
+    release_queues(final_state == KernelState::Faulted ? fault_
+                                                        : "kernel '" + name() + "' is terminated; launch a new kernel");
+    state_.store(final_state, std::memory_order_release);
+    return final_state;
+}
+
+void Kernel::release_queues(const std::string &why) {
+    input_->close("cannot send to kernel '" + name() + "': " + why);
+    if (rt_) rt_->unregister_kernel(*this);
+}
+
+std::string Kernel::fault() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fault_;
+}
+
+const rk_control_block *Kernel::control_block() const noexcept { return &core_->cb; }
+const rk_telemetry *Kernel::telemetry_block() const noexcept { return &core_->tel; }
+
+void Kernel::enable_telemetry() {
+    require({KernelState::Launched, KernelState::Active, KernelState::Deactivated}, "enable_telemetry()",
+            "telemetry can be enabled on a launched kernel that has not been terminated");
+    rk_atomic_store_i32(&core_->cb.telemetry_enabled, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+}
+
+void Kernel::disable_telemetry() { rk_atomic_store_i32(&core_->cb.telemetry_enabled, 0, RK_RELEASE, RK_SCOPE_SYSTEM); }
+
+bool Kernel::telemetry_enabled() const noexcept {
+    return rk_atomic_load_i32(&core_->cb.telemetry_enabled, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+}
+
+void Kernel::reset_telemetry() {
+    rk_telemetry &t = core_->tel;
+    for (rk_u64 *f : {&t.messages_processed, &t.messages_dropped, &t.last_processed_timestamp, &t.total_latency_ns,
+                      &t.min_latency_ns, &t.max_latency_ns})
+        rk_atomic_store_u64(f, 0, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&t.queue_depth), 0, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&t.error_code), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+}
+
+TelemetrySnapshot Kernel::telemetry() const {
+    if (!telemetry_enabled())
+        throw TelemetryNotEnabledError("telemetry of kernel '" + name() +
+                                       "' is not enabled: call enable_telemetry() first");
+    rk_telemetry &t = core_->tel;
+    TelemetrySnapshot s;
+    s.messages_processed = rk_atomic_load_u64(&t.messages_processed, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    s.messages_dropped = rk_atomic_load_u64(&t.messages_dropped, RK_RELAXED, RK_SCOPE_SYSTEM);
+    s.last_processed_timestamp = rk_atomic_load_u64(&t.last_processed_timestamp, RK_RELAXED, RK_SCOPE_SYSTEM);
+    s.queue_depth = static_cast<std::uint32_t>(
+        rk_atomic_load_i32(reinterpret_cast<rk_i32 *>(&t.queue_depth), RK_RELAXED, RK_SCOPE_SYSTEM));
+    s.error_code = static_cast<std::uint32_t>(
+        rk_atomic_load_i32(reinterpret_cast<rk_i32 *>(&t.error_code), RK_RELAXED, RK_SCOPE_SYSTEM));
+    s.total_latency_ns = rk_atomic_load_u64(&t.total_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+    s.min_latency_ns = rk_atomic_load_u64(&t.min_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+    s.max_latency_ns = rk_atomic_load_u64(&t.max_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+    return s;
+}
+
+std::uint64_t Kernel::messages_processed() const noexcept {
+    return rk_atomic_load_u64(reinterpret_cast<rk_u64 *>(&core_->cb.messages_processed), RK_ACQUIRE, RK_SCOPE_SYSTEM);
+}
+std::int32_t Kernel::errors() const noexcept {
+    return rk_atomic_load_i32(&core_->cb.errors_encountered, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+}
+std::int32_t Kernel::last_error() const noexcept {
+    return rk_atomic_load_i32(&core_->cb.last_error, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+}
+std::string Kernel::last_error_message() const {
+    std::lock_guard<std::mutex> lock(core_->err_mu);
+    return core_->last_error_message;
+}
+std::uint64_t Kernel::messages_dropped() const noexcept {
+    return rk_atomic_load_u64(&core_->cb.messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+}
+
+std::uint32_t Kernel::channel_index(const std::string &channel) const {
+    if (channel.empty()) return 0;
+    for (std::size_t i = 0; i < spec_.channels.size(); ++i)
+        if (spec_.channels[i] == channel) return static_cast<std::uint32_t>(i + 1);
+    std::string names;
+    for (const auto &c : spec_.channels) names += (names.empty() ? "" : ", ") + c;
+    throw std::out_of_range("kernel '" + name() + "' has no output channel '" + channel + "' (its channels: " +
+                            (names.empty() ? std::string("none; declare them with channels= at launch") : names) + ")");
+}
+
+// ---- runtime ------------------------------------------------------------------------------------------------
+
+Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)) {
+    const auto statuses = backend_statuses();
+    std::string chosen = backend;
+    if (backend == "auto") {
+        for (const char *pref : {"cuda", "opencl", "cpu"})
+            for (const auto &s : statuses)
+                if (s.name == pref && s.available && chosen == "auto") chosen = pref;
+    } else {
+        bool known = false;
+        for (const auto &s : statuses) {
+            if (s.name != backend) continue;
+            known = true;
+            if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
+        }
+        if (!known) throw std::invalid_argument("backend must be one of 'auto', 'cpu', 'cuda', 'opencl', 'metal'; got '" +
+                                                backend + "'");
+    }
+    if (chosen == "cpu") backend_ = make_cpu_backend();
+    else throw BackendUnavailableError("backend '" + chosen + "' has no implementation in this build");
+    backend_name_ = chosen;
+    if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))
+        throw std::invalid_argument("max_buffers must be in [1, 1048576], got " + std::to_string(cfg_.max_buffers));
+    buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers);
+}
+
+Runtime::~Runtime() {
+    try {
+        close();
+    } catch (...) {
+    }
+}
+
+void Runtime::check_open(const char *call) const {
+    if (closed_) throw LifecycleError(std::string(call) + " is not allowed: the runtime is closed");
+}
+
+void Runtime::check_name(const std::string &what, const std::string &name) {
+    bool ok = !name.empty() && name.size() <= 64;
+    for (std::size_t i = 0; ok && i < name.size(); ++i) {
+        const char c = name[i];
+        const bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+        ok = alpha || (i > 0 && ((c >= '0' && c <= '9') || c == '-'));
+    }
+    if (!ok)
+        throw std::invalid_argument(what + " must be 1 to 64 characters of [A-Za-z0-9_-], starting with a letter or "
+                                           "'_'; got '" + name + "'");
+}
+
+void Runtime::register_queue(const std::string &name, std::shared_ptr<Queue> q, const std::string &owner) {
+    // Caller holds mu_.
+    if (queues_.count(name)) throw std::invalid_argument("a queue named '" + name + "' exists already");
+    if (!owner.empty()) {
+        std::size_t owned = 0;
+        for (const auto &kv : queue_owner_) owned += kv.second == owner;
+        if (owned >= kMaxQueuesPerKernel)
+            throw std::invalid_argument("kernel '" + owner + "' has " + std::to_string(kMaxQueuesPerKernel) +
+                                        " named queues already (the most a kernel may have)");
+    }
+    queues_[name] = std::move(q);
+    queue_owner_[name] = owner;
+}
+
+void Runtime::unregister_kernel(Kernel &k) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto it = queue_owner_.begin(); it != queue_owner_.end();) {
+        if (it->second == k.name()) {
+            queues_.erase(it->first);
+            it = queue_owner_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (auto &kv : topics_) {
+        auto &subs = kv.second.info.subscribers;
+        subs.erase(std::remove(subs.begin(), subs.end(), k.name()), subs.end());
+    }
+    kernels_.erase(std::remove_if(kernels_.begin(), kernels_.end(),
+                                  [&](const std::shared_ptr<Kernel> &p) { return p.get() == &k; }),
+                   kernels_.end());
+}
+
+std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
+    check_open("create()");
+    KernelSpec spec = spec_in;
+    check_name("kernel name", spec.name);
+    if (spec.grid < 1 || spec.grid > 256)
+        throw std::invalid_argument("grid must be in [1, 256] blocks, got " + std::to_string(spec.grid));
+    if (spec.block < 1 || spec.block > 1024)
+        throw std::invalid_argument("block must be in [1, 1024] threads, got " + std::to_string(spec.block));
+    if (spec.input_size < 1 || spec.input_size > kMaxPayload || spec.output_size < 1 || spec.output_size > kMaxPayload)
+        throw std::invalid_argument("record sizes must be in [1, " + std::to_string(kMaxPayload) + "] bytes, got input " +
+                                    std::to_string(spec.input_size) + " and output " + std::to_string(spec.output_size));
+    if (spec.options.priority())
+        throw std::invalid_argument(
+            "priority=True is not supported by ring kernels: a kernel takes its input ring in FIFO order; launch with "
+            "priority=False (use an rk.Queue with priority=True in front of the kernel to reorder)");
+    if (spec.channels.size() > RK_MAX_CHANNELS - 1)
+        throw std::invalid_argument("a kernel has at most " + std::to_string(RK_MAX_CHANNELS - 1) +
+                                    " named channels, got " + std::to_string(spec.channels.size()));
+    for (std::size_t i = 0; i < spec.channels.size(); ++i) {
+        check_name("channel name", spec.channels[i]);
+        for (std::size_t j = 0; j < i; ++j)
+            if (spec.channels[j] == spec.channels[i])
+                throw std::invalid_argument("channel '" + spec.channels[i] + "' is declared twice");
+    }
+    if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
+        throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
+                                    std::to_string(spec.block));
+
+    std::uint16_t id;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto &k : kernels_)
+            if (k->name() == spec.name)
+                throw std::invalid_argument("a kernel named '" + spec.name + "' exists already in this runtime");
+        id = next_kernel_id_++;
+        if (next_kernel_id_ == 0) next_kernel_id_ = 1;
+    }
+
+    auto core = std::make_shared<KernelCore>();
+    core->spec = spec;
+    core->cb.node = id;
+    core->buffers = buffers_;
+    backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)
+
+    std::shared_ptr<Kernel> k(new Kernel(*this, spec, id));
+    k->core_ = core;
+    QueueConfig in_cfg = spec.options.queue_config(spec.input_size);
+    in_cfg.type_id = spec.input_type;
+    k->input_ = std::make_shared<Queue>(in_cfg, nullptr, core->doorbell);
+    QueueConfig out_cfg = spec.options.queue_config(spec.output_size);
+    out_cfg.type_id = spec.output_type;
+    out_cfg.source = id;
+    out_cfg.dedup_window = 0;  // reply ids are unique by construction
+    k->output_ = std::make_shared<Queue>(out_cfg);
+
+    rk_routes routes{};
+    routes.n_inputs = 1;
+    routes.inputs[0] = route_of(k->input_);
+    routes.n_channels = static_cast<rk_u32>(1 + spec.channels.size());
+    routes.channels[0].count = 1;
+    routes.channels[0].targets[0] = route_of(k->output_);
+    std::vector<std::shared_ptr<Queue>> keep{k->input_, k->output_};
+    k->channel_queues_.push_back(k->output_);
+    k->channel_to_host_.push_back(true);
+    for (std::size_t i = 0; i < spec.channels.size(); ++i) {
+        QueueConfig ch_cfg = out_cfg;
+        auto q = std::make_shared<Queue>(ch_cfg);
+        routes.channels[i + 1].count = 1;
+        routes.channels[i + 1].targets[0] = route_of(q);
+        keep.push_back(q);
+        k->channel_queues_.push_back(q);
+        k->channel_to_host_.push_back(true);
+    }
+    {
+        std::lock_guard<std::mutex> rl(core->routes_mu);
+        core->publish_routes(routes, keep);
+    }
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto &other : kernels_)  // re-check: another thread may have won the name
+            if (other->name() == spec.name)
+                throw std::invalid_argument("a kernel named '" + spec.name + "' exists already in this runtime");
+        for (const std::string &n : {spec.name + ".in", spec.name + ".out"})
+            if (queues_.count(n)) throw std::invalid_argument("a queue named '" + n + "' exists already");
+        register_queue(spec.name + ".in", k->input_, spec.name);
+        register_queue(spec.name + ".out", k->output_, spec.name);
+        for (std::size_t i = 0; i < spec.channels.size(); ++i)
+            register_queue(spec.name + "." + spec.channels[i], k->channel_queues_[i + 1], spec.name);
+        kernels_.push_back(k);
+    }
+    return k;
+}
+
+void Kernel::launch() {
+    std::lock_guard<std::mutex> lock(mu_);
+    require({KernelState::Created}, "launch()", allowed_in(state()));
+    core_->runner->start(core_);
+    state_.store(KernelState::Launched, std::memory_order_release);
+}
+
+std::shared_ptr<Kernel> Runtime::launch(const KernelSpec &spec) {
+    auto k = create(spec);
+    k->launch();
+    return k;
+}
+
+std::vector<std::shared_ptr<Kernel>> Runtime::kernels() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return kernels_;
+}
+
+std::shared_ptr<Kernel> Runtime::kernel(const std::string &name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto &k : kernels_)
+        if (k->name() == name) return k;
+    throw std::out_of_range("no kernel named '" + name + "' in this runtime");
+}
+
+std::vector<std::string> Runtime::queue_names() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::string> out;
+    for (const auto &kv : queues_) out.push_back(kv.first);
+    return out;
+}
+
+std::shared_ptr<Queue> Runtime::queue(const std::string &name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = queues_.find(name);
+    if (it == queues_.end()) throw std::out_of_range("no queue named '" + name + "' in this runtime");
+    return it->second;
+}
+
+std::shared_ptr<Queue> Runtime::create_queue(const std::string &name, const QueueConfig &cfg) {
+    check_open("create_queue()");
+    check_name("queue name", name);
+    auto q = std::make_shared<Queue>(cfg);
+    std::lock_guard<std::mutex> lock(mu_);
+    register_queue(name, q, "");
+    return q;
+}
+
+void Runtime::destroy_queue(const std::string &name) {
+    std::shared_ptr<Queue> q;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = queues_.find(name);
+        if (it == queues_.end()) throw std::out_of_range("no queue named '" + name + "' in this runtime");
+        const std::string &owner = queue_owner_[name];
+        if (!owner.empty())
+            throw std::invalid_argument("queue '" + name + "' belongs to kernel '" + owner +
+                                        "' and is released when that kernel terminates");
+        q = it->second;
+        queues_.erase(it);
+        queue_owner_.erase(name);
+    }
+    q->close("queue '" + name + "' was destroyed");
+}
+
+void Runtime::add_input(Kernel &dst, const std::shared_ptr<Queue> &ring) {
+    KernelCore &core = *dst.core_;
+    std::lock_guard<std::mutex> rl(core.routes_mu);
+    rk_routes next = core.routes();
+    if (next.n_inputs >= RK_MAX_INPUTS)
+        throw std::invalid_argument("kernel '" + dst.name() + "' reads " + std::to_string(RK_MAX_INPUTS) +
+                                    " inputs already (the most a kernel may have)");
+    next.inputs[next.n_inputs++] = route_of(ring);
+    core.publish_routes(next, {ring});
+}
+
+void Runtime::add_output(Kernel &src, std::uint32_t channel, const std::vector<std::shared_ptr<Queue>> &rings) {
+    KernelCore &core = *src.core_;
+    std::lock_guard<std::mutex> rl(core.routes_mu);
+    rk_routes next = core.routes();
+    rk_channel &ch = next.channels[channel];
+    if (src.channel_to_host_[channel]) ch.count = 0;  // the first connection replaces the host queue
+    for (const auto &r : rings) {
+        if (ch.count >= RK_MAX_FANOUT)
+            throw std::invalid_argument("channel " + std::to_string(channel) + " of kernel '" + src.name() +
+                                        "' feeds " + std::to_string(RK_MAX_FANOUT) + " rings already (the most)");
+        ch.targets[ch.count++] = route_of(r);
+    }
+    src.channel_to_host_[channel] = false;
+    core.publish_routes(next, rings);
+}
+
+namespace {
+void check_connectable(const Kernel &src, std::uint32_t src_size, std::uint16_t src_type, const Kernel &dst) {
+    const KernelSpec &d = dst.spec();
+    if (src_size != d.input_size || (src_type && d.input_type && src_type != d.input_type)) {
+        std::ostringstream msg;
+        msg << "cannot connect '" << src.name() << "' to '" << dst.name() << "': '" << src.name() << "' sends "
+            << src_size << "-byte records of type id " << src_type << ", '" << dst.name() << "' takes " << d.input_size
+            << "-byte records of type id " << d.input_type;
+        throw TypeMismatch(msg.str());
+    }
+    for (const Kernel *k : {&src, &dst}) {
+        const KernelState s = k->state();
+        if (s == KernelState::Terminating || s == KernelState::Terminated || s == KernelState::Faulted)
+            throw LifecycleError("cannot connect kernel '" + k->name() + "': it is " + to_string(s));
+    }
+}
+}  // namespace
+
+std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channel) {
+    check_open("connect()");
+    if (src.rt_ != this || dst.rt_ != this) throw std::invalid_argument("both kernels must belong to this runtime");
+    const std::uint32_t ch = src.channel_index(channel);
+    check_connectable(src, src.spec().output_size, src.spec().output_type, dst);
+    const std::string name = src.name() + (channel.empty() ? "" : "." + channel) + "->" + dst.name();
+    QueueConfig cfg = dst.spec().options.queue_config(dst.spec().input_size);
+    cfg.type_id = src.spec().output_type;
+    cfg.source = src.id();
+    cfg.dedup_window = 0;
+    auto ring = std::make_shared<Queue>(cfg, nullptr, dst.core_->doorbell);
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        register_queue(name, ring, dst.name());
+    }
+    add_input(dst, ring);
+    add_output(src, ch, {ring});
+    return name;
+}
+
+void Runtime::create_topic(const std::string &name, std::uint32_t record_size, std::uint16_t type_id) {
+    check_open("create_topic()");
+    check_name("topic name", name);
+    if (record_size < 1 || record_size > kMaxPayload)
+        throw std::invalid_argument("record_size must be in [1, " + std::to_string(kMaxPayload) + "], got " +
+                                    std::to_string(record_size));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (topics_.count(name)) throw std::invalid_argument("a topic named '" + name + "' exists already");
+    Topic t;
+    t.info.name = name;
+    t.info.record_size = record_size;
+    t.info.type_id = type_id;
+    topics_[name] = std::move(t);
+}
+
+Runtime::Topic &Runtime::topic_ref(const std::string &name) {
+    auto it = topics_.find(name);
+    if (it == topics_.end()) throw std::out_of_range("no topic named '" + name + "' in this runtime");
+    return it->second;
+}
+
+TopicInfo Runtime::topic(const std::string &name) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return const_cast<Runtime *>(this)->topic_ref(name).info;
+}
+
+void Runtime::subscribe(const std::string &topic_name, Kernel &k) {
+    check_open("subscribe()");
+    std::shared_ptr<Queue> ring;
+    std::vector<std::pair<Kernel *, std::uint32_t>> publishers;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        Topic &t = topic_ref(topic_name);
+        check_connectable(k, t.info.record_size, t.info.type_id, k);  // state check
+        if (t.info.record_size != k.spec().input_size || (t.info.type_id && k.spec().input_type &&
+                                                          t.info.type_id != k.spec().input_type))
+            throw TypeMismatch("kernel '" + k.name() + "' takes " + std::to_string(k.spec().input_size) +
+                               "-byte records of type id " + std::to_string(k.spec().input_type) + "; topic '" +
+                               topic_name + "' carries " + std::to_string(t.info.record_size) +
+                               "-byte records of type id " + std::to_string(t.info.type_id));
+        const std::string name = topic_name + "=>" + k.name();
+        QueueConfig cfg = k.spec().options.queue_config(k.spec().input_size);
+        cfg.type_id = t.info.type_id;
+        cfg.dedup_window = 0;
+        ring = std::make_shared<Queue>(cfg, nullptr, k.core_->doorbell);
+        register_queue(name, ring, k.name());
+        t.rings.push_back(ring);
+        t.info.subscribers.push_back(k.name());
+        publishers = t.publishers;
+    }
+    add_input(k, ring);
+    for (auto &p : publishers) add_output(*p.first, p.second, {ring});
+}
+
+void Runtime::connect_topic(Kernel &src, const std::string &topic_name, const std::string &channel) {
+    check_open("connect()");
+    const std::uint32_t ch = src.channel_index(channel);
+    std::vector<std::shared_ptr<Queue>> rings;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        Topic &t = topic_ref(topic_name);
+        if (src.spec().output_size != t.info.record_size ||
+            (src.spec().output_type && t.info.type_id && src.spec().output_type != t.info.type_id))
+            throw TypeMismatch("kernel '" + src.name() + "' sends " + std::to_string(src.spec().output_size) +
+                               "-byte records of type id " + std::to_string(src.spec().output_type) + "; topic '" +
+                               topic_name + "' carries " + std::to_string(t.info.record_size) +
+                               "-byte records of type id " + std::to_string(t.info.type_id));
+        t.publishers.emplace_back(&src, ch);
+        rings = t.rings;
+    }
+    // Even with no subscriber yet the channel now belongs to the topic (replies are dropped, counted).
+    add_output(src, ch, rings);
+}
+
+std::size_t Runtime::publish(const std::string &topic_name, const void *record, const SendOptions &opts,
+                             const Wait &wait) {
+    std::vector<std::shared_ptr<Queue>> rings;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        check_open("publish()");
+        rings = topic_ref(topic_name).rings;
+    }
+    std::size_t n = 0;
+    for (auto &r : rings) {
+        if (r->closed()) continue;
+        n += r->send(record, opts, wait) ? 1 : 0;
+    }
+    return n;
+}
+
+Buffer Runtime::buffer(std::size_t bytes) {
+    check_open("buffer()");
+    if (bytes == 0 || bytes > (1ull << 40))
+        throw std::invalid_argument("buffer size must be in [1, 2^40] bytes, got " + std::to_string(bytes));
+    BufferTableMem &t = *buffers_;
+    std::lock_guard<std::mutex> lock(t.mu);
+    if (t.next_free >= t.entries.size())
+        throw std::invalid_argument("this runtime has " + std::to_string(t.entries.size()) +
+                                    " buffers already (RuntimeConfig::max_buffers)");
+    const std::uint32_t i = t.next_free++;
+    const std::size_t rounded = (bytes + 63) & ~std::size_t(63);
+    void *p = std::aligned_alloc(64, rounded);
+    if (!p) throw std::bad_alloc();
+    std::memset(p, 0, rounded);
+    t.memory[i] = p;
+    rk_buffer_entry &e = t.entries[i];
+    e.address = static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(p));
+    e.bytes = bytes;
+    e.generation += 1;
+    rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    return Buffer{(static_cast<std::uint64_t>(e.generation) << 32) | (i + 1), p, bytes};
+}
+
+namespace {
+rk_buffer_entry *find_entry(BufferTableMem &t, std::uint64_t handle) {
+    const std::uint64_t index = handle & 0xFFFFFFFFu;
+    if (index == 0 || index > t.entries.size()) return nullptr;
+    rk_buffer_entry &e = t.entries[index - 1];
+    if (!e.live || e.generation != static_cast<std::uint32_t>(handle >> 32)) return nullptr;
+    return &e;
+}
+}  // namespace
+
+void Runtime::release_buffer(std::uint64_t handle) {
+    check_open("release_buffer()");
+    BufferTableMem &t = *buffers_;
+    std::lock_guard<std::mutex> lock(t.mu);
+    rk_buffer_entry *e = find_entry(t, handle);
+    if (!e) throw std::invalid_argument("no live buffer with handle " + std::to_string(handle));
+    // The handle stops resolving now; the memory stays until the runtime is closed, since a kernel
+    // may be reading it this very moment.
+    rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e->live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+}
+
+Buffer Runtime::resolve(std::uint64_t handle) const {
+    check_open("resolve()");
+    BufferTableMem &t = *buffers_;
+    std::lock_guard<std::mutex> lock(t.mu);
+    rk_buffer_entry *e = find_entry(t, handle);
+    if (!e) throw std::invalid_argument("no live buffer with handle " + std::to_string(handle));
+    return Buffer{handle, reinterpret_cast<void *>(static_cast<std::uintptr_t>(e->address)), e->bytes};
+}
+
+std::shared_ptr<const void> Runtime::buffer_keepalive() const { return buffers_; }
+
+void Runtime::close(std::int64_t timeout_ns) {
+    std::vector<std::shared_ptr<Kernel>> ks;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (closed_) return;
+        ks = kernels_;
+    }
+    for (auto &k : ks) k->terminate(timeout_ns);
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto &k : ks) k->rt_ = nullptr;
+    for (auto &kv : queues_) kv.second->close("the runtime is closed");
+    queues_.clear();
+    queue_owner_.clear();
+    topics_.clear();
+    for (auto &k : kernels_) k->rt_ = nullptr;
+    kernels_.clear();
+    {
+        std::lock_guard<std::mutex> bl(buffers_->mu);
+        for (auto &e : buffers_->entries)
+            rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+    }
+    buffers_.reset();  // memory goes when the last holder (a view, a faulted kernel) lets go
+    closed_ = true;
+}
+
+}  // namespace rk

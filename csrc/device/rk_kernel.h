@@ -1,0 +1,383 @@
+/*
+ * rk_kernel.h — the persistent ring-kernel loop and the handler API (DESIGN.md §6), written once in
+ * the device dialect.
+ *
+ * A handler is a function
+ *
+ *     int my_handler(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+ *
+ * called by every thread of a block for each message the block takes. `in` points at the request
+ * payload (in place, in the input ring), `out` at the block's reply buffer (zeroed, the size of the
+ * kernel's output record). It returns RK_REPLY (send `out` on the default output), RK_NO_REPLY, or a
+ * negative error code, which the loop records (control block errors_encountered and last_error,
+ * telemetry error_code) before it goes on serving. The block's result is thread 0's return value,
+ * unless a thread returned an error. Inside a handler:
+ *
+ *     rk_thread_rank(ctx), rk_thread_count(ctx)   this thread within the block
+ *     rk_barrier(ctx)                             every thread of the block reaches it first
+ *     rk_shared(ctx)                              RK_SHARED_BYTES of memory shared by the block
+ *     rk_buffer(ctx, handle, min_bytes)           the memory behind a buffer handle, or RK_NULL
+ *     rk_request(ctx)                             the request's envelope
+ *     rk_emit(ctx, channel, payload)              send a record on a named output channel (1..7)
+ *
+ * One iteration of the persistent loop is rk_block_step(): take one message from the inputs (round
+ * robin over the kernel's input rings), drop it if its TTL has passed, advance the kernel's HLC past
+ * the request's stamp (so causal order holds along a pipeline), run the handler on the block's
+ * threads, deliver the reply to every ring of the default channel, release the input slot, update
+ * the control block and, when enabled, the telemetry. RK_DEFINE_BLOCK_STEP(name, handler) makes
+ * one for a given handler; each backend wraps it in its own outer loop (idle back-off, terminate).
+ */
+#ifndef RK_KERNEL_H
+#define RK_KERNEL_H
+
+#include "rk_ring.h"
+
+#define RK_KERNEL_ABI 1
+
+/* Handler results. */
+#define RK_REPLY 1
+#define RK_NO_REPLY 0
+#define RK_ERR_HANDLER (-1)   /* the handler reported a failure */
+#define RK_ERR_BUFFER (-2)    /* a buffer handle did not resolve, or its buffer is too small */
+#define RK_ERR_INPUT (-3)     /* the request is malformed (e.g. length out of range) */
+#define RK_ERR_HOST (-4)      /* a host (Python) handler raised */
+#define RK_ERR_CHANNEL (-5)   /* rk_emit on a channel the kernel does not have */
+#define RK_ERR_OPERATION (-6) /* an operation code the handler does not know */
+
+/* One step's outcome. */
+#define RK_STEP_IDLE 0    /* nothing to take */
+#define RK_STEP_DONE 1    /* one message handled */
+#define RK_STEP_EXPIRED 2 /* one message dropped by its TTL */
+
+#define RK_MAX_INPUTS 16
+#define RK_MAX_CHANNELS 8
+#define RK_MAX_FANOUT 16
+#define RK_SHARED_BYTES 16384u
+
+/* Backpressure of the kernel's outputs (values of rk::Backpressure). */
+#define RK_BP_BLOCK 0
+#define RK_BP_REJECT 1
+#define RK_BP_DROP_OLDEST 2
+#define RK_BP_DROP_NEW 3
+
+/* Host events a step reports (rk_ctx.event): who to wake, what to account. */
+#define RK_EVENT_DATA 1    /* a message was published into the ring of `cookie` */
+#define RK_EVENT_SPACE 2   /* a slot of the input ring of `cookie` was released */
+#define RK_EVENT_EXPIRED 3 /* n input messages of `cookie` expired */
+#define RK_EVENT_EVICTED 4 /* n messages of the output ring of `cookie` were evicted */
+
+/* Where a kernel reads and writes. Replaced as a whole (never edited in place) when kernels are
+ * connected, so a block always sees a consistent set. `cookie` identifies a ring to the host. */
+typedef struct rk_route {
+    RK_GLOBAL rk_ring_header *ring;
+    rk_u64 cookie;
+} rk_route;
+
+typedef struct rk_channel {
+    rk_u32 count;
+    rk_u32 reserved;
+    rk_route targets[RK_MAX_FANOUT];
+} rk_channel;
+
+typedef struct rk_routes {
+    rk_u32 n_inputs;
+    rk_u32 n_channels;
+    rk_route inputs[RK_MAX_INPUTS];
+    rk_channel channels[RK_MAX_CHANNELS];
+} rk_routes;
+
+/* Buffers: handle = generation << 32 | (index + 1); 0 is never a handle. */
+typedef struct rk_buffer_entry {
+    rk_u64 address;
+    rk_u64 bytes;
+    rk_u32 generation;
+    rk_u32 live;
+    rk_u64 reserved;
+} rk_buffer_entry;
+
+typedef struct rk_buffer_table {
+    rk_u32 capacity;
+    rk_u32 reserved;
+    RK_GLOBAL rk_buffer_entry *entries;
+} rk_buffer_table;
+
+typedef struct rk_ctx rk_ctx;
+typedef int (*rk_handler_fn)(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+
+/* A block's view of its kernel. The first part is shared by every thread of the block; rank and
+ * the current message change per thread and per message. */
+struct rk_ctx {
+    RK_GLOBAL rk_control_block *cb;
+    RK_GLOBAL rk_telemetry *tel;
+    RK_GLOBAL rk_u64 *routes;            /* address of the current rk_routes (swapped atomically) */
+    RK_GLOBAL rk_buffer_table *buffers;
+    rk_u32 block_index, grid;
+    rk_u32 thread_rank, thread_count;
+    rk_u32 in_size, out_size;            /* record sizes of the input and output types */
+    rk_u16 out_type;
+    rk_u16 node;
+    rk_u32 single_consumer;              /* 1 when this block is the inputs' only consumer */
+    rk_u32 next_input;                   /* round-robin cursor over the inputs */
+    rk_u32 backpressure;                 /* RK_BP_* for the kernel's outputs */
+    rk_u64 ttl_ns;                       /* 0 = off */
+    rk_u64 reply_id_base;
+    RK_GLOBAL const rk_envelope *request; /* the message being handled */
+    rk_u64 stamp;                        /* the HLC stamp of its receipt */
+    void *out;                           /* the block's reply buffer (out_size bytes) */
+    void *shared;                        /* RK_SHARED_BYTES per block */
+    rk_i32 status;                       /* the block's handler result for this message */
+    rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
+#if defined(RK_TARGET_HOST)
+    /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
+    void *host;                          /* the backend's per-block state */
+    void *handler_data;                  /* a host handler's object */
+    rk_handler_fn handler;               /* the handler run_threads runs */
+    int (*run_threads)(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+    void (*barrier)(rk_ctx *ctx);
+    void (*backoff)(rk_ctx *ctx, rk_u32 attempt);
+    void (*event)(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n);
+    rk_u64 (*now_ns)(void);
+#endif
+};
+
+/* ---- clock ----------------------------------------------------------------------------------------- */
+#if defined(RK_TARGET_HOST)
+RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->now_ns(); }
+#define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
+#endif
+
+/* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
+ * hlc.hpp, so stamps are strictly increasing and always after the stamp they answer. */
+RK_FN rk_u64 rk_hlc_advance(RK_GLOBAL rk_u64 *state, rk_u64 remote, rk_u64 now_ms) {
+    rk_u64 cur = rk_atomic_load_u64(state, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_u64 pt = now_ms << 16;
+    for (;;) {
+        rk_u64 next = cur + 1u;
+        if (remote + 1u > next) next = remote + 1u;
+        if (pt > next) next = pt;
+        if (rk_atomic_cas_u64(state, &cur, next, RK_ACQ_REL, RK_RELAXED, RK_SCOPE_SYSTEM)) return next;
+    }
+}
+
+RK_FN void rk_atomic_max_u64(RK_GLOBAL rk_u64 *p, rk_u64 v) {
+    rk_u64 cur = rk_atomic_load_u64(p, RK_RELAXED, RK_SCOPE_SYSTEM);
+    while (v > cur && !rk_atomic_cas_u64(p, &cur, v, RK_RELAXED, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+    }
+}
+
+/* Minimum where 0 means "no sample yet". */
+RK_FN void rk_atomic_min_nonzero_u64(RK_GLOBAL rk_u64 *p, rk_u64 v) {
+    rk_u64 cur = rk_atomic_load_u64(p, RK_RELAXED, RK_SCOPE_SYSTEM);
+    while ((cur == 0 || v < cur) && !rk_atomic_cas_u64(p, &cur, v, RK_RELAXED, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+    }
+}
+
+/* ---- the handler API ------------------------------------------------------------------------------- */
+RK_FN rk_u32 rk_thread_rank(const rk_ctx *ctx) { return ctx->thread_rank; }
+RK_FN rk_u32 rk_thread_count(const rk_ctx *ctx) { return ctx->thread_count; }
+RK_FN void *rk_shared(const rk_ctx *ctx) { return ctx->shared; }
+RK_FN RK_GLOBAL const rk_envelope *rk_request(const rk_ctx *ctx) { return ctx->request; }
+#if defined(RK_TARGET_HOST)
+RK_FN void rk_barrier(rk_ctx *ctx) {
+    if (ctx->thread_count > 1) ctx->barrier(ctx);
+}
+#endif
+
+RK_FN RK_GLOBAL void *rk_buffer(const rk_ctx *ctx, rk_u64 handle, rk_u64 min_bytes) {
+    rk_u64 index = handle & 0xFFFFFFFFu;
+    if (ctx->buffers == RK_NULL || index == 0 || index > ctx->buffers->capacity) return RK_NULL;
+    RK_GLOBAL rk_buffer_entry *e = &ctx->buffers->entries[index - 1u];
+    if (rk_atomic_load_i32((RK_GLOBAL const rk_i32 *)&e->live, RK_ACQUIRE, RK_SCOPE_SYSTEM) == 0) return RK_NULL;
+    if (e->generation != (rk_u32)(handle >> 32) || e->bytes < min_bytes) return RK_NULL;
+    return (RK_GLOBAL void *)(rk_uptr)e->address;
+}
+
+RK_FN RK_GLOBAL rk_routes *rk_current_routes(const rk_ctx *ctx) {
+    return (RK_GLOBAL rk_routes *)(rk_uptr)rk_atomic_load_u64(ctx->routes, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+}
+
+RK_FN void rk_count_dropped(rk_ctx *ctx, rk_u64 n) {
+    rk_atomic_fetch_add_u64(&ctx->cb->messages_dropped, n, RK_RELAXED, RK_SCOPE_SYSTEM);
+    if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM))
+        rk_atomic_fetch_add_u64(&ctx->tel->messages_dropped, n, RK_RELAXED, RK_SCOPE_SYSTEM);
+}
+
+RK_FN int rk_should_terminate(const rk_ctx *ctx) {
+    return rk_atomic_load_i32(&ctx->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+}
+
+/* Push one record to one ring under the kernel's backpressure. BLOCK waits (backing off) until there
+ * is space or the kernel is told to terminate; a reply that cannot be delivered is counted dropped. */
+RK_FN int rk_push_route(rk_ctx *ctx, const rk_route *route, RK_GLOBAL const rk_envelope *env,
+                        const void *payload) {
+    RK_GLOBAL rk_ring_header *r = route->ring;
+    rk_u32 attempt = 0;
+    while (!rk_ring_try_push(r, env, (RK_GLOBAL const rk_u8 *)payload, 0, RK_SCOPE_RINGS)) {
+        if (env->payload_size > r->max_payload) {
+            rk_count_dropped(ctx, 1);
+            return 0;
+        }
+        if (ctx->backpressure == RK_BP_DROP_OLDEST) {
+            rk_u64 pos;
+            RK_GLOBAL rk_envelope *old = rk_ring_acquire(r, &pos, 0, RK_SCOPE_RINGS);
+            if (old != RK_NULL) {
+                rk_ring_release(r, old, pos, RK_SCOPE_RINGS);
+                rk_count_dropped(ctx, 1);
+                ctx->event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
+            }
+            continue;
+        }
+        if (ctx->backpressure != RK_BP_BLOCK || rk_should_terminate(ctx)) {
+            rk_count_dropped(ctx, 1);
+            return 0;
+        }
+        ctx->backoff(ctx, attempt++);
+    }
+    ctx->event(ctx, RK_EVENT_DATA, route->cookie, 1);
+    return 1;
+}
+
+/* Send `payload` (out_size bytes) on a channel: every ring connected to it gets a copy. Returns the
+ * number of rings that took it, or RK_ERR_CHANNEL for a channel the kernel does not have. */
+RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+    RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
+    if (channel >= routes->n_channels) return RK_ERR_CHANNEL;
+    RK_GLOBAL rk_channel *ch = &routes->channels[channel];
+    if (ch->count == 0) return 0;
+    rk_envelope env;
+    env.message_id = ctx->reply_id_base +
+                     rk_atomic_fetch_add_u64(&ctx->cb->next_reply_id, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    env.correlation_id = ctx->request != RK_NULL ? ctx->request->message_id : 0;
+    env.enqueue_ns = rk_now_ns(ctx);
+    env.timestamp = rk_hlc_advance(&ctx->cb->hlc, ctx->stamp, env.enqueue_ns / 1000000u);
+    env.payload_size = ctx->out_size;
+    env.type_id = ctx->out_type;
+    env.source_kernel = ctx->node;
+    env.priority = ctx->request != RK_NULL ? ctx->request->priority : 0;
+    env.flags = 0;
+    env.reserved0 = 0;
+    env.reserved1 = 0;
+    env.reserved2 = 0;
+    env.sequence = 0;
+    int delivered = 0;
+    for (rk_u32 i = 0; i < ch->count; ++i) {
+        rk_route route = ch->targets[i];
+        delivered += rk_push_route(ctx, &route, &env, payload);
+    }
+    return delivered;
+}
+
+/* From a handler: send a record on named channel `channel` (1..7, in the order the kernel's channels
+ * were declared at launch). Only thread 0's call sends; the others return 0. */
+RK_FN int rk_emit(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+    if (ctx->thread_rank != 0) return 0;
+    if (channel == 0 || channel >= RK_MAX_CHANNELS) return RK_ERR_CHANNEL;
+    return rk_deliver(ctx, channel, payload);
+}
+
+/* ---- one step of the persistent loop ---------------------------------------------------------------- */
+
+/* Take the next message from the inputs, round robin. */
+RK_FN RK_GLOBAL rk_envelope *rk_take(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, rk_u64 *pos) {
+    rk_u32 n = routes->n_inputs;
+    for (rk_u32 k = 0; k < n; ++k) {
+        rk_u32 i = (ctx->next_input + k) % n;
+        RK_GLOBAL rk_envelope *slot =
+            rk_ring_acquire(routes->inputs[i].ring, pos, (int)ctx->single_consumer, RK_SCOPE_RINGS);
+        if (slot != RK_NULL) {
+            ctx->next_input = (i + 1u) % n;
+            *input = i;
+            return slot;
+        }
+    }
+    return RK_NULL;
+}
+
+RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
+    rk_atomic_fetch_add_i32(&ctx->cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&ctx->cb->last_error, code, RK_RELAXED, RK_SCOPE_SYSTEM);
+    if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM))
+        rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&ctx->tel->error_code, -code, RK_RELAXED, RK_SCOPE_SYSTEM);
+}
+
+/* From a handler (any one thread): record an error for this message and go on, e.g. before answering
+ * with a reply that carries the status. Returning a negative code records it too, without a reply. */
+RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code); }
+
+/* The part after the handler: deliver, release, account. */
+RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, RK_GLOBAL rk_envelope *slot,
+                         rk_u64 pos, rk_u64 started_ns) {
+    rk_i32 rc = ctx->status;
+    if (rc == RK_REPLY) rk_deliver(ctx, 0, ctx->out);
+    rk_u64 enqueued = slot->enqueue_ns;
+    rk_route in = routes->inputs[input];
+    rk_ring_release(in.ring, slot, pos, RK_SCOPE_RINGS);
+    ctx->request = RK_NULL;
+    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
+    if (rc < 0) rk_record_error(ctx, rc);
+    rk_u64 done = rk_now_ns(ctx);
+    rk_atomic_fetch_add_u64((RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_u64((RK_GLOBAL rk_u64 *)&ctx->cb->last_activity_ns, done, RK_RELAXED, RK_SCOPE_SYSTEM);
+    if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+        RK_GLOBAL rk_telemetry *t = ctx->tel;
+        /* Latency: from the request's enqueue (the producer's clock) to the reply's delivery. */
+        rk_u64 latency = done > enqueued ? done - enqueued : (done > started_ns ? done - started_ns : 1);
+        if (latency == 0) latency = 1;
+        rk_atomic_fetch_add_u64(&t->messages_processed, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_fetch_add_u64(&t->total_latency_ns, latency, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_min_nonzero_u64(&t->min_latency_ns, latency);
+        rk_atomic_max_u64(&t->max_latency_ns, latency);
+        rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
+        rk_u64 depth = rk_ring_size(in.ring, RK_SCOPE_RINGS);
+        rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
+    }
+    return RK_STEP_DONE;
+}
+
+/* The part before the handler. Returns RK_STEP_DONE with ctx->request set when a message is ready for
+ * the handler, or RK_STEP_IDLE / RK_STEP_EXPIRED. */
+RK_FN int rk_begin_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, RK_GLOBAL rk_envelope **slot,
+                        rk_u64 *pos, rk_u64 *started_ns) {
+    *slot = rk_take(ctx, routes, input, pos);
+    if (*slot == RK_NULL) return RK_STEP_IDLE;
+    rk_u64 now = rk_now_ns(ctx);
+    *started_ns = now;
+    if (ctx->ttl_ns != 0 && now > (*slot)->enqueue_ns && now - (*slot)->enqueue_ns > ctx->ttl_ns) {
+        rk_route in = routes->inputs[*input];
+        rk_ring_release(in.ring, *slot, *pos, RK_SCOPE_RINGS);
+        rk_count_dropped(ctx, 1);
+        ctx->event(ctx, RK_EVENT_EXPIRED, in.cookie, 1);
+        ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
+        return RK_STEP_EXPIRED;
+    }
+    ctx->request = *slot;
+    ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, (*slot)->timestamp, now / 1000000u);
+    rk_u8 *out = (rk_u8 *)ctx->out;
+    for (rk_u32 i = 0; i < ctx->out_size; ++i) out[i] = 0;
+    return RK_STEP_DONE;
+}
+
+#if defined(RK_TARGET_HOST)
+/* One step with `handler` run on the block's threads (emulated by the backend when there are more
+ * than one). */
+#define RK_DEFINE_BLOCK_STEP(step_name, handler_fn)                                                       \
+    int step_name(rk_ctx *ctx) {                                                                       \
+        RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);                                            \
+        rk_u32 input;                                                                                  \
+        RK_GLOBAL rk_envelope *slot;                                                                   \
+        rk_u64 pos, started;                                                                           \
+        int begun = rk_begin_step(ctx, routes, &input, &slot, &pos, &started);                          \
+        if (begun != RK_STEP_DONE) return begun;                                                       \
+        RK_GLOBAL const void *in = rk_envelope_payload(slot);                                            \
+        if (ctx->thread_count == 1) {                                                                  \
+            ctx->thread_rank = 0;                                                                      \
+            ctx->status = handler_fn(ctx, in, ctx->out);                                               \
+        } else {                                                                                       \
+            ctx->handler = handler_fn;                                                                 \
+            ctx->status = ctx->run_threads(ctx, in, ctx->out);                                         \
+        }                                                                                              \
+        return rk_finish_step(ctx, routes, input, slot, pos, started);                                 \
+    }
+#endif
+
+#endif /* RK_KERNEL_H */

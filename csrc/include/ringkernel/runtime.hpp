@@ -1,0 +1,271 @@
+// runtime.hpp — ring kernels: launch, lifecycle, named queues, buffers, K2K, topics, telemetry
+// (DESIGN §6–7). The Runtime owns kernels and everything they use; a backend runs their blocks.
+//
+// Lifecycle: CREATED → LAUNCHED → ACTIVE ⇄ DEACTIVATED → TERMINATING → TERMINATED, or FAULTED when
+// a kernel does not stop within terminate()'s timeout. Illegal calls throw LifecycleError naming the
+// state and the calls allowed in it. Messages sent while LAUNCHED or DEACTIVATED wait in the input
+// ring until the kernel is active.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ringkernel/errors.hpp"
+#include "ringkernel/layout.h"
+#include "ringkernel/options.hpp"
+#include "ringkernel/queue.hpp"
+#include "rk_kernel.h"
+
+namespace rk {
+
+enum class KernelState : int { Created, Launched, Active, Deactivated, Terminating, Terminated, Faulted };
+const char *to_string(KernelState s) noexcept;
+
+// A handler run on the host (the CPU backend): C++ code, or the Python binding's callables.
+class HostHandler {
+public:
+    virtual ~HostHandler() = default;
+    // One message, as a device handler: write the reply into `out` (zeroed, output size) and return
+    // RK_REPLY, RK_NO_REPLY or a negative error code. Exceptions are caught by the worker, recorded
+    // as RK_ERR_HOST (with their text, see Kernel::last_error_message) and the kernel goes on.
+    virtual int handle(rk_ctx *ctx, const void *in, void *out) = 0;
+    // Batches: when batch_size() > 1 the worker takes up to that many waiting messages at once and
+    // calls handle_batch() with them (n records, `stride` bytes apart). It writes replies into
+    // `out` (n records of the output size) and returns how many replies it wrote (0..n); reply i
+    // answers request i. Negative: an error code, no replies.
+    virtual std::size_t batch_size() const { return 1; }
+    virtual long handle_batch(rk_ctx *ctx, const void *in, std::size_t n, std::size_t stride, void *out) {
+        (void)ctx; (void)in; (void)n; (void)stride; (void)out;
+        return RK_ERR_HANDLER;
+    }
+    // Whether several blocks may call this handler at once (else calls are serialised).
+    virtual bool concurrent() const { return true; }
+};
+
+struct Handler {
+    enum class Kind { Builtin, Source, Host };
+    Kind kind = Kind::Builtin;
+    std::string name;                  // built-in name
+    std::string code, entry;           // portable source and its entry function
+    std::shared_ptr<HostHandler> host;
+
+    static Handler builtin(std::string name);
+    static Handler source(std::string code, std::string entry);
+    static Handler on_host(std::shared_ptr<HostHandler> h);
+    std::string describe() const;
+};
+
+// The names of the built-in catalog, and whether a name is in it.
+std::vector<std::string> builtin_handlers();
+
+struct KernelSpec {
+    std::string name;                  // [A-Za-z_][A-Za-z0-9_-]*, at most 64 characters
+    Handler handler;
+    std::uint32_t input_size = 64;     // bytes per input record
+    std::uint32_t output_size = 64;    // bytes per output record
+    std::uint16_t input_type = 0;      // type ids stamped into envelopes (0 = untyped)
+    std::uint16_t output_type = 0;
+    std::uint32_t grid = 1;            // blocks: worker threads on the CPU backend, [1, 256]
+    std::uint32_t block = 1;           // threads per block, [1, 1024]
+    LaunchOptions options;
+    std::vector<std::string> channels; // named output channels, 1..7 in this order
+};
+
+struct TelemetrySnapshot {
+    std::uint64_t messages_processed = 0, messages_dropped = 0, last_processed_timestamp = 0;
+    std::uint32_t queue_depth = 0, error_code = 0;
+    std::uint64_t total_latency_ns = 0, min_latency_ns = 0, max_latency_ns = 0;
+    double avg_latency_ns() const noexcept {
+        return messages_processed ? static_cast<double>(total_latency_ns) / static_cast<double>(messages_processed) : 0.0;
+    }
+};
+
+class Runtime;
+struct KernelCore;  // the memory blocks use (control block, telemetry, routes); outlives a faulted kernel
+class Backend;
+
+class Kernel : public std::enable_shared_from_this<Kernel> {
+public:
+    ~Kernel();
+    Kernel(const Kernel &) = delete;
+    Kernel &operator=(const Kernel &) = delete;
+
+    const std::string &name() const noexcept { return spec_.name; }
+    std::uint16_t id() const noexcept { return id_; }
+    const KernelSpec &spec() const noexcept { return spec_; }
+    KernelState state() const noexcept { return state_.load(std::memory_order_acquire); }
+
+    void launch();    // CREATED → LAUNCHED: start the blocks (Runtime::launch does create + launch)
+    void activate();
+    void deactivate();
+    // Stop every block within `timeout_ns` (< 0: a default of 5 s). Returns TERMINATED, or FAULTED
+    // when a block did not stop in time: its thread is abandoned (it exits when its handler
+    // returns), the kernel's queues are closed and unregistered, fault() says what happened.
+    KernelState terminate(std::int64_t timeout_ns = -1);
+
+    std::shared_ptr<Queue> input() const { return input_; }
+    std::shared_ptr<Queue> output() const { return output_; }
+    // The host queue of a named channel (0 = the default output); replies stop arriving there once
+    // the channel is connected to another kernel or a topic (see connected()).
+    std::shared_ptr<Queue> channel_queue(std::uint32_t index) const { return channel_queues_.at(index); }
+    bool connected(std::uint32_t index) const { return !channel_to_host_.at(index); }
+    // Why the kernel is FAULTED (empty otherwise).
+    std::string fault() const;
+
+    // Live memory, for zero-copy views. Valid as long as this Kernel exists.
+    const rk_control_block *control_block() const noexcept;
+    const rk_telemetry *telemetry_block() const noexcept;
+
+    void enable_telemetry();          // LifecycleError before launch or after terminate
+    void disable_telemetry();
+    bool telemetry_enabled() const noexcept;
+    void reset_telemetry();           // zeroes the counters (enabled or not)
+    TelemetrySnapshot telemetry() const;  // TelemetryNotEnabledError when disabled
+
+    std::uint64_t messages_processed() const noexcept;
+    std::int32_t errors() const noexcept;
+    std::int32_t last_error() const noexcept;
+    std::string last_error_message() const;  // the text of the last host-handler exception
+    std::uint64_t messages_dropped() const noexcept;
+
+    // Named output channels: index 1..7 of `name`; std::out_of_range if the kernel has none such.
+    std::uint32_t channel_index(const std::string &name) const;
+
+private:
+    friend class Runtime;
+    Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id);
+    void require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const;
+    void release_queues(const std::string &why);
+
+    Runtime *rt_;  // null once the runtime is closed
+    KernelSpec spec_;
+    std::uint16_t id_;
+    std::atomic<KernelState> state_{KernelState::Created};
+    mutable std::mutex mu_;  // lifecycle transitions
+    std::shared_ptr<KernelCore> core_;
+    std::shared_ptr<Queue> input_, output_;
+    std::string fault_;
+    std::vector<std::shared_ptr<Queue>> channel_queues_;  // host queue per channel
+    std::vector<bool> channel_to_host_;                   // channel still feeds its host queue
+};
+
+// A buffer kernels can reach by handle.
+struct Buffer {
+    std::uint64_t handle = 0;
+    void *data = nullptr;
+    std::size_t bytes = 0;
+};
+
+// A topic: publish once, every subscriber's input gets a copy.
+struct TopicInfo {
+    std::string name;
+    std::uint32_t record_size = 0;
+    std::uint16_t type_id = 0;
+    std::vector<std::string> subscribers;
+};
+
+struct RuntimeConfig {
+    // Where runtime-compiled handlers find the device dialect (rk_kernel.h and ringkernel/layout.h).
+    // Empty: $RINGKERNEL_INCLUDE_DIR, else the directories this library was built from.
+    std::vector<std::string> include_dirs;
+    std::string cache_dir;   // empty: $RINGKERNEL_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /ringkernel
+    std::string compiler;    // empty: $CC, else the first of cc, gcc, clang on PATH
+    std::uint32_t max_buffers = 4096;
+};
+
+// Which backends this build knows, whether each can run here and why not.
+struct BackendStatus {
+    std::string name;
+    bool available = false;
+    std::string detail;
+};
+std::vector<BackendStatus> backend_statuses();
+
+class Runtime {
+public:
+    // backend: "auto" (the best available, see backend()), "cpu", "cuda", "opencl", "metal".
+    // BackendUnavailableError with the reason when it cannot run here; invalid_argument for a name
+    // that is none of these.
+    explicit Runtime(const std::string &backend = "auto", RuntimeConfig cfg = {});
+    ~Runtime();  // close()
+    Runtime(const Runtime &) = delete;
+    Runtime &operator=(const Runtime &) = delete;
+
+    const std::string &backend() const noexcept { return backend_name_; }
+    const RuntimeConfig &config() const noexcept { return cfg_; }
+
+    // A CREATED kernel: handler prepared (a source handler is compiled here), queues registered.
+    std::shared_ptr<Kernel> create(const KernelSpec &spec);
+    // A LAUNCHED kernel: its rings and blocks exist, it consumes nothing until activate().
+    std::shared_ptr<Kernel> launch(const KernelSpec &spec);
+    std::vector<std::shared_ptr<Kernel>> kernels() const;
+    std::shared_ptr<Kernel> kernel(const std::string &name) const;  // std::out_of_range
+
+    // Named queues.
+    std::vector<std::string> queue_names() const;
+    std::shared_ptr<Queue> queue(const std::string &name) const;  // std::out_of_range
+    std::shared_ptr<Queue> create_queue(const std::string &name, const QueueConfig &cfg);
+    void destroy_queue(const std::string &name);  // closes it; a kernel's own queues cannot be
+
+    // K2K: src's replies on `channel` ("" = default output) go to dst's input through a ring named
+    // "<src>-><dst>" (or "<src>.<channel>-><dst>"). Several dst on one channel: each gets a copy.
+    // Returns the ring's name.
+    std::string connect(Kernel &src, Kernel &dst, const std::string &channel = "");
+
+    // Topics.
+    void create_topic(const std::string &name, std::uint32_t record_size, std::uint16_t type_id);
+    void subscribe(const std::string &topic, Kernel &k);   // ring "<topic>=><kernel>"
+    void connect_topic(Kernel &src, const std::string &topic, const std::string &channel = "");
+    // Send one record to every subscriber; returns how many took it.
+    std::size_t publish(const std::string &topic, const void *record, const SendOptions &opts = {},
+                        const Wait &wait = {});
+    TopicInfo topic(const std::string &name) const;
+
+    // Buffers: zeroed memory of `bytes`, reachable by handle from every kernel of this runtime.
+    Buffer buffer(std::size_t bytes);
+    void release_buffer(std::uint64_t handle);  // invalid_argument for an unknown handle
+    Buffer resolve(std::uint64_t handle) const;  // invalid_argument for an unknown handle
+    // Owns the memory of every buffer: hold it to keep a view valid after the runtime closes.
+    std::shared_ptr<const void> buffer_keepalive() const;
+
+    // Terminate every kernel (each within `timeout_ns`), release queues, topics and buffers.
+    void close(std::int64_t timeout_ns = -1);
+    bool closed() const noexcept { return closed_; }
+
+private:
+    friend class Kernel;
+    struct Topic;
+    void check_open(const char *call) const;
+    void register_queue(const std::string &name, std::shared_ptr<Queue> q, const std::string &owner);
+    void unregister_kernel(Kernel &k);
+    static void check_name(const std::string &what, const std::string &name);
+    void add_input(Kernel &dst, const std::shared_ptr<Queue> &ring);
+    void add_output(Kernel &src, std::uint32_t channel, const std::vector<std::shared_ptr<Queue>> &rings);
+    Topic &topic_ref(const std::string &name);
+
+    std::string backend_name_;
+    RuntimeConfig cfg_;
+    std::unique_ptr<Backend> backend_;
+    mutable std::mutex mu_;
+    std::vector<std::shared_ptr<Kernel>> kernels_;
+    std::map<std::string, std::shared_ptr<Queue>> queues_;
+    std::map<std::string, std::string> queue_owner_;  // queue name → kernel name ("" = runtime)
+    struct Topic {
+        TopicInfo info;
+        std::vector<std::shared_ptr<Queue>> rings;
+        std::vector<std::pair<Kernel *, std::uint32_t>> publishers;  // kernels connected to it
+    };
+    std::map<std::string, Topic> topics_;
+    struct BufferTable;
+    std::shared_ptr<BufferTable> buffers_;
+    std::uint16_t next_kernel_id_ = 1;
+    bool closed_ = false;
+};
+
+}  // namespace rk

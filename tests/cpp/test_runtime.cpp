@@ -1,0 +1,397 @@
+// Ring kernels on the CPU backend, end to end through the C++ API.
+#include <gtest/gtest.h>
+#include <dirent.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "ringkernel/ringkernel.hpp"
+#include "rk_builtins.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct Rec {
+    std::uint64_t seq;
+    std::uint64_t value;
+};
+
+rk::KernelSpec echo_spec(const std::string &name, std::uint32_t grid = 1) {
+    rk::KernelSpec s;
+    s.name = name;
+    s.handler = rk::Handler::builtin("echo");
+    s.input_size = s.output_size = sizeof(Rec);
+    s.grid = grid;
+    s.options.set_queue_capacity(1024);
+    return s;
+}
+
+rk::Wait secs(double s) { return rk::Wait::for_ns(static_cast<std::int64_t>(s * 1e9)); }
+
+std::size_t thread_count() {
+    std::size_t n = 0;
+    if (DIR *d = opendir("/proc/self/task")) {
+        while (dirent *e = readdir(d))
+            if (e->d_name[0] != '.') ++n;
+        closedir(d);
+    }
+    return n;
+}
+
+TEST(Runtime, EchoRoundTripKeepsOrderWithOneBlock) {
+    rk::Runtime rt("cpu");
+    auto k = rt.launch(echo_spec("echo"));
+    EXPECT_EQ(k->state(), rk::KernelState::Launched);
+    for (std::uint64_t i = 0; i < 100; ++i) {
+        Rec r{i, i * 7};
+        ASSERT_TRUE(k->input()->send(&r));
+    }
+    Rec out{};
+    EXPECT_FALSE(k->output()->receive(&out, nullptr, secs(0.05)));  // inactive: nothing consumed
+    k->activate();
+    for (std::uint64_t i = 0; i < 100; ++i) {
+        rk_envelope env{};
+        ASSERT_TRUE(k->output()->receive(&out, &env, secs(2)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(out.value, i * 7);
+        EXPECT_EQ(env.source_kernel, k->id());
+    }
+    EXPECT_EQ(k->messages_processed(), 100u);
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    Rec r{0, 0};
+    EXPECT_THROW(k->input()->send(&r), rk::LifecycleError);
+}
+
+TEST(Runtime, LifecycleErrorsNameTheStateAndAllowedCalls) {
+    rk::Runtime rt("cpu");
+    auto k = rt.create(echo_spec("k"));
+    EXPECT_EQ(k->state(), rk::KernelState::Created);
+    EXPECT_THROW(k->activate(), rk::LifecycleError);
+    EXPECT_THROW(k->enable_telemetry(), rk::LifecycleError);
+    k->launch();
+    EXPECT_THROW(k->launch(), rk::LifecycleError);
+    EXPECT_THROW(k->deactivate(), rk::LifecycleError);
+    k->activate();
+    try {
+        k->activate();
+        FAIL() << "activate twice";
+    } catch (const rk::LifecycleError &e) {
+        EXPECT_NE(std::string(e.what()).find("ACTIVE"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("deactivate()"), std::string::npos) << e.what();
+    }
+    k->deactivate();
+    k->activate();
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    EXPECT_THROW(k->activate(), rk::LifecycleError);
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);  // idempotent
+}
+
+TEST(Runtime, NamedQueueRegistry) {
+    rk::Runtime rt("cpu");
+    auto a = rt.launch(echo_spec("a"));
+    auto b = rt.launch(echo_spec("b"));
+    auto names = rt.queue_names();
+    EXPECT_EQ(names, (std::vector<std::string>{"a.in", "a.out", "b.in", "b.out"}));
+    EXPECT_EQ(rt.queue("a.in"), a->input());
+    EXPECT_THROW(rt.queue("nope"), std::out_of_range);
+    EXPECT_THROW(rt.launch(echo_spec("a")), std::invalid_argument);
+    rk::QueueConfig cfg;
+    cfg.payload_size = 16;
+    rt.create_queue("side", cfg);
+    EXPECT_THROW(rt.create_queue("side", cfg), std::invalid_argument);
+    EXPECT_THROW(rt.destroy_queue("a.in"), std::invalid_argument);
+    rt.destroy_queue("side");
+    a->terminate();
+    names = rt.queue_names();
+    EXPECT_EQ(names, (std::vector<std::string>{"b.in", "b.out"}));
+}
+
+TEST(Runtime, VectorAddInlineAndBuffers) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s;
+    s.name = "adder";
+    s.handler = rk::Handler::builtin("vector_add");
+    s.input_size = sizeof(rk_vector_add_request);
+    s.output_size = sizeof(rk_vector_add_response);
+    s.block = 32;
+    auto k = rt.launch(s);
+    k->activate();
+    for (std::uint32_t op = 0; op < 4; ++op) {
+        rk_vector_add_request req{};
+        req.op = static_cast<rk_u8>(op);
+        req.length = 25;
+        for (int i = 0; i < 25; ++i) {
+            req.a[i] = static_cast<float>(i + 1);
+            req.b[i] = 2.0f;
+        }
+        ASSERT_TRUE(k->input()->send(&req));
+        rk_vector_add_response resp{};
+        ASSERT_TRUE(k->output()->receive(&resp, nullptr, secs(2)));
+        ASSERT_EQ(resp.status, 0);
+        ASSERT_EQ(resp.length, 25u);
+        for (int i = 0; i < 25; ++i)
+            EXPECT_FLOAT_EQ(resp.result[i], rk_vector_apply(op, static_cast<float>(i + 1), 2.0f));
+    }
+    const std::size_t n = 100;
+    rk::Buffer a = rt.buffer(n * 4), b = rt.buffer(n * 4), o = rt.buffer(n * 4);
+    for (std::size_t i = 0; i < n; ++i) {
+        static_cast<float *>(a.data)[i] = static_cast<float>(i);
+        static_cast<float *>(b.data)[i] = 0.5f;
+    }
+    rk_vector_add_request req{};
+    req.op = RK_VECTOR_MULTIPLY;
+    req.length = n;
+    req.a_buf = a.handle;
+    req.b_buf = b.handle;
+    req.out_buf = o.handle;
+    ASSERT_TRUE(k->input()->send(&req));
+    rk_vector_add_response resp{};
+    ASSERT_TRUE(k->output()->receive(&resp, nullptr, secs(2)));
+    ASSERT_EQ(resp.status, 0);
+    for (std::size_t i = 0; i < n; ++i) EXPECT_FLOAT_EQ(static_cast<float *>(o.data)[i], static_cast<float>(i) * 0.5f);
+    // A bad handle is answered with a status and counted as an error.
+    req.b_buf = 12345;
+    ASSERT_TRUE(k->input()->send(&req));
+    ASSERT_TRUE(k->output()->receive(&resp, nullptr, secs(2)));
+    EXPECT_EQ(resp.status, RK_ERR_BUFFER);
+    EXPECT_EQ(k->errors(), 1);
+    EXPECT_EQ(k->last_error(), RK_ERR_BUFFER);
+}
+
+TEST(Runtime, SourceHandlerWithBarrierCompilesAndRuns) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = echo_spec("summer");
+    s.block = 8;
+    // Each thread adds its rank into shared memory; after the barrier thread 0 sums them.
+    s.handler = rk::Handler::source(R"(
+typedef struct { unsigned long long seq, value; } rec;
+int sum_ranks(rk_ctx *ctx, const void *in, void *out) {
+    unsigned *slots = (unsigned *)rk_shared(ctx);
+    slots[rk_thread_rank(ctx)] = rk_thread_rank(ctx) + 1;
+    rk_barrier(ctx);
+    if (rk_thread_rank(ctx) == 0) {
+        unsigned long long total = 0;
+        for (unsigned i = 0; i < rk_thread_count(ctx); ++i) total += slots[i];
+        ((rec *)out)->seq = ((const rec *)in)->seq;
+        ((rec *)out)->value = total;
+    }
+    rk_barrier(ctx);
+    return RK_REPLY;
+}
+)",
+                                    "sum_ranks");
+    auto k = rt.launch(s);
+    k->activate();
+    for (std::uint64_t i = 0; i < 20; ++i) {
+        Rec r{i, 0};
+        ASSERT_TRUE(k->input()->send(&r));
+        Rec out{};
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(5)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(out.value, 36u);  // 1 + ... + 8
+    }
+}
+
+TEST(Runtime, SourceCompileErrorCarriesTheLog) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = echo_spec("bad");
+    s.handler = rk::Handler::source("int broken(rk_ctx *ctx, const void *in, void *out) { return nope; }", "broken");
+    try {
+        rt.launch(s);
+        FAIL() << "expected CompileError";
+    } catch (const rk::CompileError &e) {
+        EXPECT_NE(e.log().find("nope"), std::string::npos) << e.log();
+    }
+    EXPECT_TRUE(rt.queue_names().empty());
+}
+
+TEST(Runtime, NoCompilerIsAClearError) {
+    rk::RuntimeConfig cfg;
+    cfg.compiler = "/nonexistent/cc";
+    rk::Runtime rt("cpu", cfg);
+    rk::KernelSpec s = echo_spec("x");
+    s.handler = rk::Handler::source("int h(rk_ctx *c, const void *i, void *o) { return RK_REPLY; }", "h");
+    EXPECT_THROW(rt.launch(s), rk::CompileError);
+}
+
+struct Failing final : rk::HostHandler {
+    int handle(rk_ctx *, const void *in, void *out) override {
+        Rec r;
+        std::memcpy(&r, in, sizeof r);
+        if (r.seq % 3 == 0) throw std::runtime_error("boom " + std::to_string(r.seq));
+        if (r.seq % 3 == 1) return RK_ERR_HANDLER;
+        std::memcpy(out, &r, sizeof r);
+        return RK_REPLY;
+    }
+};
+
+TEST(Runtime, HandlerFaultsAreCountedAndTheKernelKeepsServing) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = echo_spec("faulty");
+    s.handler = rk::Handler::on_host(std::make_shared<Failing>());
+    auto k = rt.launch(s);
+    k->activate();
+    for (std::uint64_t i = 0; i < 9; ++i) {
+        Rec r{i, i};
+        ASSERT_TRUE(k->input()->send(&r));
+    }
+    std::vector<std::uint64_t> got;
+    Rec out{};
+    while (got.size() < 3 && k->output()->receive(&out, nullptr, secs(2))) got.push_back(out.seq);
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{2, 5, 8}));
+    EXPECT_EQ(k->errors(), 6);
+    EXPECT_NE(k->last_error_message().find("boom"), std::string::npos);
+    EXPECT_EQ(k->messages_processed(), 9u);
+}
+
+struct Stuck final : rk::HostHandler {
+    std::atomic<bool> release{false};
+    std::atomic<bool> entered{false};
+    int handle(rk_ctx *, const void *, void *) override {
+        entered = true;
+        while (!release) std::this_thread::sleep_for(1ms);
+        return RK_NO_REPLY;
+    }
+};
+
+TEST(Runtime, TerminateReturnsWhenTheHandlerNeverDoes) {
+    auto stuck = std::make_shared<Stuck>();
+    std::shared_ptr<rk::Kernel> k;
+    {
+        rk::Runtime rt("cpu");
+        rk::KernelSpec s = echo_spec("stuck");
+        s.handler = rk::Handler::on_host(stuck);
+        k = rt.launch(s);
+        k->activate();
+        Rec r{1, 1};
+        ASSERT_TRUE(k->input()->send(&r));
+        while (!stuck->entered) std::this_thread::sleep_for(1ms);
+        const auto t0 = std::chrono::steady_clock::now();
+        EXPECT_EQ(k->terminate(200'000'000), rk::KernelState::Faulted);
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+        EXPECT_NE(k->fault().find("did not stop"), std::string::npos);
+        EXPECT_THROW(k->input()->send(&r), rk::LifecycleError);
+    }  // the runtime is gone; the abandoned block still holds its memory
+    stuck->release = true;
+    for (int i = 0; i < 200 && k->control_block()->has_terminated == 0; ++i) std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(k->control_block()->has_terminated, 1);
+}
+
+TEST(Runtime, PipelineOfThreeKeepsCausalOrder) {
+    rk::Runtime rt("cpu");
+    auto a = rt.launch(echo_spec("a"));
+    auto b = rt.launch(echo_spec("b"));
+    auto c = rt.launch(echo_spec("c"));
+    EXPECT_EQ(rt.connect(*a, *b), "a->b");
+    EXPECT_EQ(rt.connect(*b, *c), "b->c");
+    for (auto &k : {a, b, c}) k->activate();
+    std::vector<std::uint64_t> sent_stamps;
+    for (std::uint64_t i = 0; i < 50; ++i) {
+        Rec r{i, i};
+        ASSERT_TRUE(a->input()->send(&r));
+    }
+    std::uint64_t prev = 0;
+    for (std::uint64_t i = 0; i < 50; ++i) {
+        Rec out{};
+        rk_envelope env{};
+        ASSERT_TRUE(c->output()->receive(&out, &env, secs(2)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(env.source_kernel, c->id());
+        EXPECT_GT(env.timestamp, prev);
+        prev = env.timestamp;
+    }
+    // Every hop advanced its clock past the stamp it answered.
+    EXPECT_GT(c->control_block()->hlc, b->control_block()->hlc - 1);
+    EXPECT_GE(b->control_block()->hlc, a->control_block()->hlc);
+    EXPECT_EQ(a->messages_processed(), 50u);
+    EXPECT_EQ(b->messages_processed(), 50u);
+    EXPECT_EQ(c->messages_processed(), 50u);
+}
+
+TEST(Runtime, TopicFansOutToEverySubscriber) {
+    rk::Runtime rt("cpu");
+    auto src = rt.launch(echo_spec("src"));
+    auto s1 = rt.launch(echo_spec("s1"));
+    auto s2 = rt.launch(echo_spec("s2"));
+    rt.create_topic("ticks", sizeof(Rec), 0);
+    rt.subscribe("ticks", *s1);
+    rt.connect_topic(*src, "ticks");
+    rt.subscribe("ticks", *s2);  // a subscriber added after the publisher is connected gets copies too
+    for (auto &k : {src, s1, s2}) k->activate();
+    for (std::uint64_t i = 0; i < 10; ++i) {
+        Rec r{i, 0};
+        ASSERT_TRUE(src->input()->send(&r));
+    }
+    Rec direct{100, 0};
+    EXPECT_EQ(rt.publish("ticks", &direct), 2u);
+    for (auto &k : {s1, s2}) {
+        std::vector<std::uint64_t> seqs;
+        Rec out{};
+        while (seqs.size() < 11 && k->output()->receive(&out, nullptr, secs(2))) seqs.push_back(out.seq);
+        ASSERT_EQ(seqs.size(), 11u) << k->name();
+    }
+    EXPECT_EQ(rt.topic("ticks").subscribers, (std::vector<std::string>{"s1", "s2"}));
+}
+
+TEST(Runtime, TelemetryCountsWhatWasSent) {
+    rk::Runtime rt("cpu");
+    auto k = rt.launch(echo_spec("t", 2));
+    EXPECT_THROW(k->telemetry(), rk::TelemetryNotEnabledError);
+    k->enable_telemetry();
+    k->activate();
+    const int n = 500;
+    for (int i = 0; i < n; ++i) {
+        Rec r{static_cast<std::uint64_t>(i), 0};
+        ASSERT_TRUE(k->input()->send(&r, {}, secs(2)));
+    }
+    Rec out{};
+    for (int i = 0; i < n; ++i) ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(2)));
+    auto t = k->telemetry();
+    EXPECT_EQ(t.messages_processed, static_cast<std::uint64_t>(n));
+    EXPECT_GT(t.min_latency_ns, 0u);
+    EXPECT_LE(t.min_latency_ns, t.max_latency_ns);
+    EXPECT_GT(t.last_processed_timestamp, 0u);
+    k->reset_telemetry();
+    EXPECT_EQ(k->telemetry().messages_processed, 0u);
+}
+
+TEST(Runtime, LaunchTerminateCyclesDoNotLeakThreads) {
+    rk::Runtime rt("cpu");
+    const std::size_t before = thread_count();
+    for (int i = 0; i < 200; ++i) {
+        auto k = rt.launch(echo_spec("cycle", 2));
+        k->activate();
+        Rec r{1, 2};
+        ASSERT_TRUE(k->input()->send(&r));
+        Rec out{};
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(2)));
+        ASSERT_EQ(k->terminate(), rk::KernelState::Terminated);
+    }
+    EXPECT_EQ(thread_count(), before);
+    EXPECT_TRUE(rt.queue_names().empty());
+}
+
+TEST(Runtime, BadArgumentsAreRefused) {
+    rk::Runtime rt("cpu");
+    auto s = echo_spec("ok");
+    s.grid = 0;
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);
+    s = echo_spec("bad name!");
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);
+    s = echo_spec("p");
+    s.options.set_priority(true);
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);
+    s = echo_spec("u");
+    s.handler = rk::Handler::builtin("nope");
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);
+    s = echo_spec("v");
+    s.output_size = 8;
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);  // echo needs equal sizes
+    EXPECT_THROW(rk::Runtime("gpu"), std::invalid_argument);
+    EXPECT_THROW(rk::Runtime("cuda"), rk::BackendUnavailableError);
+}
+
+}  // namespace
