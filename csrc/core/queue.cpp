@@ -1,6 +1,11 @@
 #include "ringkernel/queue.hpp"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <system_error>
 #include <cstring>
 #include <sstream>
 #include <thread>
@@ -168,6 +173,32 @@ void Queue::close(const std::string &reason) {
     }
     space_.notify();
     data_->notify();
+}
+
+int Queue::watch_readable() {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+    data_->watch_fd(fd);
+    return fd;
+}
+
+int Queue::watch_writable() {
+    const int fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+    space_.watch_fd(fd);
+    return fd;
+}
+
+void Queue::unwatch(int fd) {
+    data_->unwatch_fd(fd);
+    space_.unwatch_fd(fd);
+    ::close(fd);
+}
+
+void WaitSet::signal_fd(int fd) {
+    const std::uint64_t one = 1;
+    // EAGAIN (counter at its maximum) still leaves the fd readable: nothing to do.
+    if (::write(fd, &one, sizeof one) < 0) return;
 }
 
 void Queue::check_open() const {

@@ -182,8 +182,8 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
         fault_ = msg.str();
         final_state = KernelState::Faulted;
     }
-    release_queues(final_state == KernelState::Faulted ? fault_
-                                                        : "kernel '" + name() + "' is terminated; launch a new kernel");
+    release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
+                                                        : "it is TERMINATED; launch a new kernel to go on");
     state_.store(final_state, std::memory_order_release);
     return final_state;
 }
@@ -257,6 +257,11 @@ std::string Kernel::last_error_message() const {
 std::uint64_t Kernel::messages_dropped() const noexcept {
     return rk_atomic_load_u64(&core_->cb.messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
+
+bool Kernel::stopped() const noexcept {
+    return rk_atomic_load_i32(&core_->cb.has_terminated, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+}
+std::uint64_t Kernel::hlc() const noexcept { return rk_atomic_load_u64(&core_->cb.hlc, RK_ACQUIRE, RK_SCOPE_SYSTEM); }
 
 std::uint32_t Kernel::channel_index(const std::string &channel) const {
     if (channel.empty()) return 0;

@@ -10,10 +10,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <sstream>
 #include <thread>
 
 #include "ringkernel/ringkernel.hpp"
+#include "rk_builtins.h"
 
 // The numpy C API, for the per-record paths: reading an np.void's bytes and making one without
 // going through Python attribute lookups. Built against numpy 2, which also runs on numpy 1.x.
@@ -185,8 +187,37 @@ public:
         cfg.single_producer = single_producer;
         cfg.single_consumer = single_consumer;
         if (msg_cls_) cfg.type_id = msg_cls_.attr("type_id").cast<std::uint16_t>();
-        q_ = std::make_unique<rk::Queue>(cfg, std::move(clock));
+        q_ = std::make_shared<rk::Queue>(cfg, std::move(clock));
     }
+
+    // A typed view of a queue that exists already (a kernel's, or one of a runtime's named queues).
+    PyQueue(std::shared_ptr<rk::Queue> q, py::object record_type) : record_type_(record_type), q_(std::move(q)) {
+        dtype_ = resolve_dtype(record_type);
+        if (py::module_::import("ringkernel.messages").attr("is_message")(record_type).cast<bool>())
+            msg_cls_ = record_type;
+        if (static_cast<std::uint32_t>(dtype_.itemsize()) != q_->config().payload_size)
+            throw py::type_error("record type " + py::str(record_type).cast<std::string>() + " has " +
+                                 std::to_string(dtype_.itemsize()) + " bytes, the queue carries " +
+                                 std::to_string(q_->config().payload_size) + "-byte records");
+    }
+
+    // One record from Python (message object, numpy record, bytes-like) into `dst` (itemsize bytes).
+    void encode(const py::object &value, void *dst) const {
+        RecordView view;
+        record_bytes(value, view);
+        std::memcpy(dst, view.data, static_cast<std::size_t>(dtype_.itemsize()));
+    }
+
+    // One record's bytes as what receive() returns (a message object or a numpy scalar).
+    py::object decode(const void *src) const {
+        PyObject *scalar = PyArray_Scalar(const_cast<void *>(src), descr(), nullptr);
+        if (!scalar) throw py::error_already_set();
+        py::object value = py::reinterpret_steal<py::object>(scalar);
+        if (msg_cls_) value = msg_cls_.attr("_wrap")(value);
+        return value;
+    }
+
+    const std::shared_ptr<rk::Queue> &shared() const { return q_; }
 
     bool send(const py::object &record, const py::object &id, const py::object &priority,
               const py::object &timeout, const py::object &correlation_id) {
@@ -457,7 +488,7 @@ private:
     py::object record_type_;
     py::object msg_cls_;  // the message class when the queue carries message objects
     py::dtype dtype_;
-    std::unique_ptr<rk::Queue> q_;
+    std::shared_ptr<rk::Queue> q_;
 };
 
 py::object ttl_seconds(std::uint64_t ns) {
@@ -540,15 +571,14 @@ struct BackendInfo {
 };
 
 std::vector<BackendInfo> backends() {
-    const unsigned cpus = std::thread::hardware_concurrency();
     std::vector<BackendInfo> out;
-    out.push_back({"cpu", true, "host threads (" + std::to_string(cpus) + " logical CPUs)"});
-    const std::string later = std::string("not implemented in ringkernel ") + RINGKERNEL_VERSION + "; ";
-    out.push_back({"cuda", false,
-                   later + (RINGKERNEL_HAS_CUDA_COMPILER ? "the device dialect was compiled with nvcc at build time"
-                                                         : "no CUDA compiler was found at build time")});
-    out.push_back({"opencl", false, later + "the OpenCL backend is planned"});
-    out.push_back({"metal", false, later + "Metal runs on Apple platforms only"});
+    for (const auto &s : rk::backend_statuses()) {
+        std::string detail = s.detail;
+        if (s.name == "cuda")
+            detail += RINGKERNEL_HAS_CUDA_COMPILER ? " (the device dialect was compiled with nvcc at build time)"
+                                                   : " (no CUDA compiler was found at build time)";
+        out.push_back({s.name, s.available, detail});
+    }
     return out;
 }
 
@@ -622,6 +652,402 @@ PyMethodDef kQueueMethods[] = {
      "(default 0: return what is waiting now). with_envelopes=True returns (records, envelopes),\n"
      "the envelopes an array of ringkernel.layout.ENVELOPE_DTYPE."},
 };
+
+// ---- ring kernels ------------------------------------------------------------------------------------------
+
+// A new Python Queue object viewing `q` with `record_type`.
+py::object wrap_queue(std::shared_ptr<rk::Queue> q, const py::object &record_type) {
+    return py::cast(PyQueue(std::move(q), record_type), py::return_value_policy::move);
+}
+
+// Python callables as handlers (CPU backend). Per message: fn(request) -> reply | None | {channel: reply}.
+// Per batch: fn(records: np.ndarray) -> replies (array-like of the output dtype, reply i answers
+// request i) | None. Calls take the GIL; a kernel's calls are serialised.
+class PyHostHandler final : public rk::HostHandler {
+public:
+    PyHostHandler(py::object fn, py::object in_q, py::object out_q, std::size_t max_batch,
+                  std::vector<std::string> channels)
+        : fn_(std::move(fn)), in_q_(std::move(in_q)), out_q_(std::move(out_q)), max_batch_(max_batch),
+          channels_(std::move(channels)) {}
+
+    ~PyHostHandler() override {
+        // The last owner can be an abandoned worker thread: drop the Python references under the GIL,
+        // or leak them when the interpreter is already gone.
+        if (Py_IsInitialized()) {
+            py::gil_scoped_acquire gil;
+            fn_ = py::object();
+            in_q_ = py::object();
+            out_q_ = py::object();
+        } else {
+            fn_.release();
+            in_q_.release();
+            out_q_.release();
+        }
+    }
+
+    std::size_t batch_size() const override { return max_batch_; }
+    bool concurrent() const override { return false; }
+
+    int handle(rk_ctx *ctx, const void *in, void *out) override {
+        py::gil_scoped_acquire gil;
+        try {
+            py::object request = queue_of(in_q_.ptr()).decode(in);
+            py::object result = fn_(request);
+            return reply(ctx, result, out);
+        } catch (py::error_already_set &e) {
+            throw std::runtime_error(e.what());
+        } catch (py::builtin_exception &e) {  // raised by our own conversions: report with its Python type
+            e.set_error();
+            throw std::runtime_error(py::error_already_set().what());
+        }
+    }
+
+    long handle_batch(rk_ctx *, const void *in, std::size_t n, std::size_t stride, void *out) override {
+        py::gil_scoped_acquire gil;
+        try {
+            PyQueue &iq = queue_of(in_q_.ptr());
+            PyQueue &oq = queue_of(out_q_.ptr());
+            py::array records(iq.dtype(), {static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, in);
+            py::object result = fn_(records);
+            if (result.is_none()) return 0;
+            py::array replies = numpy().attr("ascontiguousarray")(result, oq.dtype()).cast<py::array>();
+            if (replies.ndim() != 1 || static_cast<std::size_t>(replies.shape(0)) > n)
+                throw py::value_error("a batch handler returns at most one reply per request (" + std::to_string(n) +
+                                      "), got shape " + py::str(replies.attr("shape")).cast<std::string>());
+            const std::size_t m = static_cast<std::size_t>(replies.shape(0));
+            std::memcpy(out, replies.data(), m * static_cast<std::size_t>(oq.dtype().itemsize()));
+            return static_cast<long>(m);
+        } catch (py::error_already_set &e) {
+            throw std::runtime_error(e.what());
+        } catch (py::builtin_exception &e) {  // raised by our own conversions: report with its Python type
+            e.set_error();
+            throw std::runtime_error(py::error_already_set().what());
+        }
+    }
+
+private:
+    int reply(rk_ctx *ctx, const py::object &result, void *out) {
+        if (result.is_none()) return RK_NO_REPLY;
+        PyQueue &oq = queue_of(out_q_.ptr());
+        if (!py::isinstance<py::dict>(result)) {
+            oq.encode(result, out);
+            return RK_REPLY;
+        }
+        int rc = RK_NO_REPLY;
+        std::vector<std::uint8_t> tmp(static_cast<std::size_t>(oq.dtype().itemsize()));
+        for (auto item : result.cast<py::dict>()) {
+            if (item.first.is_none()) {
+                oq.encode(py::reinterpret_borrow<py::object>(item.second), out);
+                rc = RK_REPLY;
+                continue;
+            }
+            const std::string name = py::str(item.first).cast<std::string>();
+            std::uint32_t idx = 0;
+            for (std::size_t i = 0; i < channels_.size(); ++i)
+                if (channels_[i] == name) idx = static_cast<std::uint32_t>(i + 1);
+            if (idx == 0) throw py::key_error("the handler answered on channel '" + name + "', which the kernel does not declare");
+            oq.encode(py::reinterpret_borrow<py::object>(item.second), tmp.data());
+            py::gil_scoped_release nogil;  // a full channel may make this wait
+            rk_emit(ctx, idx, tmp.data());
+        }
+        return rc;
+    }
+
+    py::object fn_, in_q_, out_q_;
+    std::size_t max_batch_;
+    std::vector<std::string> channels_;
+};
+
+struct PyKernel {
+    std::shared_ptr<rk::Kernel> k;
+    py::object in_type, out_type;
+    py::object in_q, out_q;
+    std::vector<py::object> channel_qs;
+};
+
+struct PyRuntime {
+    std::unique_ptr<rk::Runtime> rt;
+    std::map<std::string, py::object> types;  // queue name → record type
+};
+
+std::uint16_t type_id_of(const py::object &t) {
+    if (py::module_::import("ringkernel.messages").attr("is_message")(t).cast<bool>())
+        return t.attr("type_id").cast<std::uint16_t>();
+    return 0;
+}
+
+std::uint32_t record_size_of(const py::object &t) {
+    py::object np_dtype = numpy().attr("dtype");
+    py::object dt = py::hasattr(t, "dtype") && py::isinstance(t.attr("dtype"), np_dtype) ? t.attr("dtype") : np_dtype(t);
+    return dt.attr("itemsize").cast<std::uint32_t>();
+}
+
+py::object kernel_create(PyRuntime &self, const std::string &name, const py::object &handler, const py::object &input,
+                         py::object output, std::uint32_t grid, std::uint32_t block, const py::object &options,
+                         const std::vector<std::string> &channels, std::size_t max_batch) {
+    if (output.is_none()) output = input;
+    rk::KernelSpec spec;
+    spec.name = name;
+    spec.input_size = record_size_of(input);
+    spec.output_size = record_size_of(output);
+    spec.input_type = type_id_of(input);
+    spec.output_type = type_id_of(output);
+    spec.grid = grid;
+    spec.block = block;
+    if (!options.is_none()) spec.options = options.cast<rk::LaunchOptions>();
+    spec.channels = channels;
+    if (max_batch < 1 || max_batch > 65536)
+        throw py::value_error("max_batch must be in [1, 65536], got " + std::to_string(max_batch));
+    // Typed views made before the kernel exists, so a Python handler can decode and encode.
+    std::shared_ptr<PyHostHandler> host;
+    if (py::isinstance<py::str>(handler)) {
+        spec.handler = rk::Handler::builtin(handler.cast<std::string>());
+    } else if (py::hasattr(handler, "code") && py::hasattr(handler, "entry")) {
+        spec.handler = rk::Handler::source(handler.attr("code").cast<std::string>(), handler.attr("entry").cast<std::string>());
+    } else if (PyCallable_Check(handler.ptr())) {
+        spec.handler = rk::Handler::on_host(nullptr);  // filled below, once the queues exist
+    } else {
+        throw py::type_error("handler must be a built-in name (str), an rk.Source or a Python callable, got " +
+                             type_name(handler));
+    }
+    if (spec.handler.kind != rk::Handler::Kind::Host && max_batch != 1)
+        throw py::value_error("max_batch applies to Python batch handlers only");
+    if (spec.handler.kind == rk::Handler::Kind::Host) {
+        // The queues are created by the runtime; the handler needs typed views of them, made from
+        // throw-away queues of the same types and then re-pointed at the kernel's own.
+        rk::QueueConfig tmp;
+        tmp.capacity = 16;
+        tmp.payload_size = spec.input_size;
+        py::object in_view = wrap_queue(std::make_shared<rk::Queue>(tmp), input);
+        tmp.payload_size = spec.output_size;
+        py::object out_view = wrap_queue(std::make_shared<rk::Queue>(tmp), output);
+        host = std::make_shared<PyHostHandler>(handler, in_view, out_view, max_batch, channels);
+        spec.handler = rk::Handler::on_host(host);
+    }
+    std::shared_ptr<rk::Kernel> k;
+    {
+        py::gil_scoped_release nogil;  // compiling a source handler takes a while
+        k = self.rt->create(spec);
+    }
+    PyKernel pk;
+    pk.k = k;
+    pk.in_type = input;
+    pk.out_type = output;
+    pk.in_q = wrap_queue(k->input(), input);
+    pk.out_q = wrap_queue(k->output(), output);
+    pk.channel_qs.push_back(pk.out_q);
+    self.types[name + ".in"] = input;
+    self.types[name + ".out"] = output;
+    for (std::size_t i = 0; i < channels.size(); ++i) {
+        pk.channel_qs.push_back(wrap_queue(k->channel_queue(static_cast<std::uint32_t>(i + 1)), output));
+        self.types[name + "." + channels[i]] = output;
+    }
+    return py::cast(std::move(pk), py::return_value_policy::move);
+}
+
+PyKernel &kernel_of(const py::handle &h) { return h.cast<PyKernel &>(); }
+
+template <class F>
+auto key_error_for_missing(F &&f) -> decltype(f()) {
+    try {
+        return f();
+    } catch (const std::out_of_range &e) {
+        throw py::key_error(e.what());
+    }
+}
+
+void bind_runtime(py::module_ &m) {
+    py::native_enum<rk::KernelState>(m, "KernelState", "enum.Enum", "The lifecycle state of a ring kernel.")
+        .value("CREATED", rk::KernelState::Created)
+        .value("LAUNCHED", rk::KernelState::Launched)
+        .value("ACTIVE", rk::KernelState::Active)
+        .value("DEACTIVATED", rk::KernelState::Deactivated)
+        .value("TERMINATING", rk::KernelState::Terminating)
+        .value("TERMINATED", rk::KernelState::Terminated)
+        .value("FAULTED", rk::KernelState::Faulted)
+        .finalize();
+
+    py::class_<rk::TelemetrySnapshot>(m, "Telemetry", "A snapshot of a kernel's telemetry counters.")
+        .def_readonly("messages_processed", &rk::TelemetrySnapshot::messages_processed)
+        .def_readonly("messages_dropped", &rk::TelemetrySnapshot::messages_dropped)
+        .def_readonly("last_processed_timestamp", &rk::TelemetrySnapshot::last_processed_timestamp)
+        .def_readonly("queue_depth", &rk::TelemetrySnapshot::queue_depth)
+        .def_readonly("error_code", &rk::TelemetrySnapshot::error_code)
+        .def_readonly("total_latency_ns", &rk::TelemetrySnapshot::total_latency_ns)
+        .def_readonly("min_latency_ns", &rk::TelemetrySnapshot::min_latency_ns)
+        .def_readonly("max_latency_ns", &rk::TelemetrySnapshot::max_latency_ns)
+        .def_property_readonly("avg_latency_ns", &rk::TelemetrySnapshot::avg_latency_ns)
+        .def("as_dict", [](const rk::TelemetrySnapshot &t) {
+            return py::dict("messages_processed"_a = t.messages_processed, "messages_dropped"_a = t.messages_dropped,
+                            "last_processed_timestamp"_a = t.last_processed_timestamp, "queue_depth"_a = t.queue_depth,
+                            "error_code"_a = t.error_code, "total_latency_ns"_a = t.total_latency_ns,
+                            "min_latency_ns"_a = t.min_latency_ns, "max_latency_ns"_a = t.max_latency_ns,
+                            "avg_latency_ns"_a = t.avg_latency_ns());
+        })
+        .def("__repr__", [](const rk::TelemetrySnapshot &t) {
+            std::ostringstream o;
+            o << "Telemetry(processed=" << t.messages_processed << ", dropped=" << t.messages_dropped
+              << ", depth=" << t.queue_depth << ", latency_ns min/avg/max=" << t.min_latency_ns << "/"
+              << static_cast<std::uint64_t>(t.avg_latency_ns()) << "/" << t.max_latency_ns
+              << ", error_code=" << t.error_code << ")";
+            return o.str();
+        });
+
+    py::class_<PyKernel>(m, "_Kernel", "The native side of ringkernel.Kernel.")
+        .def_property_readonly("name", [](const PyKernel &k) { return k.k->name(); })
+        .def_property_readonly("id", [](const PyKernel &k) { return k.k->id(); })
+        .def_property_readonly("state", [](const PyKernel &k) { return k.k->state(); })
+        .def_property_readonly("grid", [](const PyKernel &k) { return k.k->spec().grid; })
+        .def_property_readonly("block", [](const PyKernel &k) { return k.k->spec().block; })
+        .def_property_readonly("handler", [](const PyKernel &k) { return k.k->spec().handler.describe(); })
+        .def_property_readonly("channels", [](const PyKernel &k) { return k.k->spec().channels; })
+        .def_property_readonly("input_type", [](const PyKernel &k) { return k.in_type; })
+        .def_property_readonly("output_type", [](const PyKernel &k) { return k.out_type; })
+        .def_property_readonly("input", [](const PyKernel &k) { return k.in_q; })
+        .def_property_readonly("output", [](const PyKernel &k) { return k.out_q; })
+        .def("channel_queue", [](const PyKernel &k, const std::string &name) {
+            return key_error_for_missing([&] { return k.channel_qs.at(k.k->channel_index(name)); });
+        })
+        .def("connected", [](const PyKernel &k, const std::string &name) {
+            return key_error_for_missing([&] { return k.k->connected(k.k->channel_index(name)); });
+        })
+        .def("launch", [](PyKernel &k) { k.k->launch(); })
+        .def("activate", [](PyKernel &k) { k.k->activate(); })
+        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); })
+        .def("terminate", [](PyKernel &k, const py::object &timeout) {
+            const std::int64_t ns = timeout_ns(timeout);
+            py::gil_scoped_release nogil;  // a Python handler may need the GIL to finish
+            return k.k->terminate(ns < 0 ? -1 : ns);
+        }, "timeout"_a = 5.0)
+        .def_property_readonly("fault", [](const PyKernel &k) { return k.k->fault(); })
+        .def("enable_telemetry", [](PyKernel &k) { k.k->enable_telemetry(); })
+        .def("disable_telemetry", [](PyKernel &k) { k.k->disable_telemetry(); })
+        .def_property_readonly("telemetry_enabled", [](const PyKernel &k) { return k.k->telemetry_enabled(); })
+        .def("reset_telemetry", [](PyKernel &k) { k.k->reset_telemetry(); })
+        .def("telemetry", [](const PyKernel &k) { return k.k->telemetry(); })
+        .def("telemetry_view", [](py::handle self) {
+            PyKernel &k = kernel_of(self);
+            py::object dt = py::module_::import("ringkernel.layout").attr("TELEMETRY_DTYPE");
+            return py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
+                             k.k->telemetry_block(), self);
+        })
+        .def("control_view", [](py::handle self) {
+            PyKernel &k = kernel_of(self);
+            py::object dt = py::module_::import("ringkernel.layout").attr("CONTROL_BLOCK_DTYPE");
+            return py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
+                             k.k->control_block(), self);
+        })
+        .def_property_readonly("messages_processed", [](const PyKernel &k) { return k.k->messages_processed(); })
+        .def_property_readonly("messages_dropped", [](const PyKernel &k) { return k.k->messages_dropped(); })
+        .def_property_readonly("errors", [](const PyKernel &k) { return k.k->errors(); })
+        .def_property_readonly("last_error", [](const PyKernel &k) { return k.k->last_error(); })
+        .def_property_readonly("last_error_message", [](const PyKernel &k) { return k.k->last_error_message(); });
+
+    py::class_<PyRuntime>(m, "_Runtime", "The native side of ringkernel.Runtime.")
+        .def(py::init([](const std::string &backend, const std::vector<std::string> &include_dirs,
+                         const std::string &cache_dir, const std::string &compiler, std::uint32_t max_buffers) {
+                 rk::RuntimeConfig cfg;
+                 cfg.include_dirs = include_dirs;
+                 cfg.cache_dir = cache_dir;
+                 cfg.compiler = compiler;
+                 cfg.max_buffers = max_buffers;
+                 PyRuntime r;
+                 r.rt = std::make_unique<rk::Runtime>(backend, cfg);
+                 return r;
+             }),
+             "backend"_a, "include_dirs"_a, "cache_dir"_a = "", "compiler"_a = "", "max_buffers"_a = 4096)
+        .def_property_readonly("backend", [](const PyRuntime &r) { return r.rt->backend(); })
+        .def_property_readonly("closed", [](const PyRuntime &r) { return r.rt->closed(); })
+        .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,
+             "options"_a, "channels"_a, "max_batch"_a)
+        .def("queue_names", [](const PyRuntime &r) { return r.rt->queue_names(); })
+        .def("queue", [](PyRuntime &r, const std::string &name) {
+            return key_error_for_missing([&] {
+                auto q = r.rt->queue(name);
+                return wrap_queue(q, r.types.at(name));
+            });
+        })
+        .def("create_queue", [](PyRuntime &r, const std::string &name, const py::object &queue) {
+            PyQueue &pq = queue_of(queue.ptr());
+            // A named queue takes the configuration of the Python Queue built for it.
+            auto q = r.rt->create_queue(name, pq.core().config());
+            r.types[name] = pq.record_type();
+            return wrap_queue(q, pq.record_type());
+        })
+        .def("destroy_queue", [](PyRuntime &r, const std::string &name) {
+            key_error_for_missing([&] { r.rt->destroy_queue(name); });
+            r.types.erase(name);
+        })
+        .def("connect", [](PyRuntime &r, PyKernel &src, PyKernel &dst, const std::string &channel) {
+            const std::string name = key_error_for_missing([&] { return r.rt->connect(*src.k, *dst.k, channel); });
+            r.types[name] = src.out_type;
+            return name;
+        })
+        .def("create_topic", [](PyRuntime &r, const std::string &name, const py::object &record_type) {
+            r.rt->create_topic(name, record_size_of(record_type), type_id_of(record_type));
+        })
+        .def("subscribe", [](PyRuntime &r, const std::string &topic, PyKernel &k) {
+            key_error_for_missing([&] { r.rt->subscribe(topic, *k.k); });
+            r.types[topic + "=>" + k.k->name()] = k.in_type;
+        })
+        .def("connect_topic", [](PyRuntime &r, PyKernel &src, const std::string &topic, const std::string &channel) {
+            key_error_for_missing([&] { r.rt->connect_topic(*src.k, topic, channel); });
+        })
+        .def("topic_subscribers", [](PyRuntime &r, const std::string &topic) {
+            return key_error_for_missing([&] { return r.rt->topic(topic).subscribers; });
+        })
+        .def("publish", [](PyRuntime &r, const std::string &topic, const py::object &queue_view,
+                           const py::object &record, const py::object &timeout) {
+            std::vector<std::uint8_t> bytes(queue_of(queue_view.ptr()).core().config().payload_size);
+            queue_of(queue_view.ptr()).encode(record, bytes.data());
+            const std::int64_t ns = timeout_ns(timeout);
+            return key_error_for_missing([&] {
+                py::gil_scoped_release nogil;
+                return r.rt->publish(topic, bytes.data(), {}, wait_for(ns));
+            });
+        })
+        .def("buffer", [](PyRuntime &r, std::size_t nbytes) {
+            rk::Buffer b = r.rt->buffer(nbytes);
+            // The view owns a reference to the runtime's buffer memory, so it stays valid after close.
+            auto *keep = new std::shared_ptr<const void>(r.rt->buffer_keepalive());
+            py::capsule owner(keep, [](void *p) { delete static_cast<std::shared_ptr<const void> *>(p); });
+            py::array view(py::dtype("u1"), {static_cast<py::ssize_t>(b.bytes)}, {1}, b.data, owner);
+            return py::make_tuple(b.handle, view);
+        })
+        .def("release_buffer", [](PyRuntime &r, std::uint64_t handle) { r.rt->release_buffer(handle); })
+        .def("close", [](PyRuntime &r, const py::object &timeout) {
+            const std::int64_t ns = timeout_ns(timeout);
+            py::gil_scoped_release nogil;
+            r.rt->close(ns < 0 ? -1 : ns);
+        }, "timeout"_a = 5.0);
+
+    m.def("builtin_handlers", &rk::builtin_handlers, "the names of the built-in handler catalog");
+    m.def("builtin_layouts", [] {
+        py::dict fields_req, fields_resp;
+#define RK_F(d, s, f) d[#f] = py::make_tuple(offsetof(s, f), sizeof(((s *)nullptr)->f))
+        RK_F(fields_req, rk_vector_add_request, op);
+        RK_F(fields_req, rk_vector_add_request, length);
+        RK_F(fields_req, rk_vector_add_request, a);
+        RK_F(fields_req, rk_vector_add_request, b);
+        RK_F(fields_req, rk_vector_add_request, a_buf);
+        RK_F(fields_req, rk_vector_add_request, b_buf);
+        RK_F(fields_req, rk_vector_add_request, out_buf);
+        RK_F(fields_resp, rk_vector_add_response, length);
+        RK_F(fields_resp, rk_vector_add_response, result);
+        RK_F(fields_resp, rk_vector_add_response, out_buf);
+        RK_F(fields_resp, rk_vector_add_response, status);
+#undef RK_F
+        return py::dict(
+            "vector_add_request"_a = py::dict("size"_a = sizeof(rk_vector_add_request), "fields"_a = fields_req),
+            "vector_add_response"_a = py::dict("size"_a = sizeof(rk_vector_add_response), "fields"_a = fields_resp));
+    });
+    m.attr("ERR_HANDLER") = RK_ERR_HANDLER;
+    m.attr("ERR_BUFFER") = RK_ERR_BUFFER;
+    m.attr("ERR_INPUT") = RK_ERR_INPUT;
+    m.attr("ERR_HOST") = RK_ERR_HOST;
+    m.attr("ERR_CHANNEL") = RK_ERR_CHANNEL;
+    m.attr("ERR_OPERATION") = RK_ERR_OPERATION;
+}
 
 // ---- message plans --------------------------------------------------------------------------------------
 
@@ -882,6 +1308,12 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("ttl",
                                [](py::handle self) { return ttl_seconds(queue_of(self.ptr()).core().config().ttl_ns); })
         .def_property_readonly("stats", [](py::handle self) { return queue_of(self.ptr()).core().stats(); })
+        .def_property_readonly("closed", [](py::handle self) { return queue_of(self.ptr()).core().closed(); })
+        .def("_watch_readable", [](py::handle self) { return queue_of(self.ptr()).core().watch_readable(); },
+             "an eventfd signalled whenever a message may be received (give it back with _unwatch)")
+        .def("_watch_writable", [](py::handle self) { return queue_of(self.ptr()).core().watch_writable(); },
+             "an eventfd signalled whenever a slot is freed (give it back with _unwatch)")
+        .def("_unwatch", [](py::handle self, int fd) { queue_of(self.ptr()).core().unwatch(fd); }, "fd"_a)
         .def("__repr__", [](py::handle self) {
             PyQueue &q = queue_of(self.ptr());
             std::ostringstream o;
@@ -927,6 +1359,7 @@ PYBIND11_MODULE(_core, m) {
                 p.canonicalise(b.data(), b.n);
             },
             "records"_a, "zero padding and unused bytes/string storage in place (a writable buffer)");
+    bind_runtime(m);
     m.def("backends", &backends, "every backend this build knows, with availability and the reason; never raises");
     m.def("layout_info", &layout_info, "sizes and (offset, size) of every field of the layout.h structs");
     m.def("build_info", [] {

@@ -27,6 +27,7 @@ from .messages import (
     u64,
     write_header,
 )
+from .runtime import Buffer, Kernel, KernelState, Runtime, Source, Topic, batch
 from ._core import (
     BackendInfo,
     BackendUnavailableError,
@@ -43,9 +44,11 @@ from ._core import (
     Queue,
     QueueStats,
     RingKernelError,
+    Telemetry,
     TelemetryNotEnabledError,
     __version__,
     backends,
+    builtin_handlers,
 )
 
 __all__ = [
@@ -67,7 +70,17 @@ __all__ = [
     "TelemetryNotEnabledError",
     "__version__",
     "backends",
+    "builtin_handlers",
     "layout",
+    # ring kernels (ringkernel.runtime)
+    "Buffer",
+    "Kernel",
+    "KernelState",
+    "Runtime",
+    "Source",
+    "Telemetry",
+    "Topic",
+    "batch",
     # message types (ringkernel.messages)
     "array",
     "bool_",

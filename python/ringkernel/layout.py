@@ -61,8 +61,8 @@ CONTROL_BLOCK_DTYPE = np.dtype(
             "messages_dropped",
         ],
         "formats": ["<i4", "<i4", "<i4", "<i4", "<i8", "<i8", RING_DESC_DTYPE, RING_DESC_DTYPE, "<u8", "<u8", "<i4",
-                    "<i4", "<i4", "<u4"],
-        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92],
+                    "<i4", "<i4", "<u4", "<u8"],
+        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96],
         "itemsize": 128,
     }
 )

@@ -192,6 +192,9 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
     const std::string source = src.str();
 
     std::vector<std::string> flags = {"-std=gnu11", "-O2", "-fPIC", "-shared", "-Wall"};
+#ifdef RINGKERNEL_HANDLER_CFLAGS
+    for (const auto &f : split(RINGKERNEL_HANDLER_CFLAGS, ' ')) flags.push_back(f);
+#endif
     std::string identity = source + '\0' + headers;
     for (const auto &a : cc) identity += '\0' + a;
     for (const auto &a : flags) identity += '\0' + a;

@@ -101,6 +101,14 @@ public:
     void count_expired(std::uint64_t n) noexcept { expired_.fetch_add(n, std::memory_order_relaxed); }
     void count_evicted(std::uint64_t n) noexcept { evicted_.fetch_add(n, std::memory_order_relaxed); }
 
+    // For event loops: a non-blocking eventfd that becomes readable whenever a message may be
+    // received (watch_readable) or sent (watch_writable) — after every send, resp. every release,
+    // while watched. Check the queue after the call, await the fd, drain it, check again; give the
+    // fd back with unwatch(), which closes it.
+    int watch_readable();
+    int watch_writable();
+    void unwatch(int fd);
+
     std::size_t size() const noexcept;
     std::uint32_t capacity() const noexcept { return cfg_.capacity; }
     const QueueConfig &config() const noexcept { return cfg_; }

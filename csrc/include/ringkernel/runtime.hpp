@@ -133,6 +133,10 @@ public:
     std::int32_t last_error() const noexcept;
     std::string last_error_message() const;  // the text of the last host-handler exception
     std::uint64_t messages_dropped() const noexcept;
+    // Every block has left the persistent loop (also true, later, for an abandoned FAULTED kernel).
+    bool stopped() const noexcept;
+    // The kernel's HLC state (packed), read live.
+    std::uint64_t hlc() const noexcept;
 
     // Named output channels: index 1..7 of `name`; std::out_of_range if the kernel has none such.
     std::uint32_t channel_index(const std::string &name) const;

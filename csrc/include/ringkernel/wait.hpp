@@ -16,6 +16,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "rk_atomic.h"
 
@@ -127,6 +128,26 @@ public:
         if (waiters_.load(std::memory_order_relaxed) != 0) {
             std::lock_guard<std::mutex> lock(mu_);
             cv_.notify_all();
+            for (int fd : fds_) signal_fd(fd);
+        }
+    }
+
+    // An event loop's waiter: every notify() also signals `fd` (an eventfd: one 8-byte write) until
+    // unwatch_fd(). Registered like a parked waiter, so a notifier that changed the condition after
+    // this call returns is sure to signal: the watcher re-checks the condition after watch_fd().
+    void watch_fd(int fd) {
+        std::lock_guard<std::mutex> lock(mu_);
+        fds_.push_back(fd);
+        waiters_.fetch_add(1, std::memory_order_relaxed);
+        full_fence();
+    }
+    void unwatch_fd(int fd) {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (std::size_t i = 0; i < fds_.size(); ++i) {
+            if (fds_[i] != fd) continue;
+            fds_.erase(fds_.begin() + static_cast<std::ptrdiff_t>(i));
+            waiters_.fetch_sub(1, std::memory_order_relaxed);
+            return;
         }
     }
 
@@ -152,9 +173,12 @@ private:
     }
     void full_fence() { full_fence(waiters_); }
 
+    static void signal_fd(int fd);
+
     alignas(64) std::atomic<std::uint32_t> waiters_{0};
     std::mutex mu_;
     std::condition_variable cv_;
+    std::vector<int> fds_;  // watched event fds, guarded by mu_
 };
 
 }  // namespace rk

@@ -1,0 +1,465 @@
+"""Ring kernels: ``rk.Runtime``, ``rk.Kernel``, ``rk.Source``, buffers, topics (DESIGN.md §6–7).
+
+A thin layer over the native runtime (``ringkernel._core``): lifecycle, queues, routing and the
+persistent loop are C++. A kernel's ``send``/``receive`` *are* the native queue methods, so the
+per-message path never runs Python code of ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import dataclasses
+import os
+import time
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Union
+
+import numpy as np
+
+from . import _core
+from ._core import KernelState, LaunchOptions, Queue
+
+__all__ = ["Runtime", "Kernel", "Source", "Buffer", "Topic", "KernelState", "batch"]
+
+_INCLUDE = Path(__file__).with_name("include")
+_POLL_WARN_INTERVAL = 1e-4  # polling telemetry faster than 10 kHz warns
+_open_runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A portable-source handler in the device dialect (``rk_kernel.h``), compiled at run time.
+
+    ``code`` defines ``int entry(rk_ctx *ctx, const void *in, void *out)``; the CPU backend compiles
+    it with the host C compiler (``$CC`` or cc/gcc/clang) and caches the result by content hash.
+    A compiler error raises ``rk.CompileError`` carrying the compiler's log.
+    """
+
+    code: str
+    entry: str = "handle"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, str) or not self.code.strip():
+            raise TypeError("Source code must be a non-empty string of device-dialect C")
+        if not isinstance(self.entry, str) or not self.entry.isidentifier():
+            raise ValueError(f"entry must be a C identifier naming the handler function, got {self.entry!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Batch:
+    fn: Callable[[np.ndarray], Any]
+    max_size: int
+
+
+def batch(fn: Callable[[np.ndarray], Any], max_size: int = 1024) -> _Batch:
+    """Mark a Python handler as per-batch: ``fn(records) -> replies | None``.
+
+    The kernel takes up to ``max_size`` waiting messages at once and calls ``fn`` with them as a
+    numpy array of the input dtype; it returns an array-like of the output dtype (reply i answers
+    request i) or None.
+    """
+    if not callable(fn):
+        raise TypeError(f"batch() takes a callable, got {type(fn).__name__}")
+    if isinstance(max_size, bool) or not isinstance(max_size, int) or not 1 <= max_size <= 65536:
+        raise ValueError(f"max_size must be an int in [1, 65536], got {max_size!r}")
+    return _Batch(fn, max_size)
+
+
+class Buffer:
+    """Memory kernels reach by ``handle``; ``numpy()`` views it (zero-copy)."""
+
+    def __init__(self, runtime: "Runtime", handle: int, raw: np.ndarray, dtype: np.dtype, shape: tuple):
+        self._runtime, self.handle, self._raw = runtime, handle, raw
+        self.dtype, self.shape = dtype, shape
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._raw.nbytes)
+
+    def numpy(self, dtype: Any = None) -> np.ndarray:
+        """A view of the buffer: the dtype and shape it was made with, or reinterpreted as ``dtype``."""
+        if dtype is None:
+            return self._raw.view(self.dtype).reshape(self.shape)
+        return self._raw.view(np.dtype(dtype))
+
+    def release(self) -> None:
+        """Stop the handle from resolving (the memory is freed with the runtime)."""
+        self._runtime._rt.release_buffer(self.handle)
+
+    def __repr__(self) -> str:
+        return f"Buffer(handle={self.handle:#x}, nbytes={self.nbytes}, dtype={self.dtype}, shape={self.shape})"
+
+
+class Topic:
+    """A named fan-out: each message published reaches every subscriber's input."""
+
+    def __init__(self, runtime: "Runtime", name: str, record_type: Any):
+        self._runtime, self.name, self.record_type = runtime, name, record_type
+        self._codec = Queue(record_type, capacity=16)
+
+    def subscribe(self, kernel: "Kernel") -> None:
+        self._runtime._rt.subscribe(self.name, kernel._k)
+
+    @property
+    def subscribers(self) -> list:
+        return list(self._runtime._rt.topic_subscribers(self.name))
+
+    def publish(self, message: Any, *, timeout: Optional[float] = None) -> int:
+        """Send one message to every subscriber; returns how many took it."""
+        return int(self._runtime._rt.publish(self.name, self._codec, message, timeout))
+
+    def __repr__(self) -> str:
+        return f"Topic({self.name!r}, subscribers={self.subscribers})"
+
+
+class Kernel:
+    """A ring kernel. Made by ``Runtime.launch``; ``send``/``receive`` are its queues' methods."""
+
+    def __init__(self, runtime: "Runtime", native: Any):
+        self._runtime, self._k = runtime, native
+        self._last_poll = 0.0
+        self._last_warn = 0.0
+        self._bind_io()
+
+    def _bind_io(self) -> None:
+        inq, outq = self._k.input, self._k.output
+        self.send = inq.send
+        self.send_batch = inq.send_batch
+        if self._k.connected(""):
+            self.receive = self.receive_batch = self._redirected  # type: ignore[method-assign]
+        else:
+            self.receive = outq.receive
+            self.receive_batch = outq.receive_batch
+
+    def _redirected(self, *args: Any, **kwargs: Any) -> Any:
+        raise _core.LifecycleError(
+            f"kernel '{self.name}' sends its replies to another kernel or a topic; receive from the end of "
+            "the pipeline")
+
+    # ---- identity ---------------------------------------------------------------------------------
+    name = property(lambda self: self._k.name)
+    id = property(lambda self: self._k.id)
+    grid = property(lambda self: self._k.grid)
+    block = property(lambda self: self._k.block)
+    channels = property(lambda self: list(self._k.channels))
+    input_type = property(lambda self: self._k.input_type)
+    output_type = property(lambda self: self._k.output_type)
+    backend = property(lambda self: self._runtime.backend)
+
+    @property
+    def state(self) -> KernelState:
+        return self._k.state
+
+    @property
+    def input(self) -> Queue:
+        """The kernel's input queue (named ``<name>.in``)."""
+        return self._k.input
+
+    @property
+    def output(self) -> Queue:
+        """The kernel's output queue (named ``<name>.out``)."""
+        return self._k.output
+
+    def channel(self, name: str) -> Queue:
+        """The host queue of named output channel ``name`` (``<kernel>.<name>``)."""
+        return self._k.channel_queue(name)
+
+    # ---- lifecycle ----------------------------------------------------------------------------------
+    def launch(self) -> None:
+        self._k.launch()
+
+    def activate(self) -> None:
+        self._k.activate()
+
+    def deactivate(self) -> None:
+        self._k.deactivate()
+
+    def terminate(self, timeout: Optional[float] = 5.0) -> KernelState:
+        """Stop the kernel within ``timeout`` seconds. Returns TERMINATED, or FAULTED (with a
+        RuntimeWarning, and ``fault`` saying why) when a block did not stop in time."""
+        state = self._k.terminate(timeout)
+        if state == KernelState.FAULTED:
+            warnings.warn(self._k.fault, RuntimeWarning, stacklevel=2)
+        return state
+
+    @property
+    def fault(self) -> str:
+        return self._k.fault
+
+    # ---- health -------------------------------------------------------------------------------------
+    messages_processed = property(lambda self: self._k.messages_processed)
+    messages_dropped = property(lambda self: self._k.messages_dropped)
+    errors = property(lambda self: self._k.errors, doc="handler failures so far")
+    last_error = property(lambda self: self._k.last_error, doc="the last error code (negative), 0 if none")
+    last_error_message = property(lambda self: self._k.last_error_message,
+                                  doc="the text of the last Python handler exception")
+
+    # ---- telemetry ----------------------------------------------------------------------------------
+    def enable_telemetry(self) -> None:
+        self._k.enable_telemetry()
+
+    def disable_telemetry(self) -> None:
+        self._k.disable_telemetry()
+
+    def reset_telemetry(self) -> None:
+        if not self._k.telemetry_enabled:
+            warnings.warn(f"reset_telemetry() on kernel '{self.name}' whose telemetry is not enabled: "
+                          "nothing is counted until enable_telemetry()", RuntimeWarning, stacklevel=2)
+        self._k.reset_telemetry()
+
+    def telemetry(self) -> "_core.Telemetry":
+        """A snapshot of the live counters (read without stopping the kernel)."""
+        now = time.monotonic()
+        if now - self._last_poll < _POLL_WARN_INTERVAL and now - self._last_warn >= 1.0:
+            self._last_warn = now
+            warnings.warn(f"telemetry of kernel '{self.name}' polled faster than 10 kHz; the counters change "
+                          "per message, poll less often or use telemetry_view()", RuntimeWarning, stacklevel=2)
+        self._last_poll = now
+        return self._k.telemetry()
+
+    def telemetry_view(self) -> np.ndarray:
+        """A zero-copy numpy view (ringkernel.layout.TELEMETRY_DTYPE) of the live telemetry struct."""
+        if not self._k.telemetry_enabled:
+            raise _core.TelemetryNotEnabledError(
+                f"telemetry of kernel '{self.name}' is not enabled: call enable_telemetry() first")
+        return self._k.telemetry_view()
+
+    def control_view(self) -> np.ndarray:
+        """A zero-copy numpy view (ringkernel.layout.CONTROL_BLOCK_DTYPE) of the live control block."""
+        return self._k.control_view()
+
+    # ---- asyncio ------------------------------------------------------------------------------------
+    async def send_async(self, message: Any, *, timeout: Optional[float] = None, **kw: Any) -> bool:
+        """``send`` for asyncio: waits for space on the event loop, without a thread or a spinning core."""
+        return await _send_async(self._k.input, message, timeout, kw)
+
+    async def receive_async(self, timeout: Optional[float] = None, **kw: Any) -> Any:
+        """``receive`` for asyncio: waits on the event loop (an eventfd the loop watches)."""
+        if self._k.connected(""):
+            self._redirected()
+        return await _receive_async(self._k.output, timeout, kw)
+
+    def __repr__(self) -> str:
+        return (f"Kernel({self.name!r}, {self.state.name}, handler={self._k.handler}, grid={self.grid}, "
+                f"block={self.block})")
+
+
+async def _wait_fd(fd: int, timeout: Optional[float]) -> bool:
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    loop.add_reader(fd, lambda: fut.done() or fut.set_result(True))
+    try:
+        await asyncio.wait_for(fut, timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        try:
+            os.read(fd, 8)
+        except BlockingIOError:
+            pass
+
+
+async def _receive_async(q: Queue, timeout: Optional[float], kw: dict) -> Any:
+    value = q.receive(0, **kw)
+    if value is not None or timeout == 0:
+        return value
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = q._watch_readable()
+    try:
+        while True:
+            value = q.receive(0, **kw)  # after watching: a message sent since is seen here or signals fd
+            if value is not None or q.closed:
+                return value
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            await _wait_fd(fd, left)
+    finally:
+        q._unwatch(fd)
+
+
+async def _send_async(q: Queue, message: Any, timeout: Optional[float], kw: dict) -> bool:
+    if len(q) < q.capacity and q.send(message, timeout=0, **kw):
+        return True
+    if q.backpressure != _core.Backpressure.BLOCK or timeout == 0:
+        return False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    fd = q._watch_writable()
+    try:
+        while True:
+            if len(q) < q.capacity and q.send(message, timeout=0, **kw):
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            await _wait_fd(fd, left)
+    finally:
+        q._unwatch(fd)
+
+
+HandlerArg = Union[str, Source, Callable[..., Any], _Batch]
+
+
+class Runtime:
+    """Owns ring kernels and everything they use; a context manager (sync and async).
+
+    ``backend``: "auto" (the best available; see ``.backend``), "cpu", "cuda", "opencl".
+    Unavailable backends raise ``rk.BackendUnavailableError`` with the reason.
+    """
+
+    def __init__(self, backend: str = "auto", *, cache_dir: Optional[str] = None, compiler: Optional[str] = None,
+                 max_buffers: int = 4096):
+        if not isinstance(backend, str):
+            raise TypeError(f"backend must be a str ('auto', 'cpu', 'cuda', 'opencl'), got {type(backend).__name__}")
+        includes = [str(_INCLUDE)] if (_INCLUDE / "rk_kernel.h").is_file() else []
+        self._rt = _core._Runtime(backend, includes, cache_dir or "", compiler or "", max_buffers)
+        self._kernels: dict = {}
+        self._topics: dict = {}
+        _open_runtimes.add(self)
+
+    @property
+    def backend(self) -> str:
+        return self._rt.backend
+
+    @property
+    def closed(self) -> bool:
+        return self._rt.closed
+
+    # ---- kernels ------------------------------------------------------------------------------------
+    def create(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
+               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = ()) -> Kernel:
+        """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
+        max_batch = 1
+        if isinstance(handler, _Batch):
+            handler, max_batch = handler.fn, handler.max_size
+        for arg, value in (("grid", grid), ("block", block)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
+        if options is not None and not isinstance(options, LaunchOptions):
+            raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
+        native = self._rt.create(name, handler, input, output, grid, block, options, list(channels), max_batch)
+        k = Kernel(self, native)
+        self._kernels[name] = k
+        return k
+
+    def launch(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
+               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = ()) -> Kernel:
+        """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
+
+        handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, a Python callable
+        ``f(request) -> reply | None | {channel: reply}``, or ``rk.batch(f)`` for numpy batches.
+        input/output: message classes or numpy dtypes (output defaults to input). grid: blocks
+        (worker threads on CPU); block: threads per block. channels: named extra outputs.
+        """
+        k = self.create(name, handler, input=input, output=output, grid=grid, block=block, options=options,
+                        channels=channels)
+        k.launch()
+        return k
+
+    def kernels(self) -> list:
+        """The kernels of this runtime that have not been terminated."""
+        live = []
+        for k in self._kernels.values():
+            if k.state not in (KernelState.TERMINATED, KernelState.FAULTED):
+                live.append(k)
+        return live
+
+    # ---- queues -------------------------------------------------------------------------------------
+    def queue_names(self) -> list:
+        return list(self._rt.queue_names())
+
+    def queue(self, name: str) -> Queue:
+        """A registered queue by name (KeyError if none)."""
+        return self._rt.queue(name)
+
+    def create_queue(self, name: str, record_type: Any, **config: Any) -> Queue:
+        """Register a new named queue; ``config`` as for ``rk.Queue`` (capacity, backpressure, ...)."""
+        return self._rt.create_queue(name, Queue(record_type, **config))
+
+    def destroy_queue(self, name: str) -> None:
+        """Close and unregister a queue made with ``create_queue`` (blocked senders return)."""
+        self._rt.destroy_queue(name)
+
+    # ---- K2K and topics -----------------------------------------------------------------------------
+    def connect(self, src: Kernel, dst: Union[Kernel, Topic], *, channel: Optional[str] = None) -> str:
+        """Feed ``src``'s replies (on ``channel``, default: its main output) into ``dst``: a kernel's
+        input (through a ring named ``src->dst``) or every subscriber of a topic."""
+        ch = channel or ""
+        if isinstance(dst, Topic):
+            self._rt.connect_topic(src._k, dst.name, ch)
+            name = dst.name
+        elif isinstance(dst, Kernel):
+            name = self._rt.connect(src._k, dst._k, ch)
+        else:
+            raise TypeError(f"connect() feeds a Kernel or a Topic, got {type(dst).__name__}")
+        if not ch:
+            src._bind_io()
+        return name
+
+    def topic(self, name: str, record_type: Any = None) -> Topic:
+        """The topic ``name``, created on first use (``record_type`` required then)."""
+        t = self._topics.get(name)
+        if t is None:
+            if record_type is None:
+                raise KeyError(f"no topic named '{name}'; create it with rt.topic('{name}', record_type)")
+            self._rt.create_topic(name, record_type)
+            t = self._topics[name] = Topic(self, name, record_type)
+        return t
+
+    # ---- buffers ------------------------------------------------------------------------------------
+    def buffer(self, data: Union[int, np.ndarray]) -> Buffer:
+        """Memory kernels can reach by handle: ``nbytes`` zeroed bytes, or a copy of an ndarray."""
+        if isinstance(data, np.ndarray):
+            arr = np.ascontiguousarray(data)
+            if arr.dtype.hasobject:
+                raise TypeError("buffer() takes arrays of fixed-size types, not Python objects")
+            handle, raw = self._rt.buffer(max(arr.nbytes, 1))
+            raw[: arr.nbytes] = arr.reshape(-1).view(np.uint8)
+            return Buffer(self, handle, raw[: arr.nbytes] if arr.nbytes else raw, arr.dtype, arr.shape)
+        if isinstance(data, bool) or not isinstance(data, (int, np.integer)):
+            raise TypeError(f"buffer() takes a size in bytes or a numpy array, got {type(data).__name__}")
+        handle, raw = self._rt.buffer(int(data))
+        return Buffer(self, handle, raw, np.dtype(np.uint8), (int(data),))
+
+    # ---- closing ------------------------------------------------------------------------------------
+    def close(self, timeout: Optional[float] = 5.0) -> None:
+        """Terminate every kernel (each within ``timeout``), release queues, topics and buffers."""
+        if self._rt.closed:
+            return
+        faulted_before = {n for n, k in self._kernels.items() if k.state == KernelState.FAULTED}
+        self._rt.close(timeout)
+        for name, k in self._kernels.items():
+            if k.state == KernelState.FAULTED and name not in faulted_before:
+                warnings.warn(k.fault, RuntimeWarning, stacklevel=2)
+        _open_runtimes.discard(self)
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> "Runtime":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{len(self.kernels())} kernels"
+        return f"Runtime(backend={self.backend!r}, {state})"
+
+
+@atexit.register
+def _close_all() -> None:
+    # Kernels with Python handlers must stop before the interpreter goes away.
+    for rt in list(_open_runtimes):
+        try:
+            rt.close(1.0)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
