@@ -79,7 +79,8 @@ def test_demo_runs_and_shows_each_part():
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "50000 of 50000 records arrived, sum of sequence numbers correct" in out
-    for part in ["backends", "BLOCK", "REJECT", "DROP_OLDEST", "DROP_NEW", "received in order [1, 3, 2, 0]",
+    for part in ["vector_add ring kernel", "100 elements buffers DIVIDE", "strictly increasing", "all checks passed",
+                 "backends", "BLOCK", "REJECT", "DROP_OLDEST", "DROP_NEW", "received in order [1, 3, 2, 0]",
                  "is refused", "high_throughput"]:
         assert part in out, part
 
