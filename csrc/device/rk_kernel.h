@@ -123,6 +123,9 @@ struct rk_ctx {
     rk_u64 reply_id_base;
     RK_GLOBAL const rk_envelope *request; /* the message being handled */
     rk_u64 stamp;                        /* the HLC stamp of its receipt */
+    rk_u64 recent_ns;                    /* the block's last clock reading (see rk_recent_ns) */
+    rk_u32 run;                          /* messages since the block was last idle */
+    rk_u32 reserved_run;
     void *out;                           /* the block's reply buffer (out_size bytes) */
     void *shared;                        /* RK_SHARED_BYTES per block */
     rk_i32 status;                       /* the block's handler result for this message */
@@ -142,9 +145,15 @@ struct rk_ctx {
 
 /* ---- clock ----------------------------------------------------------------------------------------- */
 #if defined(RK_TARGET_HOST)
-RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->now_ns(); }
+RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
 #define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
 #endif
+/* The last clock reading of this block. The loop reads the clock for the first message after the
+ * block was idle (and for every message when a TTL applies); the backend refreshes it after each run
+ * of messages it handles back to back (32 on the CPU backend). Replies of a run are stamped with it:
+ * their enqueue time trails the truth by at most one run's handling time, and HLC physical time only
+ * needs a lower bound. */
+RK_FN rk_u64 rk_recent_ns(const rk_ctx *ctx) { return ctx->recent_ns; }
 
 /* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
  * hlc.hpp, so stamps are strictly increasing and always after the stamp they answer. */
@@ -170,6 +179,12 @@ RK_FN void rk_atomic_min_nonzero_u64(RK_GLOBAL rk_u64 *p, rk_u64 v) {
     rk_u64 cur = rk_atomic_load_u64(p, RK_RELAXED, RK_SCOPE_SYSTEM);
     while ((cur == 0 || v < cur) && !rk_atomic_cas_u64(p, &cur, v, RK_RELAXED, RK_RELAXED, RK_SCOPE_SYSTEM)) {
     }
+}
+
+/* Refresh the block's clock reading and the control block's activity time (the backend calls this when
+ * the block goes idle and after each run of messages). */
+RK_FN void rk_block_refresh(rk_ctx *ctx) {
+    rk_atomic_store_u64((RK_GLOBAL rk_u64 *)&ctx->cb->last_activity_ns, rk_now_ns(ctx), RK_RELAXED, RK_SCOPE_SYSTEM);
 }
 
 /* ---- the handler API ------------------------------------------------------------------------------- */
@@ -248,7 +263,7 @@ RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
     env.message_id = ctx->reply_id_base +
                      rk_atomic_fetch_add_u64(&ctx->cb->next_reply_id, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
     env.correlation_id = ctx->request != RK_NULL ? ctx->request->message_id : 0;
-    env.enqueue_ns = rk_now_ns(ctx);
+    env.enqueue_ns = rk_recent_ns(ctx);
     env.timestamp = rk_hlc_advance(&ctx->cb->hlc, ctx->stamp, env.enqueue_ns / 1000000u);
     env.payload_size = ctx->out_size;
     env.type_id = ctx->out_type;
@@ -315,10 +330,14 @@ RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input,
     ctx->request = RK_NULL;
     ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
     if (rc < 0) rk_record_error(ctx, rc);
-    rk_u64 done = rk_now_ns(ctx);
-    rk_atomic_fetch_add_u64((RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-    rk_atomic_store_u64((RK_GLOBAL rk_u64 *)&ctx->cb->last_activity_ns, done, RK_RELAXED, RK_SCOPE_SYSTEM);
+    RK_GLOBAL rk_u64 *processed = (RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed;
+    if (ctx->grid == 1) /* the only writer: no read-modify-write needed */
+        rk_atomic_store_u64(processed, rk_atomic_load_u64(processed, RK_RELAXED, RK_SCOPE_SYSTEM) + 1, RK_RELEASE,
+                            RK_SCOPE_SYSTEM);
+    else
+        rk_atomic_fetch_add_u64(processed, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
     if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+        rk_u64 done = rk_now_ns(ctx);
         RK_GLOBAL rk_telemetry *t = ctx->tel;
         /* Latency: from the request's enqueue (the producer's clock) to the reply's delivery. */
         rk_u64 latency = done > enqueued ? done - enqueued : (done > started_ns ? done - started_ns : 1);
@@ -340,7 +359,8 @@ RK_FN int rk_begin_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input,
                         rk_u64 *pos, rk_u64 *started_ns) {
     *slot = rk_take(ctx, routes, input, pos);
     if (*slot == RK_NULL) return RK_STEP_IDLE;
-    rk_u64 now = rk_now_ns(ctx);
+    rk_u64 now = (ctx->ttl_ns != 0 || ctx->run == 0) ? rk_now_ns(ctx) : rk_recent_ns(ctx);
+    ctx->run += 1;
     *started_ns = now;
     if (ctx->ttl_ns != 0 && now > (*slot)->enqueue_ns && now - (*slot)->enqueue_ns > ctx->ttl_ns) {
         rk_route in = routes->inputs[*input];

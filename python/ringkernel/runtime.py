@@ -249,8 +249,13 @@ class Kernel:
 
 async def _wait_fd(fd: int, timeout: Optional[float]) -> bool:
     loop = asyncio.get_running_loop()
-    fut = loop.create_future()
-    loop.add_reader(fd, lambda: fut.done() or fut.set_result(True))
+    fut: asyncio.Future = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(True)
+
+    loop.add_reader(fd, ready)
     try:
         await asyncio.wait_for(fut, timeout)
         return True
@@ -335,14 +340,15 @@ class Runtime:
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = ()) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
         max_batch = 1
+        fn: Any = handler
         if isinstance(handler, _Batch):
-            handler, max_batch = handler.fn, handler.max_size
+            fn, max_batch = handler.fn, handler.max_size
         for arg, value in (("grid", grid), ("block", block)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
         if options is not None and not isinstance(options, LaunchOptions):
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
-        native = self._rt.create(name, handler, input, output, grid, block, options, list(channels), max_batch)
+        native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch)
         k = Kernel(self, native)
         self._kernels[name] = k
         return k
