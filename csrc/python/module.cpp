@@ -768,6 +768,16 @@ struct PyKernel {
 struct PyRuntime {
     std::unique_ptr<rk::Runtime> rt;
     std::map<std::string, py::object> types;  // queue name → record type
+
+    PyRuntime() = default;
+    PyRuntime(PyRuntime &&) = default;
+    ~PyRuntime() {
+        // Closing waits for kernels whose Python handlers need the GIL to finish.
+        if (rt && Py_IsInitialized() && PyGILState_Check()) {
+            py::gil_scoped_release nogil;
+            rt.reset();
+        }
+    }
 };
 
 std::uint16_t type_id_of(const py::object &t) {
