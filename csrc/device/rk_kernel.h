@@ -323,12 +323,8 @@ RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code
 RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, RK_GLOBAL rk_envelope *slot,
                          rk_u64 pos, rk_u64 started_ns) {
     rk_i32 rc = ctx->status;
-    if (rc == RK_REPLY) rk_deliver(ctx, 0, ctx->out);
-    rk_u64 enqueued = slot->enqueue_ns;
     rk_route in = routes->inputs[input];
-    rk_ring_release(in.ring, slot, pos, RK_SCOPE_RINGS);
-    ctx->request = RK_NULL;
-    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
+    /* Account first: whoever sees the reply (its publication is a release) sees the counters too. */
     if (rc < 0) rk_record_error(ctx, rc);
     RK_GLOBAL rk_u64 *processed = (RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed;
     if (ctx->grid == 1) /* the only writer: no read-modify-write needed */
@@ -338,8 +334,9 @@ RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input,
         rk_atomic_fetch_add_u64(processed, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
     if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
         rk_u64 done = rk_now_ns(ctx);
+        rk_u64 enqueued = slot->enqueue_ns;
         RK_GLOBAL rk_telemetry *t = ctx->tel;
-        /* Latency: from the request's enqueue (the producer's clock) to the reply's delivery. */
+        /* Latency: from the request's enqueue (the producer's clock) to the end of its handling. */
         rk_u64 latency = done > enqueued ? done - enqueued : (done > started_ns ? done - started_ns : 1);
         if (latency == 0) latency = 1;
         rk_atomic_fetch_add_u64(&t->messages_processed, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
@@ -350,6 +347,10 @@ RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input,
         rk_u64 depth = rk_ring_size(in.ring, RK_SCOPE_RINGS);
         rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
     }
+    if (rc == RK_REPLY) rk_deliver(ctx, 0, ctx->out);
+    rk_ring_release(in.ring, slot, pos, RK_SCOPE_RINGS);
+    ctx->request = RK_NULL;
+    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
     return RK_STEP_DONE;
 }
 

@@ -308,13 +308,8 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
             rk_record_error(ctx, static_cast<rk_i32>(replies));
             replies = 0;
         }
-        for (std::size_t i = 0; i < static_cast<std::size_t>(replies) && i < n; ++i) {
-            ctx->request = &b.batch_env[i];
-            rk_deliver(ctx, 0, b.batch_out.data() + i * ctx->out_size);
-        }
-        ctx->request = nullptr;
-        const std::uint64_t done = wall_ns();
-        rk_atomic_fetch_add_u64(reinterpret_cast<rk_u64 *>(&ctx->cb->messages_processed), n, RK_RELAXED,
+        const std::uint64_t done = rk_now_ns(ctx);  // also the replies' enqueue time
+        rk_atomic_fetch_add_u64(reinterpret_cast<rk_u64 *>(&ctx->cb->messages_processed), n, RK_RELEASE,
                                 RK_SCOPE_SYSTEM);
         rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&ctx->cb->last_activity_ns), done, RK_RELAXED, RK_SCOPE_SYSTEM);
         if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
@@ -333,6 +328,11 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
                                 static_cast<rk_i32>(rk_ring_size(in.ring, RK_SCOPE_SYSTEM)), RK_RELAXED,
                                 RK_SCOPE_SYSTEM);
         }
+        for (std::size_t i = 0; i < static_cast<std::size_t>(replies) && i < n; ++i) {
+            ctx->request = &b.batch_env[i];
+            rk_deliver(ctx, 0, b.batch_out.data() + i * ctx->out_size);
+        }
+        ctx->request = nullptr;
         return RK_STEP_DONE;
     }
     return RK_STEP_IDLE;
