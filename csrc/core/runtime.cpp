@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "kernel_core.hpp"
+#include "ringkernel/ids.hpp"
 
 namespace rk {
 
@@ -162,17 +163,23 @@ void Kernel::deactivate() {
 }
 
 KernelState Kernel::terminate(std::int64_t timeout_ns) {
-    std::lock_guard<std::mutex> lock(mu_);
-    const KernelState s = state();
-    if (s == KernelState::Terminated || s == KernelState::Faulted) return s;  // idempotent
-    require({KernelState::Created, KernelState::Launched, KernelState::Active, KernelState::Deactivated},
-            "terminate()", allowed_in(s));
+    KernelState s;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        s = state();
+        if (s == KernelState::Terminated || s == KernelState::Faulted) return s;  // idempotent
+        require({KernelState::Created, KernelState::Launched, KernelState::Active, KernelState::Deactivated},
+                "terminate()", allowed_in(s));
+        state_.store(KernelState::Terminating, std::memory_order_release);
+        rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core_->cb.should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    }
     if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
-    state_.store(KernelState::Terminating, std::memory_order_release);
-    rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
-    rk_atomic_store_i32(&core_->cb.should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    // Wait without the lock: other calls on this kernel answer at once (TERMINATING) meanwhile.
+    const bool stopped = s == KernelState::Created || !core_->runner || core_->runner->wait_stopped(timeout_ns);
+    std::lock_guard<std::mutex> lock(mu_);
     KernelState final_state = KernelState::Terminated;
-    if (s != KernelState::Created && core_->runner && !core_->runner->wait_stopped(timeout_ns)) {
+    if (!stopped) {
         const std::uint32_t stuck = core_->runner->alive();
         core_->runner->abandon();
         std::ostringstream msg;
@@ -190,7 +197,9 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
 
 void Kernel::release_queues(const std::string &why) {
     input_->close("cannot send to kernel '" + name() + "': " + why);
-    if (rt_) rt_->unregister_kernel(*this);
+    // Receivers drain what arrived, then return at once instead of waiting for replies that cannot come.
+    for (auto &q : channel_queues_) q->close("kernel '" + name() + "' sends no more: " + why);
+    if (Runtime *rt = rt_.load()) rt->unregister_kernel(*this);
 }
 
 std::string Kernel::fault() const {
@@ -308,7 +317,7 @@ Runtime::~Runtime() {
 }
 
 void Runtime::check_open(const char *call) const {
-    if (closed_) throw LifecycleError(std::string(call) + " is not allowed: the runtime is closed");
+    if (closed_.load(std::memory_order_acquire)) throw LifecycleError(std::string(call) + " is not allowed: the runtime is closed");
 }
 
 void Runtime::check_name(const std::string &what, const std::string &name) {
@@ -338,19 +347,59 @@ void Runtime::register_queue(const std::string &name, std::shared_ptr<Queue> q, 
 }
 
 void Runtime::unregister_kernel(Kernel &k) {
+    // The kernel's inputs (its .in, the K2K and topic rings into it) go away: nobody may go on
+    // feeding them. Upstream kernels get routes without them (a reply waiting for space in one gives
+    // up, counted dropped) and topics stop publishing into them.
+    std::vector<std::shared_ptr<Queue>> inputs;
     std::lock_guard<std::mutex> lock(mu_);
     for (auto it = queue_owner_.begin(); it != queue_owner_.end();) {
         if (it->second == k.name()) {
+            if (queues_[it->first] != k.output_) inputs.push_back(queues_[it->first]);
             queues_.erase(it->first);
             it = queue_owner_.erase(it);
         } else {
             ++it;
         }
     }
-    for (auto &kv : topics_) {
-        auto &subs = kv.second.info.subscribers;
-        subs.erase(std::remove(subs.begin(), subs.end(), k.name()), subs.end());
+    auto gone = [&](rk_u64 cookie) {
+        for (auto &q : inputs)
+            if (static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(q.get())) == cookie) return true;
+        return false;
+    };
+    for (auto &other : kernels_) {
+        if (other.get() == &k) continue;
+        KernelCore &core = *other->core_;
+        std::lock_guard<std::mutex> rl(core.routes_mu);
+        rk_routes next = core.routes();
+        bool changed = false;
+        for (rk_u32 c = 0; c < next.n_channels; ++c) {
+            rk_channel &ch = next.channels[c];
+            rk_u32 kept = 0;
+            for (rk_u32 i = 0; i < ch.count; ++i) {
+                if (gone(ch.targets[i].cookie)) changed = true;
+                else ch.targets[kept++] = ch.targets[i];
+            }
+            ch.count = kept;
+        }
+        if (changed) core.publish_routes(next, {});
     }
+    for (auto &kv : topics_) {
+        Topic &t = kv.second;
+        auto &subs = t.info.subscribers;
+        subs.erase(std::remove(subs.begin(), subs.end(), k.name()), subs.end());
+        t.rings.erase(std::remove_if(t.rings.begin(), t.rings.end(),
+                                     [&](const std::shared_ptr<Queue> &q) {
+                                         return gone(static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(q.get())));
+                                     }),
+                      t.rings.end());
+        t.publishers.erase(std::remove_if(t.publishers.begin(), t.publishers.end(),
+                                          [&](const std::pair<std::weak_ptr<Kernel>, std::uint32_t> &p) {
+                                              auto sp = p.first.lock();
+                                              return !sp || sp.get() == &k;
+                                          }),
+                           t.publishers.end());
+    }
+    for (auto &q : inputs) q->close("the receiving kernel '" + k.name() + "' has stopped");
     kernels_.erase(std::remove_if(kernels_.begin(), kernels_.end(),
                                   [&](const std::shared_ptr<Kernel> &p) { return p.get() == &k; }),
                    kernels_.end());
@@ -397,6 +446,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     auto core = std::make_shared<KernelCore>();
     core->spec = spec;
     core->cb.node = id;
+    core->reply_id_base = next_message_ids(1ull << 36);
     core->buffers = buffers_;
     backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)
 
@@ -435,6 +485,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     }
     {
         std::lock_guard<std::mutex> lock(mu_);
+        check_open("create()");  // re-check: close() may have begun meanwhile
         for (const auto &other : kernels_)  // re-check: another thread may have won the name
             if (other->name() == spec.name)
                 throw std::invalid_argument("a kernel named '" + spec.name + "' exists already in this runtime");
@@ -561,7 +612,8 @@ void check_connectable(const Kernel &src, std::uint32_t src_size, std::uint16_t 
 
 std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channel) {
     check_open("connect()");
-    if (src.rt_ != this || dst.rt_ != this) throw std::invalid_argument("both kernels must belong to this runtime");
+    if (src.rt_.load() != this || dst.rt_.load() != this)
+        throw std::invalid_argument("both kernels must belong to this runtime (and not be terminated)");
     const std::uint32_t ch = src.channel_index(channel);
     check_connectable(src, src.spec().output_size, src.spec().output_type, dst);
     const std::string name = src.name() + (channel.empty() ? "" : "." + channel) + "->" + dst.name();
@@ -569,6 +621,7 @@ std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channe
     cfg.type_id = src.spec().output_type;
     cfg.source = src.id();
     cfg.dedup_window = 0;
+    cfg.backpressure = src.spec().options.backpressure();  // the policy src's blocks apply to it
     auto ring = std::make_shared<Queue>(cfg, nullptr, dst.core_->doorbell);
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -607,8 +660,9 @@ TopicInfo Runtime::topic(const std::string &name) const {
 
 void Runtime::subscribe(const std::string &topic_name, Kernel &k) {
     check_open("subscribe()");
+    if (k.rt_.load() != this) throw std::invalid_argument("kernel '" + k.name() + "' does not belong to this runtime");
     std::shared_ptr<Queue> ring;
-    std::vector<std::pair<Kernel *, std::uint32_t>> publishers;
+    std::vector<std::pair<std::weak_ptr<Kernel>, std::uint32_t>> publishers;
     {
         std::lock_guard<std::mutex> lock(mu_);
         Topic &t = topic_ref(topic_name);
@@ -630,11 +684,14 @@ void Runtime::subscribe(const std::string &topic_name, Kernel &k) {
         publishers = t.publishers;
     }
     add_input(k, ring);
-    for (auto &p : publishers) add_output(*p.first, p.second, {ring});
+    for (auto &p : publishers)
+        if (auto src = p.first.lock()) add_output(*src, p.second, {ring});
 }
 
 void Runtime::connect_topic(Kernel &src, const std::string &topic_name, const std::string &channel) {
     check_open("connect()");
+    if (src.rt_.load() != this)
+        throw std::invalid_argument("kernel '" + src.name() + "' does not belong to this runtime");
     const std::uint32_t ch = src.channel_index(channel);
     std::vector<std::shared_ptr<Queue>> rings;
     {
@@ -646,7 +703,7 @@ void Runtime::connect_topic(Kernel &src, const std::string &topic_name, const st
                                "-byte records of type id " + std::to_string(src.spec().output_type) + "; topic '" +
                                topic_name + "' carries " + std::to_string(t.info.record_size) +
                                "-byte records of type id " + std::to_string(t.info.type_id));
-        t.publishers.emplace_back(&src, ch);
+        t.publishers.emplace_back(src.shared_from_this(), ch);
         rings = t.rings;
     }
     // Even with no subscriber yet the channel now belongs to the topic (replies are dropped, counted).
@@ -676,8 +733,9 @@ Buffer Runtime::buffer(std::size_t bytes) {
     BufferTableMem &t = *buffers_;
     std::lock_guard<std::mutex> lock(t.mu);
     if (t.next_free >= t.entries.size())
-        throw std::invalid_argument("this runtime has " + std::to_string(t.entries.size()) +
-                                    " buffers already (RuntimeConfig::max_buffers)");
+        throw std::invalid_argument("this runtime has made " + std::to_string(t.entries.size()) +
+                                    " buffers, its max_buffers (released ones are reclaimed when the runtime "
+                                    "closes, as a kernel may still be reading them)");
     const std::uint32_t i = t.next_free++;
     const std::size_t rounded = (bytes + 63) & ~std::size_t(63);
     void *p = std::aligned_alloc(64, rounded);
@@ -728,17 +786,16 @@ void Runtime::close(std::int64_t timeout_ns) {
     std::vector<std::shared_ptr<Kernel>> ks;
     {
         std::lock_guard<std::mutex> lock(mu_);
-        if (closed_) return;
+        if (closed_.exchange(true)) return;  // from here on nothing new is created
         ks = kernels_;
     }
     for (auto &k : ks) k->terminate(timeout_ns);
     std::lock_guard<std::mutex> lock(mu_);
-    for (auto &k : ks) k->rt_ = nullptr;
+    for (auto &k : ks) k->rt_.store(nullptr);
     for (auto &kv : queues_) kv.second->close("the runtime is closed");
     queues_.clear();
     queue_owner_.clear();
     topics_.clear();
-    for (auto &k : kernels_) k->rt_ = nullptr;
     kernels_.clear();
     {
         std::lock_guard<std::mutex> bl(buffers_->mu);
@@ -746,7 +803,6 @@ void Runtime::close(std::int64_t timeout_ns) {
             rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
     }
     buffers_.reset();  // memory goes when the last holder (a view, a faulted kernel) lets go
-    closed_ = true;
 }
 
 }  // namespace rk

@@ -65,6 +65,8 @@
 #define RK_EVENT_SPACE 2   /* a slot of the input ring of `cookie` was released */
 #define RK_EVENT_EXPIRED 3 /* n input messages of `cookie` expired */
 #define RK_EVENT_EVICTED 4 /* n messages of the output ring of `cookie` were evicted */
+#define RK_EVENT_REJECTED 5 /* n records refused by a full ring of `cookie` (REJECT) */
+#define RK_EVENT_DROPPED_NEW 6 /* n records discarded at a full ring of `cookie` (DROP_NEW) */
 
 /* Where a kernel reads and writes. Replaced as a whole (never edited in place) when kernels are
  * connected, so a block always sees a consistent set. `cookie` identifies a ring to the host. */
@@ -148,11 +150,10 @@ struct rk_ctx {
 RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
 #define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
 #endif
-/* The last clock reading of this block. The loop reads the clock for the first message after the
- * block was idle (and for every message when a TTL applies); the backend refreshes it after each run
- * of messages it handles back to back (32 on the CPU backend). Replies of a run are stamped with it:
- * their enqueue time trails the truth by at most one run's handling time, and HLC physical time only
- * needs a lower bound. */
+/* The last clock reading of this block. Every reply reads the clock (its enqueue time must be true:
+ * downstream TTLs age it); a request reads it when it starts a run after idling or when a TTL
+ * applies, and otherwise uses the reading of the previous reply, which is only used as the HLC's
+ * physical lower bound. */
 RK_FN rk_u64 rk_recent_ns(const rk_ctx *ctx) { return ctx->recent_ns; }
 
 /* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
@@ -221,9 +222,21 @@ RK_FN int rk_should_terminate(const rk_ctx *ctx) {
     return rk_atomic_load_i32(&ctx->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
 }
 
-/* Push one record to one ring under the kernel's backpressure. BLOCK waits (backing off) until there
- * is space or the kernel is told to terminate; a reply that cannot be delivered is counted dropped. */
-RK_FN int rk_push_route(rk_ctx *ctx, const rk_route *route, RK_GLOBAL const rk_envelope *env,
+/* Whether `ring` is still a target of `channel` in the kernel's current routes (the host removes the
+ * rings of a kernel that terminates; a reply waiting for space in one must then give up). */
+RK_FN int rk_route_live(const rk_ctx *ctx, rk_u32 channel, RK_GLOBAL rk_ring_header *ring) {
+    RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
+    if (channel >= routes->n_channels) return 0;
+    for (rk_u32 i = 0; i < routes->channels[channel].count; ++i)
+        if (routes->channels[channel].targets[i].ring == ring) return 1;
+    return 0;
+}
+
+/* Push one record to one ring of `channel` under the kernel's backpressure: BLOCK waits (backing off)
+ * until there is space, the kernel is told to terminate, or the ring is disconnected; REJECT and
+ * DROP_NEW refuse the record; DROP_OLDEST evicts the oldest one. Every record that does not arrive is
+ * counted (the kernel's messages_dropped, and the queue's rejected/dropped through host events). */
+RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, RK_GLOBAL const rk_envelope *env,
                         const void *payload) {
     RK_GLOBAL rk_ring_header *r = route->ring;
     rk_u32 attempt = 0;
@@ -232,19 +245,31 @@ RK_FN int rk_push_route(rk_ctx *ctx, const rk_route *route, RK_GLOBAL const rk_e
             rk_count_dropped(ctx, 1);
             return 0;
         }
-        if (ctx->backpressure == RK_BP_DROP_OLDEST) {
-            rk_u64 pos;
-            RK_GLOBAL rk_envelope *old = rk_ring_acquire(r, &pos, 0, RK_SCOPE_RINGS);
-            if (old != RK_NULL) {
-                rk_ring_release(r, old, pos, RK_SCOPE_RINGS);
-                rk_count_dropped(ctx, 1);
-                ctx->event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
-            }
-            continue;
+        if (ctx->backpressure == RK_BP_REJECT || ctx->backpressure == RK_BP_DROP_NEW) {
+            rk_count_dropped(ctx, 1);
+            ctx->event(ctx, ctx->backpressure == RK_BP_REJECT ? RK_EVENT_REJECTED : RK_EVENT_DROPPED_NEW,
+                       route->cookie, 1);
+            return 0;
         }
-        if (ctx->backpressure != RK_BP_BLOCK || rk_should_terminate(ctx)) {
+        if (rk_should_terminate(ctx) || (attempt % 64 == 63 && !rk_route_live(ctx, channel, r))) {
             rk_count_dropped(ctx, 1);
             return 0;
+        }
+        if (ctx->backpressure == RK_BP_DROP_OLDEST) {
+            /* Evict only from a ring that is really full: a push also fails while a consumer is still
+             * copying out of the slot it needs, and evicting then would empty the ring. */
+            rk_u64 h = rk_atomic_load_u64(&r->head, RK_ACQUIRE, RK_SCOPE_RINGS);
+            rk_u64 t = rk_atomic_load_u64(&r->tail, RK_ACQUIRE, RK_SCOPE_RINGS);
+            if (t - h >= (rk_u64)r->capacity) {
+                rk_u64 pos;
+                RK_GLOBAL rk_envelope *old = rk_ring_acquire(r, &pos, 0, RK_SCOPE_RINGS);
+                if (old != RK_NULL) {
+                    rk_ring_release(r, old, pos, RK_SCOPE_RINGS);
+                    rk_count_dropped(ctx, 1);
+                    ctx->event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
+                    continue;
+                }
+            }
         }
         ctx->backoff(ctx, attempt++);
     }
@@ -253,17 +278,21 @@ RK_FN int rk_push_route(rk_ctx *ctx, const rk_route *route, RK_GLOBAL const rk_e
 }
 
 /* Send `payload` (out_size bytes) on a channel: every ring connected to it gets a copy. Returns the
- * number of rings that took it, or RK_ERR_CHANNEL for a channel the kernel does not have. */
+ * number of rings that took it, or RK_ERR_CHANNEL for a channel the kernel does not have. A channel
+ * whose rings were all disconnected drops the record (counted). */
 RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
     RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
     if (channel >= routes->n_channels) return RK_ERR_CHANNEL;
     RK_GLOBAL rk_channel *ch = &routes->channels[channel];
-    if (ch->count == 0) return 0;
+    if (ch->count == 0) {
+        rk_count_dropped(ctx, 1);
+        return 0;
+    }
     rk_envelope env;
     env.message_id = ctx->reply_id_base +
                      rk_atomic_fetch_add_u64(&ctx->cb->next_reply_id, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
     env.correlation_id = ctx->request != RK_NULL ? ctx->request->message_id : 0;
-    env.enqueue_ns = rk_recent_ns(ctx);
+    env.enqueue_ns = rk_now_ns(ctx);
     env.timestamp = rk_hlc_advance(&ctx->cb->hlc, ctx->stamp, env.enqueue_ns / 1000000u);
     env.payload_size = ctx->out_size;
     env.type_id = ctx->out_type;
@@ -277,7 +306,7 @@ RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
     int delivered = 0;
     for (rk_u32 i = 0; i < ch->count; ++i) {
         rk_route route = ch->targets[i];
-        delivered += rk_push_route(ctx, &route, &env, payload);
+        delivered += rk_push_route(ctx, channel, &route, &env, payload);
     }
     return delivered;
 }

@@ -234,6 +234,17 @@ public:
         return q_->send(data, o, wait_for(ns));
     }
 
+    int try_send(const py::object &record, const py::object &id, const py::object &priority,
+                 const py::object &correlation_id) {
+        RecordView view;
+        record_bytes(record, view);
+        switch (q_->try_send(view.data, send_options(id, priority, correlation_id))) {
+        case rk::Queue::Attempt::Accepted: return 0;
+        case rk::Queue::Attempt::Refused: return 1;
+        default: return 2;
+        }
+    }
+
     py::object receive(const py::object &timeout, bool with_envelope) {
         const std::int64_t ns = timeout_ns(timeout);
         const std::size_t itemsize = static_cast<std::size_t>(dtype_.itemsize());
@@ -921,15 +932,24 @@ void bind_runtime(py::module_ &m) {
         .def("connected", [](const PyKernel &k, const std::string &name) {
             return key_error_for_missing([&] { return k.k->connected(k.k->channel_index(name)); });
         })
-        .def("launch", [](PyKernel &k) { k.k->launch(); })
-        .def("activate", [](PyKernel &k) { k.k->activate(); })
-        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); })
+        // Lifecycle calls drop the GIL: they may wait for a lock a terminating kernel's Python handler
+        // needs the GIL to release.
+        .def("launch", [](PyKernel &k) { k.k->launch(); }, py::call_guard<py::gil_scoped_release>())
+        .def("activate", [](PyKernel &k) { k.k->activate(); }, py::call_guard<py::gil_scoped_release>())
+        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); }, py::call_guard<py::gil_scoped_release>())
         .def("terminate", [](PyKernel &k, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
             py::gil_scoped_release nogil;  // a Python handler may need the GIL to finish
             return k.k->terminate(ns < 0 ? -1 : ns);
         }, "timeout"_a = 5.0)
-        .def_property_readonly("fault", [](const PyKernel &k) { return k.k->fault(); })
+        .def_property_readonly("fault", [](const PyKernel &k) {
+            std::string f;
+            {
+                py::gil_scoped_release nogil;
+                f = k.k->fault();
+            }
+            return f;
+        })
         .def("enable_telemetry", [](PyKernel &k) { k.k->enable_telemetry(); })
         .def("disable_telemetry", [](PyKernel &k) { k.k->disable_telemetry(); })
         .def_property_readonly("telemetry_enabled", [](const PyKernel &k) { return k.k->telemetry_enabled(); })
@@ -1319,6 +1339,14 @@ PYBIND11_MODULE(_core, m) {
                                [](py::handle self) { return ttl_seconds(queue_of(self.ptr()).core().config().ttl_ns); })
         .def_property_readonly("stats", [](py::handle self) { return queue_of(self.ptr()).core().stats(); })
         .def_property_readonly("closed", [](py::handle self) { return queue_of(self.ptr()).core().closed(); })
+        .def(
+            "_try_send",
+            [](py::handle self, const py::object &record, const py::object &id, const py::object &priority,
+               const py::object &correlation_id) {
+                return queue_of(self.ptr()).try_send(record, id, priority, correlation_id);
+            },
+            "record"_a, py::kw_only(), "id"_a = py::none(), "priority"_a = 0, "correlation_id"_a = 0,
+            "one attempt that never waits: 0 accepted, 1 refused (and counted), 2 full (BLOCK; nothing counted)")
         .def("_watch_readable", [](py::handle self) { return queue_of(self.ptr()).core().watch_readable(); },
              "an eventfd signalled whenever a message may be received (give it back with _unwatch)")
         .def("_watch_writable", [](py::handle self) { return queue_of(self.ptr()).core().watch_writable(); },

@@ -289,19 +289,23 @@ async def _receive_async(q: Queue, timeout: Optional[float], kw: dict) -> Any:
 
 
 async def _send_async(q: Queue, message: Any, timeout: Optional[float], kw: dict) -> bool:
-    if len(q) < q.capacity and q.send(message, timeout=0, **kw):
-        return True
-    if q.backpressure != _core.Backpressure.BLOCK or timeout == 0:
-        return False
+    # One attempt at a time that never waits: accepted, refused (counted by the queue's strategy), or
+    # full (BLOCK, nothing counted) -- then wait for space on the event loop and try again.
+    attempt = q._try_send(message, **kw)
+    if attempt != 2 or timeout == 0:
+        if attempt == 2:
+            return q.send(message, timeout=0, **kw)  # counted as timed out, as send(timeout=0) would
+        return attempt == 0
     deadline = None if timeout is None else time.monotonic() + timeout
     fd = q._watch_writable()
     try:
         while True:
-            if len(q) < q.capacity and q.send(message, timeout=0, **kw):
-                return True
+            attempt = q._try_send(message, **kw)  # raises LifecycleError once the queue is closed
+            if attempt != 2:
+                return attempt == 0
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                return False
+                return q.send(message, timeout=0, **kw)  # the deadline passed: one last try, counted
             await _wait_fd(fd, left)
     finally:
         q._unwatch(fd)

@@ -300,6 +300,74 @@ TEST(Runtime, TerminateWhileBlockedOnAFullOutputDropsAndCounts) {
     EXPECT_EQ(k->messages_processed() + k->input()->size(), 30u);
 }
 
+// Regression: a DROP_OLDEST sender evicts from the kernel's input ring, so the kernel must consume it
+// as one of several consumers (it once used the single-consumer path and corrupted the ring).
+TEST(Runtime, DropOldestSenderAndKernelShareTheInputRing) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = echo_spec("evicted");
+    s.handler = rk::Handler::builtin("count");
+    s.options.set_queue_capacity(16).set_dedup_window(0).set_backpressure(rk::Backpressure::DropOldest);
+    auto k = rt.launch(s);
+    k->activate();
+    const std::uint64_t n = 200'000;
+    for (std::uint64_t i = 0; i < n; ++i) {
+        Rec r{i, i};
+        ASSERT_TRUE(k->input()->send(&r, {}, secs(5)));
+    }
+    while (k->input()->size() > 0) std::this_thread::sleep_for(1ms);
+    const auto st = k->input()->stats();
+    EXPECT_EQ(st.sent, n);
+    EXPECT_EQ(st.received + st.dropped, n);  // every message was either handled or evicted
+    EXPECT_EQ(k->messages_processed(), st.received);
+}
+
+TEST(Runtime, TerminatedReceiverIsDisconnected) {
+    rk::Runtime rt("cpu");
+    auto a = rt.launch(echo_spec("a"));
+    auto b = rt.launch(echo_spec("b"));
+    auto t1 = rt.launch(echo_spec("t1"));
+    rt.connect(*a, *b);
+    rt.create_topic("news", sizeof(Rec), 0);
+    rt.subscribe("news", *t1);
+    a->activate();
+    b->activate();
+    t1->activate();
+    EXPECT_EQ(b->terminate(), rk::KernelState::Terminated);
+    EXPECT_EQ(t1->terminate(), rk::KernelState::Terminated);
+    // a's replies now go nowhere: it keeps serving and counts them dropped instead of blocking.
+    for (std::uint64_t i = 0; i < 100; ++i) {
+        Rec r{i, i};
+        ASSERT_TRUE(a->input()->send(&r, {}, secs(5)));
+    }
+    for (int i = 0; i < 500 && a->messages_processed() < 100; ++i) std::this_thread::sleep_for(2ms);
+    EXPECT_EQ(a->messages_processed(), 100u);
+    EXPECT_EQ(a->messages_dropped(), 100u);
+    Rec r{1, 1};
+    EXPECT_EQ(rt.publish("news", &r), 0u);  // no subscriber left, and nothing waits
+    EXPECT_TRUE(rt.topic("news").subscribers.empty());
+    // A receiver waiting without a timeout on a terminated kernel's output returns at once.
+    Rec out{};
+    EXPECT_FALSE(b->output()->receive(&out, nullptr, rk::Wait{}));
+}
+
+TEST(Runtime, TopicOutlivesATerminatedPublisher) {
+    rk::Runtime rt("cpu");
+    rt.create_topic("t", sizeof(Rec), 0);
+    {
+        auto src = rt.launch(echo_spec("src"));
+        rt.connect_topic(*src, "t");
+        src->terminate();
+    }  // src is gone; the topic must not keep a dangling publisher
+    auto sub = rt.launch(echo_spec("sub"));
+    rt.subscribe("t", *sub);
+    sub->activate();
+    Rec r{5, 5};
+    EXPECT_EQ(rt.publish("t", &r), 1u);
+    Rec out{};
+    ASSERT_TRUE(sub->output()->receive(&out, nullptr, secs(2)));
+    EXPECT_EQ(out.seq, 5u);
+}
+
 TEST(Runtime, PipelineOfThreeKeepsCausalOrder) {
     rk::Runtime rt("cpu");
     auto a = rt.launch(echo_spec("a"));

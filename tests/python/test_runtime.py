@@ -665,3 +665,32 @@ def test_closing_the_runtime_terminates_active_kernels(backend):
     assert runtime.queue_names() == []
     with pytest.raises(rk.LifecycleError, match="closed"):
         runtime.launch("late", "echo", input=REC)
+
+
+def test_receive_on_a_terminated_kernel_returns_at_once(rt):
+    k = rt.launch("gone", "echo", input=REC)
+    k.activate()
+    k.send(rec(1))
+    assert k.receive(timeout=2)["seq"] == 1
+    k.send(rec(2))
+    time.sleep(0.05)
+    k.terminate()
+    assert k.receive(timeout=None)["seq"] == 2  # what arrived is still there
+    t0 = time.monotonic()
+    assert k.receive(timeout=None) is None  # and then no waiting for replies that cannot come
+    assert asyncio.run(k.receive_async(timeout=None)) is None
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(rk.LifecycleError):
+        asyncio.run(k.send_async(rec(3)))
+
+
+def test_send_async_honours_the_backpressure_strategy(rt):
+    k = rt.launch("rej", "echo", input=REC,
+                  options=rk.LaunchOptions(queue_capacity=16, dedup_window=0, backpressure=rk.Backpressure.REJECT))
+
+    async def fill():
+        return [await k.send_async(rec(i), timeout=1.0) for i in range(20)]
+
+    results = asyncio.run(fill())  # LAUNCHED: nothing is consumed, the ring fills
+    assert results == [True] * 16 + [False] * 4
+    assert k.input.stats.rejected == 4 and k.input.stats.timed_out == 0

@@ -10,10 +10,13 @@
 // Idle policy: a worker with nothing to do spins briefly (a message arriving right after the last
 // one is picked up within a microsecond), then parks on the kernel's doorbell, an event count every
 // input queue notifies; a parked kernel costs no CPU.
+#include <cxxabi.h>
 #include <ucontext.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -55,6 +58,8 @@ int host_trampoline(rk_ctx *ctx, const void *in, void *out) {
     auto *h = static_cast<HostHandler *>(ctx->handler_data);
     try {
         return h->handle(ctx, in, out);
+    } catch (abi::__forced_unwind &) {
+        throw;  // thread cancellation (e.g. at interpreter exit) must unwind
     } catch (const std::exception &e) {
         record_host_error(ctx, e.what());
     } catch (...) {
@@ -165,6 +170,10 @@ void fiber_main() {
 
 void fiber_barrier(rk_ctx *ctx) {
     Block &b = *t_block;
+    if (b.fibers.empty()) {  // cannot happen: a handler that may reach a barrier always gets fibers
+        std::fprintf(stderr, "ringkernel: rk_barrier reached by a handler run without per-thread stacks\n");
+        std::abort();
+    }
     Fiber &f = b.fibers[ctx->thread_rank];
     switch_to_sched(f, false);
 }
@@ -242,15 +251,20 @@ void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32 n) {
     auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(cookie));
     if (!q) return;
     Block *b = t_block;
+    // A parked waiter is woken at once (it pays a futex wake anyway); otherwise the wake-up is owed
+    // and paid at the block's next flush. A waiter parking right now, unseen without the fence, is
+    // woken by that flush: after at most 32 messages, or when the block goes idle.
     switch (kind) {
     case RK_EVENT_DATA:
-        if (b) Block::owe(b->pending_data, b->n_data, q, true);
+        if (b && !q->readers_waiting()) Block::owe(b->pending_data, b->n_data, q, true);
         else q->notify_readable();
         break;
     case RK_EVENT_SPACE:
-        if (b) Block::owe(b->pending_space, b->n_space, q, false);
+        if (b && !q->writers_waiting()) Block::owe(b->pending_space, b->n_space, q, false);
         else q->notify_space();
         break;
+    case RK_EVENT_REJECTED: q->count_rejected(n); break;
+    case RK_EVENT_DROPPED_NEW: q->count_dropped_new(n); break;
     case RK_EVENT_EXPIRED: q->count_expired(n); break;
     case RK_EVENT_EVICTED: q->count_evicted(n); q->notify_space(); break;
     default: break;
@@ -419,10 +433,12 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.out_size = spec.output_size;
     ctx.out_type = spec.output_type;
     ctx.node = static_cast<rk_u16>(core.cb.node);
-    ctx.single_consumer = spec.grid == 1 ? 1u : 0u;
+    // Never the single-consumer path: besides the blocks, a DROP_OLDEST producer (a host sender, an
+    // upstream kernel) evicts from this ring, and that is a second consumer.
+    ctx.single_consumer = 0u;
     ctx.backpressure = static_cast<rk_u32>(spec.options.backpressure());
     ctx.ttl_ns = spec.options.ttl_ns();
-    ctx.reply_id_base = (1ull << 62) | (static_cast<std::uint64_t>(core.cb.node) << 44);
+    ctx.reply_id_base = core.reply_id_base;
     ctx.out = b.out.data();
     ctx.shared = b.shared.data();
     ctx.uses_barrier = core.uses_barrier ? 1u : 0u;

@@ -96,20 +96,30 @@ std::string cache_dir(const RuntimeConfig &cfg) {
         std::string base = env("XDG_CACHE_HOME");
         if (base.empty()) {
             const std::string home = env("HOME");
-            base = home.empty() ? std::string("/tmp") : home + "/.cache";
+            if (home.empty()) return "/tmp/ringkernel-" + std::to_string(::getuid());
+            base = home + "/.cache";
         }
         d = base + "/ringkernel";
     }
     return d;
 }
 
-void make_dirs(const std::string &path) {
+// Create the cache directory (private to the user) and check that it is: the objects in it are
+// loaded into the process, so nobody else may be able to write there.
+void make_private_dir(const std::string &path) {
     std::string cur;
     for (const auto &part : split(path, '/')) {
         cur += "/" + part;
-        if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+        if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST)
             throw Error("cannot create the handler cache directory " + cur + ": " + std::strerror(errno));
     }
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw Error("the handler cache " + path + " is not a directory");
+    if (st.st_uid != ::getuid() || (st.st_mode & 022) != 0)
+        throw Error("the handler cache directory " + path +
+                    " is not private (it must belong to this user and not be group- or world-writable); "
+                    "fix its permissions or set RINGKERNEL_CACHE_DIR");
 }
 
 // FNV-1a, 64 bits: a stable content hash for cache file names (not a security boundary: the cache
@@ -207,7 +217,7 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
     if (auto m = loaded[hex].lock()) return m;
 
     const std::string dir = cache_dir(cfg);
-    make_dirs(dir);
+    make_private_dir(dir);
     const std::string so = dir + "/handler-" + hex + ".so";
     if (!is_file(so)) {
         const std::string tag = std::to_string(::getpid()) + "-" + hex;
@@ -250,7 +260,9 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
     m->step = reinterpret_cast<int (*)(rk_ctx *)>(dlsym(m->dl, "rk_cpu_step"));
     if (!abi || !m->step || abi() != RK_KERNEL_ABI)
         throw CompileError("the cached handler " + so + " does not match this ringkernel (delete it to rebuild)", "");
-    m->uses_barrier = code.find("rk_barrier") != std::string::npos;
+    // Threads of a block get their own stacks when the handler may reach a barrier: whenever the
+    // source names rk_barrier or includes other code that might.
+    m->uses_barrier = code.find("rk_barrier") != std::string::npos || code.find("#include") != std::string::npos;
     loaded[hex] = m;
     return m;
 }

@@ -100,6 +100,11 @@ public:
     void notify_space() { space_.notify(); }
     void count_expired(std::uint64_t n) noexcept { expired_.fetch_add(n, std::memory_order_relaxed); }
     void count_evicted(std::uint64_t n) noexcept { evicted_.fetch_add(n, std::memory_order_relaxed); }
+    void count_rejected(std::uint64_t n) noexcept { rejected_.fetch_add(n, std::memory_order_relaxed); }
+    void count_dropped_new(std::uint64_t n) noexcept { dropped_new_.fetch_add(n, std::memory_order_relaxed); }
+    // Hints (no fence): a receiver or sender may be parked on this queue.
+    bool readers_waiting() const noexcept { return data_->has_waiters(); }
+    bool writers_waiting() const noexcept { return space_.has_waiters(); }
 
     // For event loops: a non-blocking eventfd that becomes readable whenever a message may be
     // received (watch_readable) or sent (watch_writable) — after every send, resp. every release,

@@ -147,7 +147,7 @@ private:
     void require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const;
     void release_queues(const std::string &why);
 
-    Runtime *rt_;  // null once the runtime is closed
+    std::atomic<Runtime *> rt_;  // null once the runtime is closed
     KernelSpec spec_;
     std::uint16_t id_;
     std::atomic<KernelState> state_{KernelState::Created};
@@ -240,7 +240,7 @@ public:
 
     // Terminate every kernel (each within `timeout_ns`), release queues, topics and buffers.
     void close(std::int64_t timeout_ns = -1);
-    bool closed() const noexcept { return closed_; }
+    bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
 private:
     friend class Kernel;
@@ -263,13 +263,13 @@ private:
     struct Topic {
         TopicInfo info;
         std::vector<std::shared_ptr<Queue>> rings;
-        std::vector<std::pair<Kernel *, std::uint32_t>> publishers;  // kernels connected to it
+        std::vector<std::pair<std::weak_ptr<Kernel>, std::uint32_t>> publishers;  // kernels connected to it
     };
     std::map<std::string, Topic> topics_;
     struct BufferTable;
     std::shared_ptr<BufferTable> buffers_;
     std::uint16_t next_kernel_id_ = 1;
-    bool closed_ = false;
+    std::atomic<bool> closed_{false};
 };
 
 }  // namespace rk

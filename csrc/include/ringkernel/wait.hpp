@@ -132,6 +132,9 @@ public:
         }
     }
 
+    // Whether a waiter may be parked (a hint, without the fence notify() pays).
+    bool has_waiters() const noexcept { return waiters_.load(std::memory_order_relaxed) != 0; }
+
     // An event loop's waiter: every notify() also signals `fd` (an eventfd: one 8-byte write) until
     // unwatch_fd(). Registered like a parked waiter, so a notifier that changed the condition after
     // this call returns is sure to signal: the watcher re-checks the condition after watch_fd().
