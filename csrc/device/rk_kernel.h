@@ -53,6 +53,7 @@
 #define RK_MAX_CHANNELS 8
 #define RK_MAX_FANOUT 16
 #define RK_SHARED_BYTES 16384u
+#define RK_MAX_RUN 32 /* messages a block takes at once, at most */
 
 /* Backpressure of the kernel's outputs (values of rk::Backpressure). */
 #define RK_BP_BLOCK 0
@@ -125,10 +126,12 @@ struct rk_ctx {
     rk_u64 reply_id_base;
     RK_GLOBAL const rk_envelope *request; /* the message being handled */
     rk_u64 stamp;                        /* the HLC stamp of its receipt */
-    rk_u64 recent_ns;                    /* the block's last clock reading (see rk_recent_ns) */
-    rk_u32 run;                          /* messages since the block was last idle */
-    rk_u32 reserved_run;
-    void *out;                           /* the block's reply buffer (out_size bytes) */
+    rk_u64 recent_ns;                    /* the block's last clock reading */
+    rk_u64 run_started_ns;               /* when the current run began */
+    rk_u32 max_run;                      /* length of the next run (adapted to the handler) */
+    rk_u32 run_limit;                    /* at most this many (the reply buffers' size) */
+    rk_i32 run_status[RK_MAX_RUN];       /* each message's handler result in the current run */
+    void *out;                           /* the block's reply buffers (run_limit * out_size bytes) */
     void *shared;                        /* RK_SHARED_BYTES per block */
     rk_i32 status;                       /* the block's handler result for this message */
     rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
@@ -150,11 +153,6 @@ struct rk_ctx {
 RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
 #define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
 #endif
-/* The last clock reading of this block. Every reply reads the clock (its enqueue time must be true:
- * downstream TTLs age it); a request reads it when it starts a run after idling or when a TTL
- * applies, and otherwise uses the reading of the previous reply, which is only used as the HLC's
- * physical lower bound. */
-RK_FN rk_u64 rk_recent_ns(const rk_ctx *ctx) { return ctx->recent_ns; }
 
 /* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
  * hlc.hpp, so stamps are strictly increasing and always after the stamp they answer. */
@@ -280,7 +278,7 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, RK_G
 /* Send `payload` (out_size bytes) on a channel: every ring connected to it gets a copy. Returns the
  * number of rings that took it, or RK_ERR_CHANNEL for a channel the kernel does not have. A channel
  * whose rings were all disconnected drops the record (counted). */
-RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+RK_FN int rk_deliver_at(rk_ctx *ctx, rk_u32 channel, const void *payload, rk_u64 now_ns) {
     RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
     if (channel >= routes->n_channels) return RK_ERR_CHANNEL;
     RK_GLOBAL rk_channel *ch = &routes->channels[channel];
@@ -292,7 +290,7 @@ RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
     env.message_id = ctx->reply_id_base +
                      rk_atomic_fetch_add_u64(&ctx->cb->next_reply_id, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
     env.correlation_id = ctx->request != RK_NULL ? ctx->request->message_id : 0;
-    env.enqueue_ns = rk_now_ns(ctx);
+    env.enqueue_ns = now_ns;
     env.timestamp = rk_hlc_advance(&ctx->cb->hlc, ctx->stamp, env.enqueue_ns / 1000000u);
     env.payload_size = ctx->out_size;
     env.type_id = ctx->out_type;
@@ -311,6 +309,10 @@ RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
     return delivered;
 }
 
+RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+    return rk_deliver_at(ctx, channel, payload, rk_now_ns(ctx));
+}
+
 /* From a handler: send a record on named channel `channel` (1..7, in the order the kernel's channels
  * were declared at launch). Only thread 0's call sends; the others return 0. */
 RK_FN int rk_emit(rk_ctx *ctx, rk_u32 channel, const void *payload) {
@@ -320,22 +322,16 @@ RK_FN int rk_emit(rk_ctx *ctx, rk_u32 channel, const void *payload) {
 }
 
 /* ---- one step of the persistent loop ---------------------------------------------------------------- */
-
-/* Take the next message from the inputs, round robin. */
-RK_FN RK_GLOBAL rk_envelope *rk_take(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, rk_u64 *pos) {
-    rk_u32 n = routes->n_inputs;
-    for (rk_u32 k = 0; k < n; ++k) {
-        rk_u32 i = (ctx->next_input + k) % n;
-        RK_GLOBAL rk_envelope *slot =
-            rk_ring_acquire(routes->inputs[i].ring, pos, (int)ctx->single_consumer, RK_SCOPE_RINGS);
-        if (slot != RK_NULL) {
-            ctx->next_input = (i + 1u) % n;
-            *input = i;
-            return slot;
-        }
-    }
-    return RK_NULL;
-}
+/*
+ * A step handles a run: up to ctx->max_run consecutive messages taken from one input with one cursor
+ * update. The handler runs for each in turn (replies go to consecutive reply buffers), then the run
+ * is accounted, its replies delivered and its slots released. One clock reading starts the run (TTL,
+ * HLC) and one ends it (replies' enqueue time, latency). The run adapts to the handler: the backend
+ * sizes max_run so that a run takes about RK_RUN_TARGET_NS, so a slow handler's replies are not held
+ * back behind those of the messages after it.
+ */
+#define RK_RUN_TARGET_NS 8000u
+#define RK_STATUS_EXPIRED (-1000)
 
 RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
     rk_atomic_fetch_add_i32(&ctx->cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
@@ -348,63 +344,102 @@ RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
  * with a reply that carries the status. Returning a negative code records it too, without a reply. */
 RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code); }
 
-/* The part after the handler: deliver, release, account. */
-RK_FN int rk_finish_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, RK_GLOBAL rk_envelope *slot,
-                         rk_u64 pos, rk_u64 started_ns) {
-    rk_i32 rc = ctx->status;
-    rk_route in = routes->inputs[input];
-    /* Account first: whoever sees the reply (its publication is a release) sees the counters too. */
-    if (rc < 0) rk_record_error(ctx, rc);
-    RK_GLOBAL rk_u64 *processed = (RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed;
-    if (ctx->grid == 1) /* the only writer: no read-modify-write needed */
-        rk_atomic_store_u64(processed, rk_atomic_load_u64(processed, RK_RELAXED, RK_SCOPE_SYSTEM) + 1, RK_RELEASE,
-                            RK_SCOPE_SYSTEM);
-    else
-        rk_atomic_fetch_add_u64(processed, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
-    if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
-        rk_u64 done = rk_now_ns(ctx);
-        rk_u64 enqueued = slot->enqueue_ns;
-        RK_GLOBAL rk_telemetry *t = ctx->tel;
-        /* Latency: from the request's enqueue (the producer's clock) to the end of its handling. */
-        rk_u64 latency = done > enqueued ? done - enqueued : (done > started_ns ? done - started_ns : 1);
-        if (latency == 0) latency = 1;
-        rk_atomic_fetch_add_u64(&t->messages_processed, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-        rk_atomic_fetch_add_u64(&t->total_latency_ns, latency, RK_RELAXED, RK_SCOPE_SYSTEM);
-        rk_atomic_min_nonzero_u64(&t->min_latency_ns, latency);
-        rk_atomic_max_u64(&t->max_latency_ns, latency);
-        rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
-        rk_u64 depth = rk_ring_size(in.ring, RK_SCOPE_RINGS);
-        rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
+/* Take a run from the inputs, round robin. Returns its length (0: nothing waiting). */
+RK_FN rk_u32 rk_take_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, rk_u64 *first) {
+    rk_u32 n = routes->n_inputs;
+    for (rk_u32 k = 0; k < n; ++k) {
+        rk_u32 i = (ctx->next_input + k) % n;
+        rk_u32 got = rk_ring_acquire_n(routes->inputs[i].ring, ctx->max_run, first, (int)ctx->single_consumer,
+                                       RK_SCOPE_RINGS);
+        if (got != 0) {
+            ctx->next_input = (i + 1u) % n;
+            *input = i;
+            return got;
+        }
     }
-    if (rc == RK_REPLY) rk_deliver(ctx, 0, ctx->out);
-    rk_ring_release(in.ring, slot, pos, RK_SCOPE_RINGS);
-    ctx->request = RK_NULL;
-    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
-    return RK_STEP_DONE;
+    return 0;
 }
 
-/* The part before the handler. Returns RK_STEP_DONE with ctx->request set when a message is ready for
- * the handler, or RK_STEP_IDLE / RK_STEP_EXPIRED. */
-RK_FN int rk_begin_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, RK_GLOBAL rk_envelope **slot,
-                        rk_u64 *pos, rk_u64 *started_ns) {
-    *slot = rk_take(ctx, routes, input, pos);
-    if (*slot == RK_NULL) return RK_STEP_IDLE;
-    rk_u64 now = (ctx->ttl_ns != 0 || ctx->run == 0) ? rk_now_ns(ctx) : rk_recent_ns(ctx);
-    ctx->run += 1;
-    *started_ns = now;
-    if (ctx->ttl_ns != 0 && now > (*slot)->enqueue_ns && now - (*slot)->enqueue_ns > ctx->ttl_ns) {
-        rk_route in = routes->inputs[*input];
-        rk_ring_release(in.ring, *slot, *pos, RK_SCOPE_RINGS);
-        rk_count_dropped(ctx, 1);
-        ctx->event(ctx, RK_EVENT_EXPIRED, in.cookie, 1);
-        ctx->event(ctx, RK_EVENT_SPACE, in.cookie, 1);
-        return RK_STEP_EXPIRED;
+/* Before the handlers: TTL, the HLC receive stamp (past every request of the run), zeroed replies.
+ * Returns how many messages of the run are left for the handler. */
+RK_FN rk_u32 rk_begin_run(rk_ctx *ctx, RK_GLOBAL rk_ring_header *ring, rk_u64 first, rk_u32 n) {
+    rk_u64 now = rk_now_ns(ctx);
+    ctx->run_started_ns = now;
+    rk_u64 remote = 0;
+    rk_u32 live = 0;
+    for (rk_u32 j = 0; j < n; ++j) {
+        RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, first + j);
+        if (ctx->ttl_ns != 0 && now > slot->enqueue_ns && now - slot->enqueue_ns > ctx->ttl_ns) {
+            ctx->run_status[j] = RK_STATUS_EXPIRED;
+            continue;
+        }
+        ctx->run_status[j] = RK_NO_REPLY;
+        if (slot->timestamp > remote) remote = slot->timestamp;
+        ++live;
     }
-    ctx->request = *slot;
-    ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, (*slot)->timestamp, now / 1000000u);
+    ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);
     rk_u8 *out = (rk_u8 *)ctx->out;
-    for (rk_u32 i = 0; i < ctx->out_size; ++i) out[i] = 0;
-    return RK_STEP_DONE;
+    for (rk_u32 i = 0; i < n * ctx->out_size; ++i) out[i] = 0;
+    return live;
+}
+
+/* After the handlers: account (first: whoever sees a reply, published with release order, sees the
+ * counters too), deliver the replies, release the slots. */
+RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, rk_u64 first, rk_u32 n) {
+    rk_route in = routes->inputs[input];
+    rk_u64 done = rk_now_ns(ctx);
+    rk_u32 handled = 0, expired = 0;
+    rk_u64 total = 0, lo = 0, hi = 0;
+    for (rk_u32 j = 0; j < n; ++j) {
+        rk_i32 rc = ctx->run_status[j];
+        if (rc == RK_STATUS_EXPIRED) {
+            ++expired;
+            continue;
+        }
+        ++handled;
+        if (rc < 0) rk_record_error(ctx, rc);
+        rk_u64 enq = rk_ring_slot(in.ring, first + j)->enqueue_ns;
+        rk_u64 latency = done > enq ? done - enq : 1;
+        total += latency;
+        if (lo == 0 || latency < lo) lo = latency;
+        if (latency > hi) hi = latency;
+    }
+    if (handled != 0) {
+        RK_GLOBAL rk_u64 *processed = (RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed;
+        if (ctx->grid == 1) /* the only writer: no read-modify-write needed */
+            rk_atomic_store_u64(processed, rk_atomic_load_u64(processed, RK_RELAXED, RK_SCOPE_SYSTEM) + handled,
+                                RK_RELEASE, RK_SCOPE_SYSTEM);
+        else
+            rk_atomic_fetch_add_u64(processed, handled, RK_RELEASE, RK_SCOPE_SYSTEM);
+        if (rk_atomic_load_i32(&ctx->cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM)) {
+            RK_GLOBAL rk_telemetry *t = ctx->tel;
+            /* Latency: from each request's enqueue (the producer's clock) to the end of its run. */
+            rk_atomic_fetch_add_u64(&t->messages_processed, handled, RK_RELAXED, RK_SCOPE_SYSTEM);
+            rk_atomic_fetch_add_u64(&t->total_latency_ns, total, RK_RELAXED, RK_SCOPE_SYSTEM);
+            rk_atomic_min_nonzero_u64(&t->min_latency_ns, lo);
+            rk_atomic_max_u64(&t->max_latency_ns, hi);
+            rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
+            rk_u64 depth = rk_ring_size(in.ring, RK_SCOPE_RINGS);
+            rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
+        }
+    }
+    for (rk_u32 j = 0; j < n; ++j) {
+        if (ctx->run_status[j] != RK_REPLY) continue;
+        ctx->request = rk_ring_slot(in.ring, first + j);
+        rk_deliver_at(ctx, 0, (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
+    }
+    ctx->request = RK_NULL;
+    for (rk_u32 j = 0; j < n; ++j) rk_ring_release(in.ring, rk_ring_slot(in.ring, first + j), first + j, RK_SCOPE_RINGS);
+    if (expired != 0) {
+        rk_count_dropped(ctx, expired);
+        ctx->event(ctx, RK_EVENT_EXPIRED, in.cookie, expired);
+    }
+    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, n);
+    /* Size the next run from this one's handling time. */
+    rk_u64 per = handled != 0 ? (done - ctx->run_started_ns) / handled : 0;
+    rk_u64 fit = per == 0 ? RK_MAX_RUN : RK_RUN_TARGET_NS / per;
+    ctx->max_run = fit < 1 ? 1u : fit > ctx->run_limit ? ctx->run_limit : (rk_u32)fit;
+    return handled != 0 ? RK_STEP_DONE : RK_STEP_EXPIRED;
 }
 
 #if defined(RK_TARGET_HOST)
@@ -414,19 +449,26 @@ RK_FN int rk_begin_step(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input,
     int step_name(rk_ctx *ctx) {                                                                       \
         RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);                                            \
         rk_u32 input;                                                                                  \
-        RK_GLOBAL rk_envelope *slot;                                                                   \
-        rk_u64 pos, started;                                                                           \
-        int begun = rk_begin_step(ctx, routes, &input, &slot, &pos, &started);                          \
-        if (begun != RK_STEP_DONE) return begun;                                                       \
-        RK_GLOBAL const void *in = rk_envelope_payload(slot);                                            \
-        if (ctx->thread_count == 1) {                                                                  \
-            ctx->thread_rank = 0;                                                                      \
-            ctx->status = handler_fn(ctx, in, ctx->out);                                               \
-        } else {                                                                                       \
-            ctx->handler = handler_fn;                                                                 \
-            ctx->status = ctx->run_threads(ctx, in, ctx->out);                                         \
+        rk_u64 first;                                                                                  \
+        rk_u32 n = rk_take_run(ctx, routes, &input, &first);                                           \
+        if (n == 0) return RK_STEP_IDLE;                                                               \
+        RK_GLOBAL rk_ring_header *ring = routes->inputs[input].ring;                                     \
+        rk_begin_run(ctx, ring, first, n);                                                             \
+        for (rk_u32 j = 0; j < n; ++j) {                                                               \
+            if (ctx->run_status[j] == RK_STATUS_EXPIRED) continue;                                     \
+            RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, first + j);                                 \
+            RK_GLOBAL const void *in = rk_envelope_payload(slot);                                        \
+            void *out = (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size;                                  \
+            ctx->request = slot;                                                                       \
+            if (ctx->thread_count == 1) {                                                              \
+                ctx->thread_rank = 0;                                                                  \
+                ctx->run_status[j] = handler_fn(ctx, in, out);                                         \
+            } else {                                                                                   \
+                ctx->handler = handler_fn;                                                             \
+                ctx->run_status[j] = ctx->run_threads(ctx, in, out);                                   \
+            }                                                                                          \
         }                                                                                              \
-        return rk_finish_step(ctx, routes, input, slot, pos, started);                                 \
+        return rk_finish_run(ctx, routes, input, first, n);                                            \
     }
 #endif
 

@@ -418,7 +418,12 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     Block b;
     b.core = core_ptr;
     b.host_slot[0] = &core;
-    b.out.assign(std::max<std::uint32_t>(spec.output_size, 8), 0);
+    // Runs of up to 32 messages (a host handler: one at a time, as it is slow anyway), within 1 MiB of
+    // reply buffers.
+    const bool host_handler = spec.handler.kind == Handler::Kind::Host;
+    const std::uint32_t run_limit =
+        host_handler ? 1u : std::max<std::uint32_t>(1, std::min<std::uint32_t>(RK_MAX_RUN, (1u << 20) / spec.output_size));
+    b.out.assign(static_cast<std::size_t>(run_limit) * std::max<std::uint32_t>(spec.output_size, 8), 0);
     b.shared.assign(RK_SHARED_BYTES, 0);
     rk_ctx &ctx = b.ctx;
     ctx.cb = &core.cb;
@@ -440,6 +445,8 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.ttl_ns = spec.options.ttl_ns();
     ctx.reply_id_base = core.reply_id_base;
     ctx.out = b.out.data();
+    ctx.run_limit = run_limit;
+    ctx.max_run = 1;  // grows with the first runs, as fast as the handler allows
     ctx.shared = b.shared.data();
     ctx.uses_barrier = core.uses_barrier ? 1u : 0u;
     ctx.host = b.host_slot;
@@ -506,7 +513,6 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
             continue;
         }
         if (b.since_flush || b.n_data || b.n_space) b.flush();
-        ctx.run = 0;  // the next message starts a new run: it reads the clock afresh
         const std::int64_t now = static_cast<std::int64_t>(wall_ns());
         if (idle_since < 0) idle_since = now;
         if (now - idle_since < kSpinNs) {
