@@ -34,6 +34,9 @@ namespace {
 #ifndef RINGKERNEL_SOURCE_INCLUDE_DIRS
 #define RINGKERNEL_SOURCE_INCLUDE_DIRS ""
 #endif
+#ifndef RINGKERNEL_INSTALL_INCLUDE_DIRS
+#define RINGKERNEL_INSTALL_INCLUDE_DIRS ""
+#endif
 
 std::string env(const char *name) {
     const char *v = std::getenv(name);
@@ -86,6 +89,11 @@ std::vector<std::string> include_dirs(const RuntimeConfig &cfg) {
     if (!cfg.include_dirs.empty()) return cfg.include_dirs;
     const std::string e = env("RINGKERNEL_INCLUDE_DIR");
     if (!e.empty()) return split(e, ':');
+    // The install prefix chosen at configure time, else the source tree this library was built from.
+    for (const char *set : {RINGKERNEL_INSTALL_INCLUDE_DIRS, RINGKERNEL_SOURCE_INCLUDE_DIRS}) {
+        auto dirs = split(set, ';');
+        if (!dirs.empty() && is_file(dirs[0] + "/rk_kernel.h")) return dirs;
+    }
     return split(RINGKERNEL_SOURCE_INCLUDE_DIRS, ';');
 }
 
