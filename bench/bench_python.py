@@ -442,22 +442,28 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats and shorter samples (< ~15 s)")
+def cli(argv: list[str] | None, doc: str, run_fn: Callable[[bool], dict], table_fn: Callable[[dict], str],
+        prefix: str, quick_help: str) -> int:
+    """The command line every bench script shares: run, print the table, write the JSON."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
                     help="directory for the JSON results (default: bench/results)")
     args = ap.parse_args(argv)
 
-    results = run(quick=args.quick)
-    print(table(results))
+    results = run_fn(args.quick)
+    print(table_fn(results))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.date.today().strftime("%Y%m%d")
-    path = out_dir / f"python-{results['machine']['hostname']}-{stamp}.json"
+    path = out_dir / f"{prefix}-{results['machine']['hostname']}-{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} ({results['elapsed_s']} s)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli(argv, __doc__, run, table, "python", "fewer repeats and shorter samples (< ~15 s)")
 
 
 if __name__ == "__main__":

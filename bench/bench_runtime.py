@@ -30,10 +30,8 @@ Usage: ``python bench/bench_runtime.py [--quick] [--out DIR]``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as _dt
 import gc
-import json
 import multiprocessing as mp
 import queue
 import statistics
@@ -46,7 +44,7 @@ from typing import Any, Callable
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_python import machine_info  # noqa: E402
+from bench_python import cli, machine_info  # noqa: E402
 
 import ringkernel as rk  # noqa: E402
 
@@ -368,20 +366,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer messages and repeats (about 20 s)")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
-                    help="directory for the JSON results (default: bench/results)")
-    args = ap.parse_args(argv)
-    results = run(quick=args.quick)
-    print(table(results))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.date.today().strftime("%Y%m%d")
-    path = out_dir / f"runtime-{results['machine']['hostname']}-{stamp}.json"
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {path} ({results['elapsed_s']} s)")
-    return 0
+    return cli(argv, __doc__, run, table, "runtime", "fewer messages and repeats (about 20 s)")
 
 
 if __name__ == "__main__":

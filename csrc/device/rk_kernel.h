@@ -423,13 +423,17 @@ RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, 
             rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
         }
     }
+    /* Each request's slot goes back as soon as its reply is out, so a reply that waits for space does
+     * not also hold the slots of the requests before it. */
     for (rk_u32 j = 0; j < n; ++j) {
-        if (ctx->run_status[j] != RK_REPLY) continue;
-        ctx->request = rk_ring_slot(in.ring, first + j);
-        rk_deliver_at(ctx, 0, (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
+        RK_GLOBAL rk_envelope *slot = rk_ring_slot(in.ring, first + j);
+        if (ctx->run_status[j] == RK_REPLY) {
+            ctx->request = slot;
+            rk_deliver_at(ctx, 0, (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
+        }
+        rk_ring_release(in.ring, slot, first + j, RK_SCOPE_RINGS);
     }
     ctx->request = RK_NULL;
-    for (rk_u32 j = 0; j < n; ++j) rk_ring_release(in.ring, rk_ring_slot(in.ring, first + j), first + j, RK_SCOPE_RINGS);
     if (expired != 0) {
         rk_count_dropped(ctx, expired);
         ctx->event(ctx, RK_EVENT_EXPIRED, in.cookie, expired);

@@ -694,3 +694,18 @@ def test_send_async_honours_the_backpressure_strategy(rt):
     results = asyncio.run(fill())  # LAUNCHED: nothing is consumed, the ring fills
     assert results == [True] * 16 + [False] * 4
     assert k.input.stats.rejected == 4 and k.input.stats.timed_out == 0
+
+
+def test_named_channel_feeds_another_kernel(cpu_rt):
+    def split(r):
+        return {"odd": r} if r["seq"] % 2 else r
+
+    router = cpu_rt.launch("router", split, input=REC, channels=["odd"])
+    odd_sink = cpu_rt.launch("odd_sink", "echo", input=REC)
+    assert cpu_rt.connect(router, odd_sink, channel="odd") == "router.odd->odd_sink"
+    for k in (router, odd_sink):
+        k.activate()
+    for i in range(6):
+        router.send(rec(i))
+    assert [router.receive(timeout=2)["seq"] for _ in range(3)] == [0, 2, 4]  # the main output stays
+    assert [odd_sink.receive(timeout=2)["seq"] for _ in range(3)] == [1, 3, 5]
