@@ -42,17 +42,17 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_vector_add_request, a_buf) == 208, vector_add_re
 RK_STATIC_ASSERT(sizeof(rk_vector_add_response) == 120, vector_add_response_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_vector_add_response, status) == 112, vector_add_response_status);
 
-RK_FN int rk_builtin_echo(rk_ctx *ctx, RK_GLOBAL const void *in, void *out) {
+RK_FN int rk_builtin_echo(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
     if (rk_thread_rank(ctx) == 0) {
         rk_u32 n = ctx->in_size < ctx->out_size ? ctx->in_size : ctx->out_size;
         RK_GLOBAL const rk_u8 *src = (RK_GLOBAL const rk_u8 *)in;
-        rk_u8 *dst = (rk_u8 *)out;
+        RK_LOCAL rk_u8 *dst = (RK_LOCAL rk_u8 *)out;
         for (rk_u32 i = 0; i < n; ++i) dst[i] = src[i];
     }
     return RK_REPLY;
 }
 
-RK_FN int rk_builtin_count(rk_ctx *ctx, RK_GLOBAL const void *in, void *out) {
+RK_FN int rk_builtin_count(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
     (void)ctx;
     (void)in;
     (void)out;
@@ -64,9 +64,9 @@ RK_FN rk_f32 rk_vector_apply(rk_u32 op, rk_f32 a, rk_f32 b) {
 }
 
 /* The block's threads share the elements: thread t takes t, t + n, t + 2n, ... */
-RK_FN int rk_builtin_vector_add(rk_ctx *ctx, RK_GLOBAL const void *in, void *out) {
+RK_FN int rk_builtin_vector_add(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
     RK_GLOBAL const rk_vector_add_request *req = (RK_GLOBAL const rk_vector_add_request *)in;
-    rk_vector_add_response *resp = (rk_vector_add_response *)out;
+    RK_LOCAL rk_vector_add_response *resp = (RK_LOCAL rk_vector_add_response *)out;
     rk_u32 rank = rk_thread_rank(ctx), threads = rk_thread_count(ctx);
     rk_u32 op = req->op, n = req->length;
     int status = 0;

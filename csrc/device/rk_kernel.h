@@ -4,7 +4,7 @@
  *
  * A handler is a function
  *
- *     int my_handler(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+ *     int my_handler(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out);
  *
  * called by every thread of a block for each message the block takes. `in` points at the request
  * payload (in place, in the input ring), `out` at the block's reply buffer (zeroed, the size of the
@@ -104,8 +104,19 @@ typedef struct rk_buffer_table {
     RK_GLOBAL rk_buffer_entry *entries;
 } rk_buffer_table;
 
+/* The run a block is working on, shared by its threads (block-local memory on devices). */
+typedef struct rk_run_info {
+    RK_GLOBAL rk_ring_header *ring;      /* the input ring it was taken from */
+    rk_u64 first;                        /* position of its first message */
+    rk_u64 cookie;                       /* the host's name for that ring */
+    rk_u32 n;                            /* messages in the run (0: nothing was waiting) */
+    rk_u32 input;                        /* index of the input */
+} rk_run_info;
+
 typedef struct rk_ctx rk_ctx;
-typedef int (*rk_handler_fn)(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+#if defined(RK_TARGET_HOST)
+typedef int (*rk_handler_fn)(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out);
+#endif
 
 /* A block's view of its kernel. The first part is shared by every thread of the block; rank and
  * the current message change per thread and per message. */
@@ -130,17 +141,19 @@ struct rk_ctx {
     rk_u64 run_started_ns;               /* when the current run began */
     rk_u32 max_run;                      /* length of the next run (adapted to the handler) */
     rk_u32 run_limit;                    /* at most this many (the reply buffers' size) */
-    rk_i32 run_status[RK_MAX_RUN];       /* each message's handler result in the current run */
-    void *out;                           /* the block's reply buffers (run_limit * out_size bytes) */
-    void *shared;                        /* RK_SHARED_BYTES per block */
-    rk_i32 status;                       /* the block's handler result for this message */
+    /* Block-shared state (block-local memory on devices): */
+    RK_LOCAL rk_run_info *run;           /* the current run */
+    RK_LOCAL rk_i32 *run_status;         /* thread 0's handler result per message of the run */
+    RK_LOCAL rk_i32 *run_error;          /* the lowest error any thread returned (0: none) */
+    RK_LOCAL void *out;                  /* the block's reply buffers (run_limit * out_size bytes) */
+    RK_LOCAL void *shared;               /* RK_SHARED_BYTES per block */
     rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
 #if defined(RK_TARGET_HOST)
     /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
     void *host;                          /* the backend's per-block state */
     void *handler_data;                  /* a host handler's object */
     rk_handler_fn handler;               /* the handler run_threads runs */
-    int (*run_threads)(rk_ctx *ctx, RK_GLOBAL const void *in, void *out);
+    int (*run_threads)(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out);
     void (*barrier)(rk_ctx *ctx);
     void (*backoff)(rk_ctx *ctx, rk_u32 attempt);
     void (*event)(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n);
@@ -148,10 +161,55 @@ struct rk_ctx {
 #endif
 };
 
-/* ---- clock ----------------------------------------------------------------------------------------- */
+/* ---- target hooks ------------------------------------------------------------------------------------
+ *   rk_now_ns(ctx)          wall-clock ns since the epoch (devices without a wall clock read the one the
+ *                           host publishes in the control block)
+ *   rk_backoff(ctx, n)      wait a little before retry n (a full ring)
+ *   rk_event(ctx, ...)      tell the host what a step did (wake-ups, accounting); devices leave it to the
+ *                           host bridge, which polls
+ *   rk_block_sync(ctx)      all threads of the block meet (between the block-level parts of a step; the
+ *                           host runs those on one thread and emulates threads inside handlers only)
+ *   rk_barrier(ctx)         the same, for handlers
+ */
 #if defined(RK_TARGET_HOST)
-RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
 #define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
+RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
+RK_FN void rk_backoff(rk_ctx *ctx, rk_u32 attempt) { ctx->backoff(ctx, attempt); }
+RK_FN void rk_event(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n) { ctx->event(ctx, kind, cookie, n); }
+RK_FN void rk_block_sync(rk_ctx *ctx) { (void)ctx; }
+RK_FN void rk_barrier(rk_ctx *ctx) {
+    if (ctx->thread_count > 1) ctx->barrier(ctx);
+}
+#else
+#define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
+RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) {
+    return ctx->recent_ns = rk_atomic_load_u64(&ctx->cb->clock_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+}
+RK_FN void rk_backoff(rk_ctx *ctx, rk_u32 attempt) {
+    (void)ctx;
+    (void)attempt;
+    rk_cpu_relax();
+}
+RK_FN void rk_event(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n) {
+    (void)ctx;
+    (void)kind;
+    (void)cookie;
+    (void)n;
+}
+#if defined(RK_TARGET_OPENCL)
+RK_FN void rk_block_sync(rk_ctx *ctx) {
+    (void)ctx;
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+}
+#else
+RK_FN void rk_block_sync(rk_ctx *ctx) {
+    (void)ctx;
+#if defined(__CUDA_ARCH__)
+    __syncthreads();
+#endif
+}
+#endif
+RK_FN void rk_barrier(rk_ctx *ctx) { rk_block_sync(ctx); }
 #endif
 
 /* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
@@ -189,13 +247,8 @@ RK_FN void rk_block_refresh(rk_ctx *ctx) {
 /* ---- the handler API ------------------------------------------------------------------------------- */
 RK_FN rk_u32 rk_thread_rank(const rk_ctx *ctx) { return ctx->thread_rank; }
 RK_FN rk_u32 rk_thread_count(const rk_ctx *ctx) { return ctx->thread_count; }
-RK_FN void *rk_shared(const rk_ctx *ctx) { return ctx->shared; }
+RK_FN RK_LOCAL void *rk_shared(const rk_ctx *ctx) { return ctx->shared; }
 RK_FN RK_GLOBAL const rk_envelope *rk_request(const rk_ctx *ctx) { return ctx->request; }
-#if defined(RK_TARGET_HOST)
-RK_FN void rk_barrier(rk_ctx *ctx) {
-    if (ctx->thread_count > 1) ctx->barrier(ctx);
-}
-#endif
 
 RK_FN RK_GLOBAL void *rk_buffer(const rk_ctx *ctx, rk_u64 handle, rk_u64 min_bytes) {
     rk_u64 index = handle & 0xFFFFFFFFu;
@@ -220,6 +273,37 @@ RK_FN int rk_should_terminate(const rk_ctx *ctx) {
     return rk_atomic_load_i32(&ctx->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
 }
 
+/* Push one record whose envelope is in private memory and whose payload is in block-local memory
+ * (where replies are built on devices). 1 when it entered the ring, 0 when full or too large. */
+RK_FN int rk_ring_push_local(RK_GLOBAL rk_ring_header *r, const rk_envelope *env, RK_LOCAL const rk_u8 *payload,
+                             int scope) {
+    if (env->payload_size > r->max_payload) return 0;
+    rk_u64 pos;
+    RK_GLOBAL rk_envelope *slot = rk_ring_claim(r, &pos, 0, scope);
+    if (slot == RK_NULL) return 0;
+    RK_GLOBAL rk_u8 *dst = rk_envelope_payload(slot);
+#if defined(RK_TARGET_HOST)
+    __builtin_memcpy(slot, env, RK_ENVELOPE_MESSAGE_BYTES);
+    __builtin_memcpy(dst, payload, env->payload_size);
+#else
+    slot->message_id = env->message_id;
+    slot->correlation_id = env->correlation_id;
+    slot->timestamp = env->timestamp;
+    slot->enqueue_ns = env->enqueue_ns;
+    slot->payload_size = env->payload_size;
+    slot->type_id = env->type_id;
+    slot->source_kernel = env->source_kernel;
+    slot->priority = env->priority;
+    slot->flags = env->flags;
+    slot->reserved0 = 0;
+    slot->reserved1 = 0;
+    slot->reserved2 = 0;
+    for (rk_u32 i = 0; i < env->payload_size; ++i) dst[i] = payload[i];
+#endif
+    rk_ring_publish(slot, pos, scope);
+    return 1;
+}
+
 /* Whether `ring` is still a target of `channel` in the kernel's current routes (the host removes the
  * rings of a kernel that terminates; a reply waiting for space in one must then give up). */
 RK_FN int rk_route_live(const rk_ctx *ctx, rk_u32 channel, RK_GLOBAL rk_ring_header *ring) {
@@ -234,18 +318,18 @@ RK_FN int rk_route_live(const rk_ctx *ctx, rk_u32 channel, RK_GLOBAL rk_ring_hea
  * until there is space, the kernel is told to terminate, or the ring is disconnected; REJECT and
  * DROP_NEW refuse the record; DROP_OLDEST evicts the oldest one. Every record that does not arrive is
  * counted (the kernel's messages_dropped, and the queue's rejected/dropped through host events). */
-RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, RK_GLOBAL const rk_envelope *env,
-                        const void *payload) {
+RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, const rk_envelope *env,
+                        RK_LOCAL const void *payload) {
     RK_GLOBAL rk_ring_header *r = route->ring;
     rk_u32 attempt = 0;
-    while (!rk_ring_try_push(r, env, (RK_GLOBAL const rk_u8 *)payload, 0, RK_SCOPE_RINGS)) {
+    while (!rk_ring_push_local(r, env, (RK_LOCAL const rk_u8 *)payload, RK_SCOPE_RINGS)) {
         if (env->payload_size > r->max_payload) {
             rk_count_dropped(ctx, 1);
             return 0;
         }
         if (ctx->backpressure == RK_BP_REJECT || ctx->backpressure == RK_BP_DROP_NEW) {
             rk_count_dropped(ctx, 1);
-            ctx->event(ctx, ctx->backpressure == RK_BP_REJECT ? RK_EVENT_REJECTED : RK_EVENT_DROPPED_NEW,
+            rk_event(ctx, ctx->backpressure == RK_BP_REJECT ? RK_EVENT_REJECTED : RK_EVENT_DROPPED_NEW,
                        route->cookie, 1);
             return 0;
         }
@@ -264,21 +348,21 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, RK_G
                 if (old != RK_NULL) {
                     rk_ring_release(r, old, pos, RK_SCOPE_RINGS);
                     rk_count_dropped(ctx, 1);
-                    ctx->event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
+                    rk_event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
                     continue;
                 }
             }
         }
-        ctx->backoff(ctx, attempt++);
+        rk_backoff(ctx, attempt++);
     }
-    ctx->event(ctx, RK_EVENT_DATA, route->cookie, 1);
+    rk_event(ctx, RK_EVENT_DATA, route->cookie, 1);
     return 1;
 }
 
 /* Send `payload` (out_size bytes) on a channel: every ring connected to it gets a copy. Returns the
  * number of rings that took it, or RK_ERR_CHANNEL for a channel the kernel does not have. A channel
  * whose rings were all disconnected drops the record (counted). */
-RK_FN int rk_deliver_at(rk_ctx *ctx, rk_u32 channel, const void *payload, rk_u64 now_ns) {
+RK_FN int rk_deliver_at(rk_ctx *ctx, rk_u32 channel, RK_LOCAL const void *payload, rk_u64 now_ns) {
     RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
     if (channel >= routes->n_channels) return RK_ERR_CHANNEL;
     RK_GLOBAL rk_channel *ch = &routes->channels[channel];
@@ -309,13 +393,13 @@ RK_FN int rk_deliver_at(rk_ctx *ctx, rk_u32 channel, const void *payload, rk_u64
     return delivered;
 }
 
-RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+RK_FN int rk_deliver(rk_ctx *ctx, rk_u32 channel, RK_LOCAL const void *payload) {
     return rk_deliver_at(ctx, channel, payload, rk_now_ns(ctx));
 }
 
 /* From a handler: send a record on named channel `channel` (1..7, in the order the kernel's channels
  * were declared at launch). Only thread 0's call sends; the others return 0. */
-RK_FN int rk_emit(rk_ctx *ctx, rk_u32 channel, const void *payload) {
+RK_FN int rk_emit(rk_ctx *ctx, rk_u32 channel, RK_LOCAL const void *payload) {
     if (ctx->thread_rank != 0) return 0;
     if (channel == 0 || channel >= RK_MAX_CHANNELS) return RK_ERR_CHANNEL;
     return rk_deliver(ctx, channel, payload);
@@ -344,49 +428,68 @@ RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
  * with a reply that carries the status. Returning a negative code records it too, without a reply. */
 RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code); }
 
-/* Take a run from the inputs, round robin. Returns its length (0: nothing waiting). */
-RK_FN rk_u32 rk_take_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 *input, rk_u64 *first) {
-    rk_u32 n = routes->n_inputs;
-    for (rk_u32 k = 0; k < n; ++k) {
-        rk_u32 i = (ctx->next_input + k) % n;
-        rk_u32 got = rk_ring_acquire_n(routes->inputs[i].ring, ctx->max_run, first, (int)ctx->single_consumer,
+/* Block-level, thread 0: take a run from the inputs (round robin) and prepare it -- TTL, the HLC
+ * receive stamp (past every request of the run), zeroed replies. Leaves ctx->run->n = 0 when nothing
+ * was waiting. */
+RK_FN void rk_begin_run(rk_ctx *ctx) {
+    RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
+    RK_LOCAL rk_run_info *run = ctx->run;
+    run->n = 0;
+    rk_u32 count = routes->n_inputs;
+    for (rk_u32 k = 0; k < count && run->n == 0; ++k) {
+        rk_u32 i = (ctx->next_input + k) % count;
+        rk_u64 first = 0;
+        rk_u32 got = rk_ring_acquire_n(routes->inputs[i].ring, ctx->max_run, &first, (int)ctx->single_consumer,
                                        RK_SCOPE_RINGS);
         if (got != 0) {
-            ctx->next_input = (i + 1u) % n;
-            *input = i;
-            return got;
+            ctx->next_input = (i + 1u) % count;
+            run->ring = routes->inputs[i].ring;
+            run->cookie = routes->inputs[i].cookie;
+            run->first = first;
+            run->input = i;
+            run->n = got;
         }
     }
-    return 0;
-}
-
-/* Before the handlers: TTL, the HLC receive stamp (past every request of the run), zeroed replies.
- * Returns how many messages of the run are left for the handler. */
-RK_FN rk_u32 rk_begin_run(rk_ctx *ctx, RK_GLOBAL rk_ring_header *ring, rk_u64 first, rk_u32 n) {
+    if (run->n == 0) return;
     rk_u64 now = rk_now_ns(ctx);
     ctx->run_started_ns = now;
     rk_u64 remote = 0;
-    rk_u32 live = 0;
-    for (rk_u32 j = 0; j < n; ++j) {
-        RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, first + j);
+    for (rk_u32 j = 0; j < run->n; ++j) {
+        RK_GLOBAL rk_envelope *slot = rk_ring_slot(run->ring, run->first + j);
+        ctx->run_error[j] = 0;
         if (ctx->ttl_ns != 0 && now > slot->enqueue_ns && now - slot->enqueue_ns > ctx->ttl_ns) {
             ctx->run_status[j] = RK_STATUS_EXPIRED;
             continue;
         }
         ctx->run_status[j] = RK_NO_REPLY;
         if (slot->timestamp > remote) remote = slot->timestamp;
-        ++live;
     }
     ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);
-    rk_u8 *out = (rk_u8 *)ctx->out;
-    for (rk_u32 i = 0; i < n * ctx->out_size; ++i) out[i] = 0;
-    return live;
+    RK_LOCAL rk_u8 *out = (RK_LOCAL rk_u8 *)ctx->out;
+    for (rk_u32 i = 0; i < run->n * ctx->out_size; ++i) out[i] = 0;
 }
 
-/* After the handlers: account (first: whoever sees a reply, published with release order, sees the
- * counters too), deliver the replies, release the slots. */
-RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, rk_u64 first, rk_u32 n) {
-    rk_route in = routes->inputs[input];
+/* Every thread, after running the handler for message j: record its result. Thread 0's result is the
+ * message's, unless some thread returned an error (the lowest code wins). */
+RK_FN void rk_note_result(rk_ctx *ctx, rk_u32 j, int rc) {
+    if (ctx->thread_rank == 0) ctx->run_status[j] = rc;
+    if (rc < 0) {
+#if defined(RK_TARGET_OPENCL)
+        atomic_min((volatile RK_LOCAL int *)&ctx->run_error[j], rc);
+#elif defined(__CUDA_ARCH__)
+        atomicMin((int *)&ctx->run_error[j], rc);
+#else
+        if (rc < ctx->run_error[j]) ctx->run_error[j] = rc;  /* the host runs a block's threads in turn */
+#endif
+    }
+}
+
+/* Block-level, thread 0, after the handlers: account (first: whoever sees a reply, published with
+ * release order, sees the counters too), deliver the replies, release the slots. */
+RK_FN int rk_finish_run(rk_ctx *ctx) {
+    RK_LOCAL rk_run_info *run = ctx->run;
+    rk_u32 n = run->n;
+    RK_GLOBAL rk_ring_header *ring = run->ring;
     rk_u64 done = rk_now_ns(ctx);
     rk_u32 handled = 0, expired = 0;
     rk_u64 total = 0, lo = 0, hi = 0;
@@ -396,9 +499,10 @@ RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, 
             ++expired;
             continue;
         }
+        if (ctx->run_error[j] < 0) ctx->run_status[j] = rc = ctx->run_error[j];
         ++handled;
         if (rc < 0) rk_record_error(ctx, rc);
-        rk_u64 enq = rk_ring_slot(in.ring, first + j)->enqueue_ns;
+        rk_u64 enq = rk_ring_slot(ring, run->first + j)->enqueue_ns;
         rk_u64 latency = done > enq ? done - enq : 1;
         total += latency;
         if (lo == 0 || latency < lo) lo = latency;
@@ -419,26 +523,26 @@ RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, 
             rk_atomic_min_nonzero_u64(&t->min_latency_ns, lo);
             rk_atomic_max_u64(&t->max_latency_ns, hi);
             rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
-            rk_u64 depth = rk_ring_size(in.ring, RK_SCOPE_RINGS);
+            rk_u64 depth = rk_ring_size(ring, RK_SCOPE_RINGS);
             rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
         }
     }
     /* Each request's slot goes back as soon as its reply is out, so a reply that waits for space does
      * not also hold the slots of the requests before it. */
     for (rk_u32 j = 0; j < n; ++j) {
-        RK_GLOBAL rk_envelope *slot = rk_ring_slot(in.ring, first + j);
+        RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, run->first + j);
         if (ctx->run_status[j] == RK_REPLY) {
             ctx->request = slot;
-            rk_deliver_at(ctx, 0, (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
+            rk_deliver_at(ctx, 0, (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
         }
-        rk_ring_release(in.ring, slot, first + j, RK_SCOPE_RINGS);
+        rk_ring_release(ring, slot, run->first + j, RK_SCOPE_RINGS);
     }
     ctx->request = RK_NULL;
     if (expired != 0) {
         rk_count_dropped(ctx, expired);
-        ctx->event(ctx, RK_EVENT_EXPIRED, in.cookie, expired);
+        rk_event(ctx, RK_EVENT_EXPIRED, run->cookie, expired);
     }
-    ctx->event(ctx, RK_EVENT_SPACE, in.cookie, n);
+    rk_event(ctx, RK_EVENT_SPACE, run->cookie, n);
     /* Size the next run from this one's handling time. */
     rk_u64 per = handled != 0 ? (done - ctx->run_started_ns) / handled : 0;
     rk_u64 fit = per == 0 ? RK_MAX_RUN : RK_RUN_TARGET_NS / per;
@@ -446,34 +550,51 @@ RK_FN int rk_finish_run(rk_ctx *ctx, RK_GLOBAL rk_routes *routes, rk_u32 input, 
     return handled != 0 ? RK_STEP_DONE : RK_STEP_EXPIRED;
 }
 
+/* How one thread runs the handler for one message. On the host the worker is the whole block: it
+ * runs the handler itself (one thread) or has the backend emulate the block's threads. */
 #if defined(RK_TARGET_HOST)
-/* One step with `handler` run on the block's threads (emulated by the backend when there are more
- * than one). */
+#define RK_RUN_HANDLER(ctx, handler_fn, in, out, j)                                                     \
+    do {                                                                                               \
+        if ((ctx)->thread_count == 1) {                                                                \
+            (ctx)->thread_rank = 0;                                                                    \
+            rk_note_result((ctx), (j), handler_fn((ctx), (in), (out)));                                \
+        } else {                                                                                       \
+            (ctx)->handler = handler_fn;                                                               \
+            rk_note_result((ctx), (j), (ctx)->run_threads((ctx), (in), (out)));                        \
+        }                                                                                              \
+    } while (0)
+#define RK_STEP_FN int
+#else
+#define RK_RUN_HANDLER(ctx, handler_fn, in, out, j) rk_note_result((ctx), (j), handler_fn((ctx), (in), (out)))
+#define RK_STEP_FN RK_FN int
+#endif
+
+/* One step of the persistent loop with `handler_fn`: thread 0 takes and prepares a run, every thread
+ * runs the handler for each of its messages, thread 0 finishes the run. Returns RK_STEP_*, the same
+ * on every thread of the block. */
 #define RK_DEFINE_BLOCK_STEP(step_name, handler_fn)                                                       \
-    int step_name(rk_ctx *ctx) {                                                                       \
-        RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);                                            \
-        rk_u32 input;                                                                                  \
-        rk_u64 first;                                                                                  \
-        rk_u32 n = rk_take_run(ctx, routes, &input, &first);                                           \
-        if (n == 0) return RK_STEP_IDLE;                                                               \
-        RK_GLOBAL rk_ring_header *ring = routes->inputs[input].ring;                                     \
-        rk_begin_run(ctx, ring, first, n);                                                             \
+    RK_STEP_FN step_name(rk_ctx *ctx) {                                                                \
+        if (ctx->thread_rank == 0) rk_begin_run(ctx);                                                  \
+        rk_block_sync(ctx);                                                                            \
+        rk_u32 n = ctx->run->n;                                                                        \
+        if (n == 0) {                                                                                  \
+            rk_block_sync(ctx); /* everyone has read n before thread 0 takes the next run */             \
+            return RK_STEP_IDLE;                                                                       \
+        }                                                                                              \
+        RK_GLOBAL rk_ring_header *ring = ctx->run->ring;                                                 \
+        rk_u64 first = ctx->run->first;                                                                \
         for (rk_u32 j = 0; j < n; ++j) {                                                               \
             if (ctx->run_status[j] == RK_STATUS_EXPIRED) continue;                                     \
             RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, first + j);                                 \
-            RK_GLOBAL const void *in = rk_envelope_payload(slot);                                        \
-            void *out = (rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size;                                  \
             ctx->request = slot;                                                                       \
-            if (ctx->thread_count == 1) {                                                              \
-                ctx->thread_rank = 0;                                                                  \
-                ctx->run_status[j] = handler_fn(ctx, in, out);                                         \
-            } else {                                                                                   \
-                ctx->handler = handler_fn;                                                             \
-                ctx->run_status[j] = ctx->run_threads(ctx, in, out);                                   \
-            }                                                                                          \
+            RK_RUN_HANDLER(ctx, handler_fn, rk_envelope_payload(slot),                                 \
+                           (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, j);                  \
         }                                                                                              \
-        return rk_finish_run(ctx, routes, input, first, n);                                            \
+        rk_block_sync(ctx);                                                                            \
+        int rc = RK_STEP_DONE;                                                                         \
+        if (ctx->thread_rank == 0) rc = rk_finish_run(ctx);                                            \
+        rk_block_sync(ctx);                                                                            \
+        return rc;                                                                                     \
     }
-#endif
 
 #endif /* RK_KERNEL_H */

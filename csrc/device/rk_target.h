@@ -7,6 +7,9 @@
  *   RK_TARGET_CUDA    nvcc / NVRTC
  *   RK_TARGET_OPENCL  an OpenCL C compiler (clBuildProgram; PoCL in CI)
  *   RK_TARGET_METAL   the Metal shading language compiler (reserved for the Metal backend)
+ * Address spaces: RK_GLOBAL for memory every block and the host see (rings, control block, buffers),
+ * RK_LOCAL for memory shared by the threads of one block (reply buffers, rk_shared); both are empty
+ * where the target has one generic address space.
  */
 #ifndef RK_TARGET_H
 #define RK_TARGET_H
@@ -17,12 +20,14 @@
 #define RK_TARGET_OPENCL 1
 #define RK_FN static inline
 #define RK_GLOBAL __global
+#define RK_LOCAL __local
 #define RK_NULL 0
 typedef uintptr_t rk_uptr;
 #elif defined(__CUDACC__) || defined(__CUDACC_RTC__)
 #define RK_TARGET_CUDA 1
 #define RK_FN static __host__ __device__ inline
 #define RK_GLOBAL
+#define RK_LOCAL
 #define RK_NULL nullptr
 typedef unsigned long long rk_uptr;
 #elif defined(__METAL_VERSION__)
@@ -31,6 +36,7 @@ typedef unsigned long long rk_uptr;
 #define RK_TARGET_HOST 1
 #define RK_FN static inline
 #define RK_GLOBAL
+#define RK_LOCAL
 #if defined(__cplusplus)
 #define RK_NULL nullptr
 #else

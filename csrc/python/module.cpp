@@ -557,6 +557,7 @@ py::dict layout_info() {
         RK_FIELD(rk_control_block, last_error);
         RK_FIELD(rk_control_block, node);
         RK_FIELD(rk_control_block, messages_dropped);
+        RK_FIELD(rk_control_block, clock_ns);
         out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
     }
     {

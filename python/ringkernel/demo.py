@@ -117,10 +117,10 @@ def run(messages: int = 200_000) -> int:
 RECORD = np.dtype([("seq", "<u8"), ("value", "<f8")])
 
 SCALE = r"""
-typedef struct { unsigned long long seq; double value; } rec;
-int scale(rk_ctx *ctx, const void *in, void *out) {   /* runs on the device (here: host threads) */
-    ((rec *)out)->seq = ((const rec *)in)->seq;
-    ((rec *)out)->value = 3.0 * ((const rec *)in)->value;
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int scale(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {  /* runs on the device (here: CPU) */
+    ((RK_LOCAL rec *)out)->seq = ((RK_GLOBAL const rec *)in)->seq;
+    ((RK_LOCAL rec *)out)->value = 3.0 * ((RK_GLOBAL const rec *)in)->value;
     return RK_REPLY;
 }
 """

@@ -59,10 +59,11 @@ CONTROL_BLOCK_DTYPE = np.dtype(
             "last_error",
             "node",
             "messages_dropped",
+            "clock_ns",
         ],
         "formats": ["<i4", "<i4", "<i4", "<i4", "<i8", "<i8", RING_DESC_DTYPE, RING_DESC_DTYPE, "<u8", "<u8", "<i4",
-                    "<i4", "<i4", "<u4", "<u8"],
-        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96],
+                    "<i4", "<i4", "<u4", "<u8", "<u8"],
+        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104],
         "itemsize": 128,
     }
 )

@@ -33,7 +33,9 @@ _open_runtimes: "weakref.WeakSet[Runtime]" = weakref.WeakSet()
 class Source:
     """A portable-source handler in the device dialect (``rk_kernel.h``), compiled at run time.
 
-    ``code`` defines ``int entry(rk_ctx *ctx, const void *in, void *out)``; the CPU backend compiles
+    ``code`` defines ``int entry(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out)`` (the
+    address-space macros are empty where a target has none, so one source serves every backend); the
+    CPU backend compiles
     it with the host C compiler (``$CC`` or cc/gcc/clang) and caches the result by content hash.
     A compiler error raises ``rk.CompileError`` carrying the compiler's log.
     """

@@ -193,6 +193,19 @@ int sum_ranks(rk_ctx *ctx, const void *in, void *out) {
         EXPECT_EQ(out.seq, i);
         EXPECT_EQ(out.value, 36u);  // 1 + ... + 8
     }
+    // Back to back, so the block takes runs of several messages: each reply in its own buffer.
+    k->deactivate();
+    for (std::uint64_t i = 0; i < 200; ++i) {
+        Rec r{i, 0};
+        ASSERT_TRUE(k->input()->send(&r));
+    }
+    k->activate();
+    for (std::uint64_t i = 0; i < 200; ++i) {
+        Rec out{};
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(5)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(out.value, 36u);
+    }
 }
 
 TEST(Runtime, SourceCompileErrorCarriesTheLog) {

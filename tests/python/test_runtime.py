@@ -300,10 +300,10 @@ def test_buffer_views_outlive_the_runtime(backend):
 # ---- portable source ------------------------------------------------------------------------------------
 
 DOUBLE = r"""
-typedef struct { unsigned long long seq; double value; } rec;
-int twice(rk_ctx *ctx, const void *in, void *out) {
-    const rec *r = (const rec *)in;
-    rec *o = (rec *)out;
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int twice(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    RK_LOCAL rec *o = (RK_LOCAL rec *)out;
     o->seq = r->seq;
     o->value = 2.0 * r->value;
     return RK_REPLY;
@@ -311,19 +311,22 @@ int twice(rk_ctx *ctx, const void *in, void *out) {
 """
 
 BLOCK_SUM = r"""
-typedef struct { unsigned long long seq; double value; } rec;
-int block_sum(rk_ctx *ctx, const void *in, void *out) {
-    double *part = (double *)rk_shared(ctx);
-    unsigned t = rk_thread_rank(ctx), n = rk_thread_count(ctx);
-    part[t] = ((const rec *)in)->value * (t + 1);
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int block_sum(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_LOCAL rk_f64 *part = (RK_LOCAL rk_f64 *)rk_shared(ctx);
+    rk_u32 t = rk_thread_rank(ctx), n = rk_thread_count(ctx);
+    part[t] = ((RK_GLOBAL const rec *)in)->value * (t + 1);
     rk_barrier(ctx);
-    for (unsigned s = 1; s < n; s *= 2) {       /* tree reduction across the block */
-        double mine = (t % (2 * s) == 0 && t + s < n) ? part[t + s] : 0.0;
+    for (rk_u32 s = 1; s < n; s *= 2) {         /* tree reduction across the block */
+        rk_f64 mine = (t % (2 * s) == 0 && t + s < n) ? part[t + s] : 0.0;
         rk_barrier(ctx);
         part[t] += mine;
         rk_barrier(ctx);
     }
-    if (t == 0) { ((rec *)out)->seq = ((const rec *)in)->seq; ((rec *)out)->value = part[0]; }
+    if (t == 0) {
+        ((RK_LOCAL rec *)out)->seq = ((RK_GLOBAL const rec *)in)->seq;
+        ((RK_LOCAL rec *)out)->value = part[0];
+    }
     return RK_REPLY;
 }
 """

@@ -100,7 +100,11 @@ struct Block {
     std::vector<Fiber> fibers;
     ucontext_t sched{};
     Fiber *current = nullptr;
-    RK_GLOBAL const void *in = nullptr;
+    RK_GLOBAL const void *in = nullptr;  // the message the fibers handle, and its reply buffer
+    void *cur_out = nullptr;
+    rk_run_info run{};
+    rk_i32 run_status[RK_MAX_RUN] = {};
+    rk_i32 run_error[RK_MAX_RUN] = {};
 #if defined(RK_ASAN)
     void *sched_fake = nullptr;
     const void *sched_bottom = nullptr;
@@ -163,7 +167,7 @@ void fiber_main() {
 #if defined(RK_ASAN)
     __sanitizer_finish_switch_fiber(nullptr, &b.sched_bottom, &b.sched_size);
 #endif
-    f.rc = b.ctx.handler(&f.ctx, b.in, b.ctx.out);
+    f.rc = b.ctx.handler(&f.ctx, b.in, b.cur_out);
     f.done = true;
     switch_to_sched(f, true);  // never resumed
 }
@@ -198,6 +202,7 @@ int run_threads(rk_ctx *ctx, RK_GLOBAL const void *in, void *out) {
         return result;
     }
     b.in = in;
+    b.cur_out = out;
     for (std::uint32_t r = 0; r < n; ++r) {
         Fiber &f = b.fibers[r];
         f.ctx = *ctx;
@@ -445,6 +450,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.ttl_ns = spec.options.ttl_ns();
     ctx.reply_id_base = core.reply_id_base;
     ctx.out = b.out.data();
+    ctx.run = &b.run;
+    ctx.run_status = b.run_status;
+    ctx.run_error = b.run_error;
     ctx.run_limit = run_limit;
     ctx.max_run = 1;  // grows with the first runs, as fast as the handler allows
     ctx.shared = b.shared.data();

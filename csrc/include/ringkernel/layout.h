@@ -96,7 +96,8 @@ typedef struct rk_control_block {
     rk_i32 last_error;           /* the last handler error code (negative), 0 when none */
     rk_u32 node;                 /* the kernel's id: HLC node and envelope source_kernel */
     rk_u64 messages_dropped;     /* replies discarded or evicted, inputs expired (always counted) */
-    rk_u8 reserved[128 - 104];
+    rk_u64 clock_ns;             /* wall-clock ns the host publishes for devices without a clock */
+    rk_u8 reserved[128 - 112];
 } rk_control_block;
 
 /* ---- telemetry: exactly 64 bytes -------------------------------------------------------------- */
@@ -142,6 +143,7 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, hlc) == 64, cb_hlc);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, telemetry_enabled) == 80, cb_tel);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, node) == 92, cb_node);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_dropped) == 96, cb_dropped);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, clock_ns) == 104, cb_clock);
 
 RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);
