@@ -113,6 +113,20 @@ typedef struct rk_run_info {
     rk_u32 input;                        /* index of the input */
 } rk_run_info;
 
+/* What a device launch passes to its blocks (one SVM/device-visible struct, read once): addresses as
+ * 64-bit integers so host and device agree on the layout. */
+typedef struct rk_kernel_params {
+    rk_u64 control_block;                /* rk_control_block * */
+    rk_u64 telemetry;                    /* rk_telemetry * */
+    rk_u64 routes_word;                  /* rk_u64 * holding the address of the current rk_routes */
+    rk_u64 buffers;                      /* rk_buffer_table * (0: none) */
+    rk_u64 ttl_ns;
+    rk_u64 reply_id_base;
+    rk_u32 in_size, out_size;
+    rk_u32 backpressure;
+    rk_u16 out_type, node;
+} rk_kernel_params;
+
 typedef struct rk_ctx rk_ctx;
 #if defined(RK_TARGET_HOST)
 typedef int (*rk_handler_fn)(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out);
@@ -596,5 +610,75 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
         rk_block_sync(ctx);                                                                            \
         return rc;                                                                                     \
     }
+
+/* ---- the persistent kernel of a device target -----------------------------------------------------
+ * RK_DEFINE_OPENCL_KERNEL(name, step, out_bytes, run_limit) defines `__kernel void name(params)`: every
+ * block (work-group) stays resident, idles while the kernel is inactive, runs `step` while it is
+ * active, and leaves when told to terminate -- each block on its own, so there is no grid-wide
+ * barrier a block can miss. The last block out sets has_terminated. out_bytes and run_limit size
+ * the block's reply buffers in local memory (compile-time constants in OpenCL C).
+ */
+#if defined(RK_TARGET_OPENCL)
+RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, RK_LOCAL rk_run_info *run,
+                              RK_LOCAL rk_i32 *status, RK_LOCAL rk_i32 *error, RK_LOCAL void *out,
+                              RK_LOCAL void *shared, rk_u32 run_limit) {
+    ctx->cb = (__global rk_control_block *)(rk_uptr)p->control_block;
+    ctx->tel = (__global rk_telemetry *)(rk_uptr)p->telemetry;
+    ctx->routes = (__global rk_u64 *)(rk_uptr)p->routes_word;
+    ctx->buffers = (__global rk_buffer_table *)(rk_uptr)p->buffers;
+    ctx->block_index = (rk_u32)get_group_id(0);
+    ctx->grid = (rk_u32)get_num_groups(0);
+    ctx->thread_rank = (rk_u32)get_local_id(0);
+    ctx->thread_count = (rk_u32)get_local_size(0);
+    ctx->in_size = p->in_size;
+    ctx->out_size = p->out_size;
+    ctx->out_type = p->out_type;
+    ctx->node = p->node;
+    ctx->single_consumer = 0u;
+    ctx->next_input = 0u;
+    ctx->backpressure = p->backpressure;
+    ctx->ttl_ns = p->ttl_ns;
+    ctx->reply_id_base = p->reply_id_base;
+    ctx->request = RK_NULL;
+    ctx->stamp = 0;
+    ctx->recent_ns = 0;
+    ctx->run_started_ns = 0;
+    ctx->max_run = 1u;
+    ctx->run_limit = run_limit;
+    ctx->run = run;
+    ctx->run_status = status;
+    ctx->run_error = error;
+    ctx->out = out;
+    ctx->shared = shared;
+    ctx->uses_barrier = 1u;
+}
+
+#define RK_DEFINE_OPENCL_KERNEL(kernel_name, step_name, out_bytes, run_limit)                             \
+    __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
+        __local rk_run_info run;                                                                       \
+        __local rk_i32 status[RK_MAX_RUN];                                                             \
+        __local rk_i32 error[RK_MAX_RUN];                                                              \
+        __local rk_u64 out[((out_bytes) * (run_limit) + 7) / 8];                                       \
+        __local rk_u64 shared[RK_SHARED_BYTES / 8];                                                    \
+        __local int mode;                                                                              \
+        rk_ctx ctx;                                                                                    \
+        rk_device_ctx_init(&ctx, params, &run, status, error, out, shared, (run_limit));              \
+        for (;;) {                                                                                     \
+            if (ctx.thread_rank == 0)                                                                  \
+                mode = rk_should_terminate(&ctx) ? 2                                                   \
+                       : rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? 1 : 0;  \
+            barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                       \
+            int m = mode;                                                                              \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+            if (m == 2) break;                                                                         \
+            if (m == 0 || step_name(&ctx) == RK_STEP_IDLE)                                             \
+                for (int spin = 0; spin < 64; ++spin) rk_cpu_relax();                                  \
+        }                                                                                              \
+        if (ctx.thread_rank == 0 &&                                                                    \
+            rk_atomic_fetch_add_i32(&ctx.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM) + 1 ==      \
+                (rk_i32)ctx.grid)                                                                      \
+            rk_atomic_store_i32(&ctx.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);               \
+    }
+#endif
 
 #endif /* RK_KERNEL_H */
