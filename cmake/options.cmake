@@ -14,4 +14,6 @@ option(RINGKERNEL_BUILD_PYTHON "Build the Python extension ringkernel._core" ${S
 option(RINGKERNEL_WERROR "Treat warnings in ringkernel's own code as errors" OFF)
 set(RINGKERNEL_ENABLE_CUDA "AUTO" CACHE STRING "Compile CUDA device code: AUTO (when nvcc is found), ON or OFF")
 set_property(CACHE RINGKERNEL_ENABLE_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(RINGKERNEL_ENABLE_OPENCL "AUTO" CACHE STRING "Build the OpenCL backend: AUTO (when CL/cl.h is found), ON or OFF")
+set_property(CACHE RINGKERNEL_ENABLE_OPENCL PROPERTY STRINGS AUTO ON OFF)
 set(RINGKERNEL_SANITIZE "" CACHE STRING "Sanitizers for ringkernel's own code: '', 'address,undefined' or 'thread'")

@@ -9,6 +9,9 @@
 #include <thread>
 
 #include "kernel_core.hpp"
+#if RINGKERNEL_HAS_OPENCL
+#include "../backends/opencl/cl_api.hpp"
+#endif
 #include "ringkernel/ids.hpp"
 
 namespace rk {
@@ -59,14 +62,37 @@ std::string Handler::describe() const {
 
 std::vector<std::string> builtin_handlers() { return {"echo", "vector_add", "count"}; }
 
+namespace {
+// Each backend's status is computed only when asked for (probing OpenCL starts its runtime).
+BackendStatus status_of(const std::string &name) {
+    if (name == "cpu")
+        return {"cpu", true,
+                "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
+                    " hardware threads)"};
+    if (name == "cuda") return {"cuda", false, "the CUDA backend is not implemented in this version"};
+    if (name == "opencl") {
+#if RINGKERNEL_HAS_OPENCL
+        std::string why;
+        const auto devs = opencl::devices(&why);
+        if (devs.empty()) return {"opencl", false, why};
+        std::string detail = "device found: " + devs[0].describe();
+        if (devs.size() > 1) detail += " and " + std::to_string(devs.size() - 1) + " more";
+        return {"opencl", false,
+                detail + "; the persistent loop runs on it in the ctest suite, the OpenCL runtime backend is not "
+                         "implemented in this version"};
+#else
+        return {"opencl", false, "this build has no OpenCL support (no OpenCL headers at build time)"};
+#endif
+    }
+    return {name, false, "the Metal backend is not implemented in this version (Apple platforms only)"};
+}
+
+const char *const kBackends[] = {"cpu", "cuda", "opencl", "metal"};
+}  // namespace
+
 std::vector<BackendStatus> backend_statuses() {
     std::vector<BackendStatus> out;
-    out.push_back({"cpu", true,
-                   "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
-                       " hardware threads)"});
-    out.push_back({"cuda", false, "the CUDA backend is not implemented in this version"});
-    out.push_back({"opencl", false, "the OpenCL backend is not implemented in this version"});
-    out.push_back({"metal", false, "the Metal backend is not implemented in this version (Apple platforms only)"});
+    for (const char *b : kBackends) out.push_back(status_of(b));
     return out;
 }
 
@@ -285,21 +311,17 @@ std::uint32_t Kernel::channel_index(const std::string &channel) const {
 // ---- runtime ------------------------------------------------------------------------------------------------
 
 Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)) {
-    const auto statuses = backend_statuses();
     std::string chosen = backend;
     if (backend == "auto") {
         for (const char *pref : {"cuda", "opencl", "cpu"})
-            for (const auto &s : statuses)
-                if (s.name == pref && s.available && chosen == "auto") chosen = pref;
+            if (chosen == "auto" && status_of(pref).available) chosen = pref;
     } else {
         bool known = false;
-        for (const auto &s : statuses) {
-            if (s.name != backend) continue;
-            known = true;
-            if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
-        }
+        for (const char *b : kBackends) known = known || backend == b;
         if (!known) throw std::invalid_argument("backend must be one of 'auto', 'cpu', 'cuda', 'opencl', 'metal'; got '" +
                                                 backend + "'");
+        const BackendStatus s = status_of(backend);
+        if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
     }
     if (chosen == "cpu") backend_ = make_cpu_backend();
     else throw BackendUnavailableError("backend '" + chosen + "' has no implementation in this build");

@@ -712,3 +712,25 @@ def test_named_channel_feeds_another_kernel(cpu_rt):
         router.send(rec(i))
     assert [router.receive(timeout=2)["seq"] for _ in range(3)] == [0, 2, 4]  # the main output stays
     assert [odd_sink.receive(timeout=2)["seq"] for _ in range(3)] == [1, 3, 5]
+
+
+def test_missing_opencl_loader_is_reported_not_fatal():
+    import subprocess
+    import sys
+
+    code = ("import ringkernel as rk\n"
+            "info = {b.name: b for b in rk.backends()}\n"
+            "assert info['cpu'].available and not info['opencl'].available\n"
+            "print(info['opencl'].detail)\n"
+            "try:\n"
+            "    rk.Runtime('opencl')\n"
+            "except rk.BackendUnavailableError as e:\n"
+            "    print('raised:', e)\n"
+            "with rk.Runtime('auto') as rt:\n"
+            "    print('auto:', rt.backend)\n")
+    env = dict(os.environ, RINGKERNEL_OPENCL_LIBRARY="/nonexistent/libOpenCL.so.1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "no OpenCL ICD loader could be loaded" in out.stdout
+    assert "raised: backend 'opencl' is unavailable: no OpenCL ICD loader" in out.stdout
+    assert "auto: cpu" in out.stdout

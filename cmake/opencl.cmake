@@ -1,0 +1,17 @@
+# opencl.cmake — the OpenCL backend needs only the OpenCL headers at build time: the ICD loader is
+# opened at run time (csrc/backends/opencl/cl_api.cpp), so the library links and imports without it.
+set(RINGKERNEL_HAS_OPENCL OFF)
+if(NOT RINGKERNEL_ENABLE_OPENCL STREQUAL "OFF")
+  find_path(RINGKERNEL_OPENCL_INCLUDE_DIR CL/cl.h)
+  if(RINGKERNEL_OPENCL_INCLUDE_DIR)
+    set(RINGKERNEL_HAS_OPENCL ON)
+    target_sources(ringkernel PRIVATE csrc/backends/opencl/cl_api.cpp)
+    target_include_directories(ringkernel SYSTEM PRIVATE "${RINGKERNEL_OPENCL_INCLUDE_DIR}")
+    target_compile_definitions(ringkernel PRIVATE RINGKERNEL_HAS_OPENCL=1)
+    message(STATUS "ringkernel: OpenCL headers in ${RINGKERNEL_OPENCL_INCLUDE_DIR}; the ICD loader is opened at run time")
+  elseif(RINGKERNEL_ENABLE_OPENCL STREQUAL "ON")
+    message(FATAL_ERROR "RINGKERNEL_ENABLE_OPENCL=ON but no OpenCL headers (CL/cl.h) were found")
+  else()
+    message(STATUS "ringkernel: no OpenCL headers found; the OpenCL backend is not built")
+  endif()
+endif()
