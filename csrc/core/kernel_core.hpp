@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "ringkernel/memory.hpp"
 #include "ringkernel/runtime.hpp"
 #include "ringkernel/wait.hpp"
 
@@ -32,19 +33,31 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
 class BlockRunner;  // a backend's blocks of one kernel
 
 struct BufferTableMem {
-    explicit BufferTableMem(std::uint32_t capacity);
+    BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem);
     ~BufferTableMem();
-    rk_buffer_table table{};
-    std::vector<rk_buffer_entry> entries;
-    std::vector<void *> memory;  // owned allocations, by index
+    BufferTableMem(const BufferTableMem &) = delete;
+    BufferTableMem &operator=(const BufferTableMem &) = delete;
+    std::shared_ptr<MemoryResource> resource;
+    rk_buffer_table *table = nullptr;     // in `resource`: what kernels read
+    rk_buffer_entry *entries = nullptr;   // `count` entries, in `resource`
+    std::uint32_t count = 0;
+    std::vector<void *> memory;           // owned allocations, by index
+    std::vector<std::size_t> sizes;
     std::mutex mu;
     std::uint32_t next_free = 0;
 };
 
 struct KernelCore {
-    alignas(128) rk_control_block cb{};
-    alignas(64) rk_telemetry tel{};
-    alignas(64) rk_u64 routes_word = 0;  // address of the current rk_routes, read by blocks
+    // Control block, telemetry and routes live in the backend's memory (device-visible on devices).
+    explicit KernelCore(std::shared_ptr<MemoryResource> mem);
+    ~KernelCore();
+    KernelCore(const KernelCore &) = delete;
+    KernelCore &operator=(const KernelCore &) = delete;
+
+    std::shared_ptr<MemoryResource> memory;
+    rk_control_block *cb = nullptr;
+    rk_telemetry *tel = nullptr;
+    rk_u64 *routes_word = nullptr;       // address of the current rk_routes, read by blocks
     KernelSpec spec;
     std::shared_ptr<WaitSet> doorbell = std::make_shared<WaitSet>();
     std::shared_ptr<BufferTableMem> buffers;
@@ -55,7 +68,7 @@ struct KernelCore {
 
     // Routes are replaced, never edited: every table stays alive until the core goes away.
     std::mutex routes_mu;
-    std::vector<std::unique_ptr<rk_routes>> route_history;
+    std::vector<rk_routes *> route_history;  // allocated from `memory`, freed with the core
     std::vector<std::shared_ptr<Queue>> held;  // every queue a route names, kept alive here
 
     std::mutex host_mu;                 // serialises a non-concurrent host handler
@@ -66,7 +79,7 @@ struct KernelCore {
     std::condition_variable exit_cv;
     std::unique_ptr<BlockRunner> runner;
 
-    const rk_routes &routes() const noexcept { return *reinterpret_cast<const rk_routes *>(routes_word); }
+    const rk_routes &routes() const noexcept { return *reinterpret_cast<const rk_routes *>(*routes_word); }
     // Publish a new routes table made from the current one by `edit`, keeping `keep` alive.
     void publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep);
     void wake() { doorbell->notify(); }
@@ -89,6 +102,8 @@ class Backend {
 public:
     virtual ~Backend() = default;
     virtual const char *name() const noexcept = 0;
+    // Where the kernels' rings, control blocks, routes and buffers live.
+    virtual std::shared_ptr<MemoryResource> memory() { return host_memory(); }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

@@ -148,7 +148,8 @@ private:
 
 }  // namespace detail
 
-Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock, std::shared_ptr<WaitSet> readable)
+Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock, std::shared_ptr<WaitSet> readable,
+             std::shared_ptr<MemoryResource> memory)
     : cfg_(cfg), data_(readable ? std::move(readable) : std::make_shared<WaitSet>()) {
     cfg_.validate();
     cfg_.dedup_window = cfg_.effective_dedup_window();
@@ -158,7 +159,8 @@ Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock, std::share
     else
         ring_ = std::make_unique<Ring>(cfg_.capacity, cfg_.payload_size,
                                        (cfg_.single_producer ? RK_RING_FLAG_SINGLE_PRODUCER : 0u) |
-                                           (cfg_.single_consumer ? RK_RING_FLAG_SINGLE_CONSUMER : 0u));
+                                           (cfg_.single_consumer ? RK_RING_FLAG_SINGLE_CONSUMER : 0u),
+                                       std::move(memory));
     if (cfg_.dedup_window) dedup_ = std::make_unique<detail::DedupWindow>(cfg_.dedup_window);
 }
 

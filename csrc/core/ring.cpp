@@ -10,7 +10,29 @@
 
 namespace rk {
 
-Ring::Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flags) {
+namespace {
+class HostMemory final : public MemoryResource {
+public:
+    void *allocate(std::size_t bytes, std::size_t align) override {
+        const std::size_t rounded = (bytes + align - 1) / align * align;  // as aligned_alloc requires
+        void *p = std::aligned_alloc(align, rounded);
+        if (!p) throw std::bad_alloc();
+        std::memset(p, 0, rounded);
+        return p;
+    }
+    void deallocate(void *p, std::size_t) noexcept override { std::free(p); }
+    const char *name() const noexcept override { return "host"; }
+};
+}  // namespace
+
+std::shared_ptr<MemoryResource> host_memory() {
+    static const std::shared_ptr<MemoryResource> host = std::make_shared<HostMemory>();
+    return host;
+}
+
+Ring::Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flags,
+           std::shared_ptr<MemoryResource> memory)
+    : memory_(memory ? std::move(memory) : host_memory()) {
     validate_capacity("capacity", capacity);
     if (max_payload < 1 || max_payload > kMaxPayload) {
         std::ostringstream msg;
@@ -19,15 +41,11 @@ Ring::Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flag
     }
     const std::uint32_t stride = rk_ring_slot_stride(max_payload);
     bytes_ = static_cast<std::size_t>(rk_ring_bytes(capacity, stride));
-    // Rounded up to the alignment, as aligned_alloc requires.
-    const std::size_t alloc = (bytes_ + RK_CACHE_LINE - 1) / RK_CACHE_LINE * RK_CACHE_LINE;
-    void *mem = std::aligned_alloc(RK_CACHE_LINE, alloc);
-    if (!mem) throw std::bad_alloc();
-    std::memset(mem, 0, alloc);
-    hdr_ = static_cast<rk_ring_header *>(mem);
+    alloc_ = bytes_;
+    hdr_ = static_cast<rk_ring_header *>(memory_->allocate(alloc_, RK_CACHE_LINE));
     rk_ring_init(hdr_, capacity, stride, flags);
 }
 
-Ring::~Ring() { std::free(hdr_); }
+Ring::~Ring() { memory_->deallocate(hdr_, alloc_); }
 
 }  // namespace rk

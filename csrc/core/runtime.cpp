@@ -98,13 +98,20 @@ std::vector<BackendStatus> backend_statuses() {
 
 // ---- buffers -----------------------------------------------------------------------------------------
 
-BufferTableMem::BufferTableMem(std::uint32_t capacity) : entries(capacity), memory(capacity, nullptr) {
-    table.capacity = capacity;
-    table.entries = entries.data();
+BufferTableMem::BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem)
+    : resource(std::move(mem)), memory(capacity, nullptr), sizes(capacity, 0) {
+    entries = static_cast<rk_buffer_entry *>(resource->allocate(sizeof(rk_buffer_entry) * capacity, 64));
+    count = capacity;
+    table = static_cast<rk_buffer_table *>(resource->allocate(sizeof(rk_buffer_table), 64));
+    table->capacity = capacity;
+    table->entries = entries;
 }
 
 BufferTableMem::~BufferTableMem() {
-    for (void *p : memory) std::free(p);
+    for (std::size_t i = 0; i < memory.size(); ++i)
+        if (memory[i]) resource->deallocate(memory[i], sizes[i]);
+    resource->deallocate(table, sizeof(rk_buffer_table));
+    resource->deallocate(entries, sizeof(rk_buffer_entry) * count);
 }
 
 struct Runtime::BufferTable : BufferTableMem {
@@ -113,13 +120,27 @@ struct Runtime::BufferTable : BufferTableMem {
 
 // ---- kernel core -----------------------------------------------------------------------------------------
 
+KernelCore::KernelCore(std::shared_ptr<MemoryResource> mem) : memory(std::move(mem)) {
+    cb = static_cast<rk_control_block *>(memory->allocate(sizeof(rk_control_block), RK_CACHE_LINE));
+    tel = static_cast<rk_telemetry *>(memory->allocate(sizeof(rk_telemetry), 64));
+    routes_word = static_cast<rk_u64 *>(memory->allocate(sizeof(rk_u64), 64));
+}
+
+KernelCore::~KernelCore() {
+    runner.reset();  // the blocks first: they read everything below
+    for (rk_routes *r : route_history) memory->deallocate(r, sizeof(rk_routes));
+    memory->deallocate(routes_word, sizeof(rk_u64));
+    memory->deallocate(tel, sizeof(rk_telemetry));
+    memory->deallocate(cb, sizeof(rk_control_block));
+}
+
 void KernelCore::publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep) {
     // Caller holds routes_mu.
-    auto table = std::make_unique<rk_routes>(next);
+    auto *table = static_cast<rk_routes *>(memory->allocate(sizeof(rk_routes), 64));
+    *table = next;
     for (auto &q : keep) held.push_back(std::move(q));
-    __atomic_store_n(&routes_word, static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(table.get())),
-                     __ATOMIC_RELEASE);
-    route_history.push_back(std::move(table));
+    route_history.push_back(table);
+    __atomic_store_n(routes_word, static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(table)), __ATOMIC_RELEASE);
     wake();
 }
 
@@ -176,7 +197,7 @@ const char *allowed_in(KernelState s) {
 void Kernel::activate() {
     std::lock_guard<std::mutex> lock(mu_);
     require({KernelState::Launched, KernelState::Deactivated}, "activate()", allowed_in(state()));
-    rk_atomic_store_i32(&core_->cb.is_active, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core_->cb->is_active, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
     state_.store(KernelState::Active, std::memory_order_release);
     core_->wake();
 }
@@ -184,7 +205,7 @@ void Kernel::activate() {
 void Kernel::deactivate() {
     std::lock_guard<std::mutex> lock(mu_);
     require({KernelState::Active}, "deactivate()", allowed_in(state()));
-    rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core_->cb->is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
     state_.store(KernelState::Deactivated, std::memory_order_release);
 }
 
@@ -197,8 +218,8 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
         require({KernelState::Created, KernelState::Launched, KernelState::Active, KernelState::Deactivated},
                 "terminate()", allowed_in(s));
         state_.store(KernelState::Terminating, std::memory_order_release);
-        rk_atomic_store_i32(&core_->cb.is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
-        rk_atomic_store_i32(&core_->cb.should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core_->cb->is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core_->cb->should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
     }
     if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
     // Wait without the lock: other calls on this kernel answer at once (TERMINATING) meanwhile.
@@ -233,23 +254,23 @@ std::string Kernel::fault() const {
     return fault_;
 }
 
-const rk_control_block *Kernel::control_block() const noexcept { return &core_->cb; }
-const rk_telemetry *Kernel::telemetry_block() const noexcept { return &core_->tel; }
+const rk_control_block *Kernel::control_block() const noexcept { return core_->cb; }
+const rk_telemetry *Kernel::telemetry_block() const noexcept { return core_->tel; }
 
 void Kernel::enable_telemetry() {
     require({KernelState::Launched, KernelState::Active, KernelState::Deactivated}, "enable_telemetry()",
             "telemetry can be enabled on a launched kernel that has not been terminated");
-    rk_atomic_store_i32(&core_->cb.telemetry_enabled, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core_->cb->telemetry_enabled, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
 }
 
-void Kernel::disable_telemetry() { rk_atomic_store_i32(&core_->cb.telemetry_enabled, 0, RK_RELEASE, RK_SCOPE_SYSTEM); }
+void Kernel::disable_telemetry() { rk_atomic_store_i32(&core_->cb->telemetry_enabled, 0, RK_RELEASE, RK_SCOPE_SYSTEM); }
 
 bool Kernel::telemetry_enabled() const noexcept {
-    return rk_atomic_load_i32(&core_->cb.telemetry_enabled, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    return rk_atomic_load_i32(&core_->cb->telemetry_enabled, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
 }
 
 void Kernel::reset_telemetry() {
-    rk_telemetry &t = core_->tel;
+    rk_telemetry &t = *core_->tel;
     for (rk_u64 *f : {&t.messages_processed, &t.messages_dropped, &t.last_processed_timestamp, &t.total_latency_ns,
                       &t.min_latency_ns, &t.max_latency_ns})
         rk_atomic_store_u64(f, 0, RK_RELAXED, RK_SCOPE_SYSTEM);
@@ -261,7 +282,7 @@ TelemetrySnapshot Kernel::telemetry() const {
     if (!telemetry_enabled())
         throw TelemetryNotEnabledError("telemetry of kernel '" + name() +
                                        "' is not enabled: call enable_telemetry() first");
-    rk_telemetry &t = core_->tel;
+    rk_telemetry &t = *core_->tel;
     TelemetrySnapshot s;
     s.messages_processed = rk_atomic_load_u64(&t.messages_processed, RK_ACQUIRE, RK_SCOPE_SYSTEM);
     s.messages_dropped = rk_atomic_load_u64(&t.messages_dropped, RK_RELAXED, RK_SCOPE_SYSTEM);
@@ -277,26 +298,26 @@ TelemetrySnapshot Kernel::telemetry() const {
 }
 
 std::uint64_t Kernel::messages_processed() const noexcept {
-    return rk_atomic_load_u64(reinterpret_cast<rk_u64 *>(&core_->cb.messages_processed), RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    return rk_atomic_load_u64(reinterpret_cast<rk_u64 *>(&core_->cb->messages_processed), RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 std::int32_t Kernel::errors() const noexcept {
-    return rk_atomic_load_i32(&core_->cb.errors_encountered, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    return rk_atomic_load_i32(&core_->cb->errors_encountered, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 std::int32_t Kernel::last_error() const noexcept {
-    return rk_atomic_load_i32(&core_->cb.last_error, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    return rk_atomic_load_i32(&core_->cb->last_error, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 std::string Kernel::last_error_message() const {
     std::lock_guard<std::mutex> lock(core_->err_mu);
     return core_->last_error_message;
 }
 std::uint64_t Kernel::messages_dropped() const noexcept {
-    return rk_atomic_load_u64(&core_->cb.messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    return rk_atomic_load_u64(&core_->cb->messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 
 bool Kernel::stopped() const noexcept {
-    return rk_atomic_load_i32(&core_->cb.has_terminated, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    return rk_atomic_load_i32(&core_->cb->has_terminated, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
 }
-std::uint64_t Kernel::hlc() const noexcept { return rk_atomic_load_u64(&core_->cb.hlc, RK_ACQUIRE, RK_SCOPE_SYSTEM); }
+std::uint64_t Kernel::hlc() const noexcept { return rk_atomic_load_u64(&core_->cb->hlc, RK_ACQUIRE, RK_SCOPE_SYSTEM); }
 
 std::uint32_t Kernel::channel_index(const std::string &channel) const {
     if (channel.empty()) return 0;
@@ -328,7 +349,7 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
     backend_name_ = chosen;
     if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))
         throw std::invalid_argument("max_buffers must be in [1, 1048576], got " + std::to_string(cfg_.max_buffers));
-    buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers);
+    buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers, backend_->memory());
 }
 
 Runtime::~Runtime() {
@@ -465,9 +486,9 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         if (next_kernel_id_ == 0) next_kernel_id_ = 1;
     }
 
-    auto core = std::make_shared<KernelCore>();
+    auto core = std::make_shared<KernelCore>(backend_->memory());
     core->spec = spec;
-    core->cb.node = id;
+    core->cb->node = id;
     core->reply_id_base = next_message_ids(1ull << 36);
     core->buffers = buffers_;
     backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)
@@ -476,12 +497,13 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     k->core_ = core;
     QueueConfig in_cfg = spec.options.queue_config(spec.input_size);
     in_cfg.type_id = spec.input_type;
-    k->input_ = std::make_shared<Queue>(in_cfg, nullptr, core->doorbell);
+    const auto mem = backend_->memory();
+    k->input_ = std::make_shared<Queue>(in_cfg, nullptr, core->doorbell, mem);
     QueueConfig out_cfg = spec.options.queue_config(spec.output_size);
     out_cfg.type_id = spec.output_type;
     out_cfg.source = id;
     out_cfg.dedup_window = 0;  // reply ids are unique by construction
-    k->output_ = std::make_shared<Queue>(out_cfg);
+    k->output_ = std::make_shared<Queue>(out_cfg, nullptr, nullptr, mem);
 
     rk_routes routes{};
     routes.n_inputs = 1;
@@ -494,7 +516,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     k->channel_to_host_.push_back(true);
     for (std::size_t i = 0; i < spec.channels.size(); ++i) {
         QueueConfig ch_cfg = out_cfg;
-        auto q = std::make_shared<Queue>(ch_cfg);
+        auto q = std::make_shared<Queue>(ch_cfg, nullptr, nullptr, mem);
         routes.channels[i + 1].count = 1;
         routes.channels[i + 1].targets[0] = route_of(q);
         keep.push_back(q);
@@ -644,7 +666,7 @@ std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channe
     cfg.source = src.id();
     cfg.dedup_window = 0;
     cfg.backpressure = src.spec().options.backpressure();  // the policy src's blocks apply to it
-    auto ring = std::make_shared<Queue>(cfg, nullptr, dst.core_->doorbell);
+    auto ring = std::make_shared<Queue>(cfg, nullptr, dst.core_->doorbell, backend_->memory());
     {
         std::lock_guard<std::mutex> lock(mu_);
         register_queue(name, ring, dst.name());
@@ -699,7 +721,7 @@ void Runtime::subscribe(const std::string &topic_name, Kernel &k) {
         QueueConfig cfg = k.spec().options.queue_config(k.spec().input_size);
         cfg.type_id = t.info.type_id;
         cfg.dedup_window = 0;
-        ring = std::make_shared<Queue>(cfg, nullptr, k.core_->doorbell);
+        ring = std::make_shared<Queue>(cfg, nullptr, k.core_->doorbell, backend_->memory());
         register_queue(name, ring, k.name());
         t.rings.push_back(ring);
         t.info.subscribers.push_back(k.name());
@@ -754,16 +776,15 @@ Buffer Runtime::buffer(std::size_t bytes) {
         throw std::invalid_argument("buffer size must be in [1, 2^40] bytes, got " + std::to_string(bytes));
     BufferTableMem &t = *buffers_;
     std::lock_guard<std::mutex> lock(t.mu);
-    if (t.next_free >= t.entries.size())
-        throw std::invalid_argument("this runtime has made " + std::to_string(t.entries.size()) +
+    if (t.next_free >= t.count)
+        throw std::invalid_argument("this runtime has made " + std::to_string(t.count) +
                                     " buffers, its max_buffers (released ones are reclaimed when the runtime "
                                     "closes, as a kernel may still be reading them)");
     const std::uint32_t i = t.next_free++;
     const std::size_t rounded = (bytes + 63) & ~std::size_t(63);
-    void *p = std::aligned_alloc(64, rounded);
-    if (!p) throw std::bad_alloc();
-    std::memset(p, 0, rounded);
+    void *p = t.resource->allocate(rounded, 64);  // zeroed
     t.memory[i] = p;
+    t.sizes[i] = rounded;
     rk_buffer_entry &e = t.entries[i];
     e.address = static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(p));
     e.bytes = bytes;
@@ -775,7 +796,7 @@ Buffer Runtime::buffer(std::size_t bytes) {
 namespace {
 rk_buffer_entry *find_entry(BufferTableMem &t, std::uint64_t handle) {
     const std::uint64_t index = handle & 0xFFFFFFFFu;
-    if (index == 0 || index > t.entries.size()) return nullptr;
+    if (index == 0 || index > t.count) return nullptr;
     rk_buffer_entry &e = t.entries[index - 1];
     if (!e.live || e.generation != static_cast<std::uint32_t>(handle >> 32)) return nullptr;
     return &e;
@@ -821,8 +842,8 @@ void Runtime::close(std::int64_t timeout_ns) {
     kernels_.clear();
     {
         std::lock_guard<std::mutex> bl(buffers_->mu);
-        for (auto &e : buffers_->entries)
-            rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+        for (std::uint32_t i = 0; i < buffers_->count; ++i)
+            rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&buffers_->entries[i].live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
     }
     buffers_.reset();  // memory goes when the last holder (a view, a faulted kernel) lets go
 }

@@ -431,10 +431,10 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     b.out.assign(static_cast<std::size_t>(run_limit) * std::max<std::uint32_t>(spec.output_size, 8), 0);
     b.shared.assign(RK_SHARED_BYTES, 0);
     rk_ctx &ctx = b.ctx;
-    ctx.cb = &core.cb;
-    ctx.tel = &core.tel;
-    ctx.routes = &core.routes_word;
-    ctx.buffers = core.buffers ? &core.buffers->table : nullptr;
+    ctx.cb = core.cb;
+    ctx.tel = core.tel;
+    ctx.routes = core.routes_word;
+    ctx.buffers = core.buffers ? core.buffers->table : nullptr;
     ctx.block_index = index;
     ctx.grid = spec.grid;
     ctx.thread_rank = 0;
@@ -442,7 +442,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.in_size = spec.input_size;
     ctx.out_size = spec.output_size;
     ctx.out_type = spec.output_type;
-    ctx.node = static_cast<rk_u16>(core.cb.node);
+    ctx.node = static_cast<rk_u16>(core.cb->node);
     // Never the single-consumer path: besides the blocks, a DROP_OLDEST producer (a host sender, an
     // upstream kernel) evicts from this ring, and that is a second consumer.
     ctx.single_consumer = 0u;
@@ -491,17 +491,17 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     std::int64_t idle_since = -1;
     auto ready = [&] {
         return rk_should_terminate(&ctx) ||
-               (rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) && any_input_ready(ctx));
+               (rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) && any_input_ready(ctx));
     };
     for (;;) {
         if (rk_should_terminate(&ctx)) break;
-        if (!rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) {
+        if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) {
             // Inactive: consume nothing; park until activated or told to terminate.
             b.flush();
             core.doorbell->wait(
                 [&] {
                     return rk_should_terminate(&ctx) ||
-                           rk_atomic_load_i32(&core.cb.is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+                           rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
                 },
                 Deadline::from(Wait::for_ns(100'000'000)), nullptr);
             continue;
@@ -536,12 +536,12 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     for (Fiber &f : b.fibers) __tsan_destroy_fiber(f.tsan_fiber);
 #endif
     t_block = nullptr;
-    rk_atomic_fetch_add_i32(&core.cb.blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
+    rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
     auto *runner = static_cast<CpuBlocks *>(core.runner.get());
     {
         std::lock_guard<std::mutex> lock(core.exit_mu);
         if (runner->alive_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-            rk_atomic_store_i32(&core.cb.has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+            rk_atomic_store_i32(&core.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
         core.exit_cv.notify_all();
     }
     b.core.reset();

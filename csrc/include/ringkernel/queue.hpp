@@ -56,8 +56,9 @@ public:
     // Throws std::invalid_argument if cfg is invalid. `clock` stamps messages (default_clock()).
     // `readable`, if set, is the event count receivers wait on and senders notify; a ring kernel
     // shares one among all of its input queues, so its workers wait on every input at once.
+    // `memory`: where the ring lives (a device backend's shared memory; default the host heap).
     explicit Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock = nullptr,
-                   std::shared_ptr<WaitSet> readable = nullptr);
+                   std::shared_ptr<WaitSet> readable = nullptr, std::shared_ptr<MemoryResource> memory = nullptr);
     ~Queue();
     Queue(const Queue &) = delete;
     Queue &operator=(const Queue &) = delete;

@@ -6,14 +6,17 @@
 #include <cstdint>
 
 #include "ringkernel/layout.h"
+#include "ringkernel/memory.hpp"
 #include "rk_ring.h"
 
 namespace rk {
 
 class Ring {
 public:
-    // capacity: power of two in [16, 1048576]; max_payload: bytes in [1, 65536].
-    Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flags = 0);
+    // capacity: power of two in [16, 1048576]; max_payload: bytes in [1, 65536]. `memory`: where the
+    // ring lives (default: the host heap).
+    Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flags = 0,
+         std::shared_ptr<MemoryResource> memory = nullptr);
     ~Ring();
     Ring(const Ring &) = delete;
     Ring &operator=(const Ring &) = delete;
@@ -66,8 +69,10 @@ public:
     std::uint64_t popped() const noexcept { return __atomic_load_n(&hdr_->head, __ATOMIC_ACQUIRE); }
 
 private:
+    std::shared_ptr<MemoryResource> memory_;
     rk_ring_header *hdr_ = nullptr;
     std::size_t bytes_ = 0;
+    std::size_t alloc_ = 0;
 };
 
 }  // namespace rk

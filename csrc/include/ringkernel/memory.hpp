@@ -1,0 +1,24 @@
+// memory.hpp — where rings, control blocks and buffers live. The host's default is aligned heap
+// memory; a device backend supplies memory both sides can reach while a kernel runs (OpenCL
+// fine-grained SVM, CUDA page-locked mapped memory), and every ring, control block and buffer of its
+// kernels is allocated from it.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+
+namespace rk {
+
+class MemoryResource {
+public:
+    virtual ~MemoryResource() = default;
+    // Zeroed memory of at least `bytes`, aligned to `align` (a power of two); throws std::bad_alloc.
+    virtual void *allocate(std::size_t bytes, std::size_t align) = 0;
+    virtual void deallocate(void *p, std::size_t bytes) noexcept = 0;
+    virtual const char *name() const noexcept = 0;
+};
+
+// Aligned host heap memory.
+std::shared_ptr<MemoryResource> host_memory();
+
+}  // namespace rk
