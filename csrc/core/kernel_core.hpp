@@ -26,6 +26,10 @@ struct HostModule {
     ~HostModule();
 };
 
+// Where the device dialect's headers are: RuntimeConfig::include_dirs, $RINGKERNEL_INCLUDE_DIR, the
+// install prefix, or the source tree this library was built from.
+std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg);
+
 // Compile (or find in the cache) a portable-source handler for the CPU backend.
 std::shared_ptr<HostModule> compile_host_source(const std::string &code, const std::string &entry,
                                                const RuntimeConfig &cfg);
@@ -110,5 +114,7 @@ public:
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// The OpenCL backend on the device `cfg.device` selects (BackendUnavailableError when it cannot run).
+std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg);
 
 }  // namespace rk

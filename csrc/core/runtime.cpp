@@ -75,11 +75,14 @@ BackendStatus status_of(const std::string &name) {
         std::string why;
         const auto devs = opencl::devices(&why);
         if (devs.empty()) return {"opencl", false, why};
-        std::string detail = "device found: " + devs[0].describe();
-        if (devs.size() > 1) detail += " and " + std::to_string(devs.size() - 1) + " more";
+        for (const auto &d : devs)
+            if (d.can_run_ring_kernels())
+                return {"opencl", true,
+                        "persistent ring kernels on " + d.describe() +
+                            (devs.size() > 1 ? " (" + std::to_string(devs.size()) + " devices)" : std::string())};
         return {"opencl", false,
-                detail + "; the persistent loop runs on it in the ctest suite, the OpenCL runtime backend is not "
-                         "implemented in this version"};
+                "no OpenCL device can run persistent ring kernels (they need a compiler and fine-grained SVM with "
+                "atomics): " + devs[0].describe()};
 #else
         return {"opencl", false, "this build has no OpenCL support (no OpenCL headers at build time)"};
 #endif
@@ -88,6 +91,17 @@ BackendStatus status_of(const std::string &name) {
 }
 
 const char *const kBackends[] = {"cpu", "cuda", "opencl", "metal"};
+
+// "auto" prefers a device backend only where it beats the CPU backend: an OpenCL CPU device (PoCL)
+// runs on the same cores, so it is chosen only by name.
+bool auto_candidate(const char *name) {
+    if (std::string(name) != "opencl") return status_of(name).available;
+#if RINGKERNEL_HAS_OPENCL
+    for (const auto &d : opencl::devices(nullptr))
+        if (d.can_run_ring_kernels() && !d.is_cpu()) return true;
+#endif
+    return false;
+}
 }  // namespace
 
 std::vector<BackendStatus> backend_statuses() {
@@ -335,7 +349,7 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
     std::string chosen = backend;
     if (backend == "auto") {
         for (const char *pref : {"cuda", "opencl", "cpu"})
-            if (chosen == "auto" && status_of(pref).available) chosen = pref;
+            if (chosen == "auto" && auto_candidate(pref)) chosen = pref;
     } else {
         bool known = false;
         for (const char *b : kBackends) known = known || backend == b;
@@ -345,6 +359,9 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
         if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
     }
     if (chosen == "cpu") backend_ = make_cpu_backend();
+#if RINGKERNEL_HAS_OPENCL
+    else if (chosen == "opencl") backend_ = make_opencl_backend(cfg_);
+#endif
     else throw BackendUnavailableError("backend '" + chosen + "' has no implementation in this build");
     backend_name_ = chosen;
     if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))

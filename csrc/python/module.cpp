@@ -976,17 +976,23 @@ void bind_runtime(py::module_ &m) {
 
     py::class_<PyRuntime>(m, "_Runtime", "The native side of ringkernel.Runtime.")
         .def(py::init([](const std::string &backend, const std::vector<std::string> &include_dirs,
-                         const std::string &cache_dir, const std::string &compiler, std::uint32_t max_buffers) {
+                         const std::string &cache_dir, const std::string &compiler, std::uint32_t max_buffers,
+                         int device) {
                  rk::RuntimeConfig cfg;
                  cfg.include_dirs = include_dirs;
                  cfg.cache_dir = cache_dir;
                  cfg.compiler = compiler;
                  cfg.max_buffers = max_buffers;
+                 cfg.device = device;
                  PyRuntime r;
-                 r.rt = std::make_unique<rk::Runtime>(backend, cfg);
+                 {
+                     py::gil_scoped_release nogil;  // probing a device backend can take a while
+                     r.rt = std::make_unique<rk::Runtime>(backend, cfg);
+                 }
                  return r;
              }),
-             "backend"_a, "include_dirs"_a, "cache_dir"_a = "", "compiler"_a = "", "max_buffers"_a = 4096)
+             "backend"_a, "include_dirs"_a, "cache_dir"_a = "", "compiler"_a = "", "max_buffers"_a = 4096,
+             "device"_a = -1)
         .def_property_readonly("backend", [](const PyRuntime &r) { return r.rt->backend(); })
         .def_property_readonly("closed", [](const PyRuntime &r) { return r.rt->closed(); })
         .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,

@@ -277,7 +277,13 @@ class _Kernel:
 
 class _Runtime:
     def __init__(
-        self, backend: str, include_dirs: list[str], cache_dir: str = "", compiler: str = "", max_buffers: int = 4096
+        self,
+        backend: str,
+        include_dirs: list[str],
+        cache_dir: str = "",
+        compiler: str = "",
+        max_buffers: int = 4096,
+        device: int = -1,
     ) -> None: ...
     @property
     def backend(self) -> str: ...

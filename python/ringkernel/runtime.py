@@ -320,15 +320,21 @@ class Runtime:
     """Owns ring kernels and everything they use; a context manager (sync and async).
 
     ``backend``: "auto" (the best available; see ``.backend``), "cpu", "cuda", "opencl".
-    Unavailable backends raise ``rk.BackendUnavailableError`` with the reason.
+    Unavailable backends raise ``rk.BackendUnavailableError`` with the reason. ``device``: which
+    device of a device backend (default: ``$RINGKERNEL_DEVICE``, else the first that can run ring
+    kernels).
     """
 
-    def __init__(self, backend: str = "auto", *, cache_dir: Optional[str] = None, compiler: Optional[str] = None,
-                 max_buffers: int = 4096):
+    def __init__(self, backend: str = "auto", *, device: Optional[int] = None, cache_dir: Optional[str] = None,
+                 compiler: Optional[str] = None, max_buffers: int = 4096):
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a str ('auto', 'cpu', 'cuda', 'opencl'), got {type(backend).__name__}")
+        if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0):
+            raise ValueError(f"device must be None (the first suitable, or $RINGKERNEL_DEVICE) or an index >= 0, "
+                             f"got {device!r}")
         includes = [str(_INCLUDE)] if (_INCLUDE / "rk_kernel.h").is_file() else []
-        self._rt = _core._Runtime(backend, includes, cache_dir or "", compiler or "", max_buffers)
+        self._rt = _core._Runtime(backend, includes, cache_dir or "", compiler or "", max_buffers,
+                                  -1 if device is None else device)
         self._kernels: dict = {}
         self._topics: dict = {}
         _open_runtimes.add(self)

@@ -1,5 +1,12 @@
+import os
+
 import numpy as np
 import pytest
+
+# PoCL's CPU device has as many compute units as worker threads (the cores, by default), and every
+# block of a persistent kernel stays resident on one: the OpenCL suite launches several kernels at
+# once (9 in the registry test), so it gives PoCL more threads than this 2-core machine has cores (set before PoCL starts).
+os.environ.setdefault("POCL_MAX_PTHREAD_COUNT", "12")
 
 # A 64-byte structured record used across the suite.
 SAMPLE = np.dtype([("seq", "<u8"), ("sensor", "<u4"), ("flags", "<u4"), ("values", "<f4", (12,))])

@@ -85,7 +85,9 @@ std::vector<std::string> find_compiler(const RuntimeConfig &cfg) {
         "");
 }
 
-std::vector<std::string> include_dirs(const RuntimeConfig &cfg) {
+}  // namespace
+
+std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg) {
     if (!cfg.include_dirs.empty()) return cfg.include_dirs;
     const std::string e = env("RINGKERNEL_INCLUDE_DIR");
     if (!e.empty()) return split(e, ':');
@@ -96,6 +98,8 @@ std::vector<std::string> include_dirs(const RuntimeConfig &cfg) {
     }
     return split(RINGKERNEL_SOURCE_INCLUDE_DIRS, ';');
 }
+
+namespace {
 
 std::string cache_dir(const RuntimeConfig &cfg) {
     std::string d = cfg.cache_dir;
@@ -180,7 +184,7 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
         throw std::invalid_argument("entry must be a C identifier naming the handler function, got '" + entry + "'");
     if (code.empty()) throw std::invalid_argument("handler source is empty");
     const std::vector<std::string> cc = find_compiler(cfg);
-    const std::vector<std::string> incs = include_dirs(cfg);
+    const std::vector<std::string> incs = dialect_include_dirs(cfg);
 
     std::string headers;  // the dialect the source is compiled against is part of its identity
     for (const char *h : kHeaders) {

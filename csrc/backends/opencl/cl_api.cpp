@@ -120,6 +120,7 @@ std::vector<Device> devices(std::string *why) {
             d.name = info_string(*a, id, CL_DEVICE_NAME);
             d.version = info_string(*a, id, CL_DEVICE_VERSION);
             a->GetDeviceInfo(id, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d.compute_units, &d.compute_units, nullptr);
+            a->GetDeviceInfo(id, CL_DEVICE_TYPE, sizeof d.type, &d.type, nullptr);
             cl_bool compiler = CL_FALSE;
             a->GetDeviceInfo(id, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, nullptr);
             d.compiler = compiler == CL_TRUE;

@@ -45,9 +45,12 @@ struct Device {
     cl_device_id device = nullptr;
     std::string platform_name, name, version;  // version: "OpenCL x.y ..."
     cl_uint compute_units = 0;
+    cl_device_type type = 0;
     bool compiler = false;
     bool fine_grain_svm_atomics = false;       // persistent mode: host and device share memory live
     std::string describe() const;
+    bool can_run_ring_kernels() const { return compiler && fine_grain_svm_atomics; }
+    bool is_cpu() const { return (type & CL_DEVICE_TYPE_CPU) != 0; }
 };
 
 // Every device of every platform (empty, with *why, when there is none or no loader).

@@ -181,6 +181,9 @@ struct RuntimeConfig {
     std::string cache_dir;   // empty: $RINGKERNEL_CACHE_DIR, else $XDG_CACHE_HOME or ~/.cache, /ringkernel
     std::string compiler;    // empty: $CC, else the first of cc, gcc, clang on PATH
     std::uint32_t max_buffers = 4096;
+    // Device backends: which device (an index into the backend's device list); -1: $RINGKERNEL_DEVICE,
+    // else the first that can run ring kernels.
+    int device = -1;
 };
 
 // Which backends this build knows, whether each can run here and why not.

@@ -1,0 +1,388 @@
+// opencl_backend.cpp — ring kernels on OpenCL devices, persistent mode.
+//
+// Every kernel's rings, control block, telemetry, routes and buffers live in fine-grained SVM with
+// atomics, so host and device share them while the kernel runs: the host sends and receives through
+// the rings and reads the control block and telemetry without any OpenCL call. Each kernel is a
+// program built from the device dialect (rk_kernel.h + rk_builtins.h, plus the user's source for
+// rk.Source handlers) and launched once, grid work-groups of block work-items, on a command queue of
+// its own; its blocks stay resident until told to terminate (RK_DEFINE_OPENCL_KERNEL).
+//
+// A device cannot wake host threads or read a wall clock, so a bridge thread per kernel publishes the
+// clock into the control block and turns ring progress into host wake-ups (a parked receiver, a
+// blocked sender, an asyncio eventfd): it polls every 20 µs while messages flow and backs off to 1 ms
+// when idle. Spinning host receivers see replies directly, without the bridge.
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "../../core/kernel_core.hpp"
+#include "cl_api.hpp"
+#include "ringkernel/clock.hpp"
+#include "rk_builtins.h"
+
+namespace rk {
+namespace {
+
+struct Context {
+    const opencl::Api *cl = nullptr;
+    opencl::Device device;
+    cl_context ctx = nullptr;
+    std::mutex mu;
+    std::map<std::string, cl_program> programs;  // by source + options
+    std::uint32_t resident_blocks = 0;           // blocks of launched, not yet stopped kernels
+    ~Context() {
+        for (auto &kv : programs) cl->ReleaseProgram(kv.second);
+        if (ctx) cl->ReleaseContext(ctx);
+    }
+};
+
+class SvmMemory final : public MemoryResource {
+public:
+    explicit SvmMemory(std::shared_ptr<Context> c) : c_(std::move(c)) {}
+    void *allocate(std::size_t bytes, std::size_t align) override {
+        const std::size_t rounded = (bytes + align - 1) / align * align;
+        void *p = c_->cl->SVMAlloc(c_->ctx, CL_MEM_READ_WRITE | CL_MEM_SVM_FINE_GRAIN_BUFFER | CL_MEM_SVM_ATOMICS,
+                                   rounded, static_cast<cl_uint>(align < 128 ? 128 : align));
+        if (!p) throw std::bad_alloc();
+        std::memset(p, 0, rounded);
+        return p;
+    }
+    void deallocate(void *p, std::size_t) noexcept override {
+        if (p) c_->cl->SVMFree(c_->ctx, p);
+    }
+    const char *name() const noexcept override { return "opencl-svm"; }
+
+private:
+    std::shared_ptr<Context> c_;  // the context outlives every allocation made from it
+};
+
+std::string cl_error(const char *what, cl_int err) { return std::string(what) + " failed (OpenCL error " + std::to_string(err) + ")"; }
+
+std::string read_text(const std::string &path) {
+    std::ifstream f(path);
+    std::ostringstream o;
+    o << f.rdbuf();
+    return o.str();
+}
+
+const char *builtin_entry(const std::string &name) {
+    if (name == "echo") return "rk_builtin_echo";
+    if (name == "vector_add") return "rk_builtin_vector_add";
+    if (name == "count") return "rk_builtin_count";
+    return nullptr;
+}
+
+constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply buffers in local memory)
+
+class OpenClBlocks final : public BlockRunner {
+public:
+    OpenClBlocks(std::shared_ptr<Context> c, cl_program prog, KernelCore &core) : c_(std::move(c)), core_(core) {
+        cl_int err;
+        kernel_ = c_->cl->CreateKernel(prog, "rk_persistent", &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
+        queue_ = c_->cl->CreateCommandQueueWithProperties(c_->ctx, c_->device.device, nullptr, &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateCommandQueueWithProperties", err));
+        params_ = static_cast<rk_kernel_params *>(core_.memory->allocate(sizeof(rk_kernel_params), 128));
+    }
+
+    ~OpenClBlocks() override {
+        stop_bridge();
+        if (event_) c_->cl->ReleaseEvent(event_);
+        if (kernel_) c_->cl->ReleaseKernel(kernel_);
+        if (queue_) c_->cl->ReleaseCommandQueue(queue_);
+        core_.memory->deallocate(params_, sizeof(rk_kernel_params));
+        release_residency();
+    }
+
+    void start(const std::shared_ptr<KernelCore> &core) override {
+        const KernelSpec &spec = core->spec;
+        rk_kernel_params &p = *params_;
+        p.control_block = reinterpret_cast<std::uintptr_t>(core->cb);
+        p.telemetry = reinterpret_cast<std::uintptr_t>(core->tel);
+        p.routes_word = reinterpret_cast<std::uintptr_t>(core->routes_word);
+        p.buffers = core->buffers ? reinterpret_cast<std::uintptr_t>(core->buffers->table) : 0;
+        p.ttl_ns = spec.options.ttl_ns();
+        p.reply_id_base = core->reply_id_base;
+        p.in_size = spec.input_size;
+        p.out_size = spec.output_size;
+        p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
+        p.out_type = spec.output_type;
+        p.node = static_cast<rk_u16>(core->cb->node);
+        __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
+        // Fine-grained buffer SVM reached through pointers inside other SVM allocations.
+        std::vector<void *> ptrs = {core->cb, core->tel, core->routes_word, params_};
+        if (core->buffers) {
+            ptrs.push_back(core->buffers->table);
+            ptrs.push_back(core->buffers->entries);
+        }
+        const rk_routes &r = core->routes();
+        ptrs.push_back(const_cast<rk_routes *>(&r));
+        for (rk_u32 i = 0; i < r.n_inputs; ++i) ptrs.push_back(r.inputs[i].ring);
+        for (rk_u32 c = 0; c < r.n_channels; ++c)
+            for (rk_u32 i = 0; i < r.channels[c].count; ++i) ptrs.push_back(r.channels[c].targets[i].ring);
+        const opencl::Api &cl = *c_->cl;
+        cl.SetKernelExecInfo(kernel_, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
+        cl_int err = cl.SetKernelArgSVMPointer(kernel_, 0, params_);
+        if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
+        const size_t local = spec.block, global = static_cast<size_t>(spec.grid) * spec.block;
+        err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &event_);
+        if (err != CL_SUCCESS) throw Error(cl_error("clEnqueueNDRangeKernel", err));
+        cl.Flush(queue_);
+        running_ = true;
+        core_keepalive_ = core;
+        std::weak_ptr<KernelCore> weak = core;
+        bridge_ = std::thread([this, weak] { bridge(weak); });
+    }
+
+    bool wait_stopped(std::int64_t timeout_ns) override {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (complete()) {
+                stop_bridge();
+                release_residency();
+                return true;
+            }
+            std::this_thread::sleep_for(std::chrono::microseconds(200));
+        }
+        return false;
+    }
+
+    void abandon() override {
+        // A resident kernel cannot be killed: it keeps its memory (the core is kept alive on purpose)
+        // and its work-groups; the bridge stops.
+        stop_bridge();
+        leaked_ = new std::shared_ptr<KernelCore>(core_keepalive_.lock());
+    }
+
+    std::uint32_t alive() const override {
+        const rk_i32 exited = __atomic_load_n(&core_.cb->blocks_exited, __ATOMIC_ACQUIRE);
+        return core_.spec.grid - static_cast<std::uint32_t>(exited);
+    }
+
+private:
+    bool complete() {
+        if (!event_) return true;
+        cl_int status = CL_QUEUED;
+        c_->cl->GetEventInfo(event_, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+        return status == CL_COMPLETE || status < 0;
+    }
+
+    void release_residency() {
+        if (!running_) return;
+        running_ = false;
+        std::lock_guard<std::mutex> lock(c_->mu);
+        c_->resident_blocks -= core_.spec.grid;
+    }
+
+    void stop_bridge() {
+        bridge_stop_.store(true);
+        if (!bridge_.joinable()) return;
+        if (bridge_.get_id() == std::this_thread::get_id()) bridge_.detach();  // the bridge dropped the last core
+        else bridge_.join();
+    }
+
+    // Publish the clock; turn ring progress into host wake-ups.
+    void bridge(std::weak_ptr<KernelCore> weak) {
+        std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;  // head, tail
+        auto interval = std::chrono::microseconds(20);
+        while (!bridge_stop_.load()) {
+            auto core = weak.lock();
+            if (!core) return;
+            __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+            bool moved = false;
+            const rk_routes &r = core->routes();
+            auto check = [&](const rk_route &route, bool input) {
+                auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
+                const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
+                const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
+                auto &last = seen[route.ring];
+                if (input && head != last.first) {
+                    if (q) q->notify_space();
+                    moved = true;
+                }
+                if (!input && tail != last.second) {
+                    if (q) q->notify_readable();
+                    moved = true;
+                }
+                last = {head, tail};
+            };
+            for (rk_u32 i = 0; i < r.n_inputs; ++i) check(r.inputs[i], true);
+            for (rk_u32 c = 0; c < r.n_channels; ++c)
+                for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
+            core.reset();
+            interval = moved ? std::chrono::microseconds(20) : std::min(interval * 2, decltype(interval)(1000));
+            std::this_thread::sleep_for(interval);
+        }
+    }
+
+    std::shared_ptr<Context> c_;
+    KernelCore &core_;
+    std::weak_ptr<KernelCore> core_keepalive_;
+    cl_kernel kernel_ = nullptr;
+    cl_command_queue queue_ = nullptr;
+    cl_event event_ = nullptr;
+    rk_kernel_params *params_ = nullptr;
+    std::thread bridge_;
+    std::atomic<bool> bridge_stop_{false};
+    bool running_ = false;
+    std::shared_ptr<KernelCore> *leaked_ = nullptr;
+};
+
+class OpenClBackend final : public Backend {
+public:
+    explicit OpenClBackend(std::shared_ptr<Context> c) : c_(std::move(c)), memory_(std::make_shared<SvmMemory>(c_)) {}
+
+    const char *name() const noexcept override { return "opencl"; }
+    std::shared_ptr<MemoryResource> memory() override { return memory_; }
+
+    void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
+        const KernelSpec &spec = core.spec;
+        const Handler &h = spec.handler;
+        std::string code, entry;
+        switch (h.kind) {
+        case Handler::Kind::Builtin:
+            if (!builtin_entry(h.name)) {
+                std::string names;
+                for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
+                throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
+            }
+            if (h.name == "echo" && spec.input_size != spec.output_size)
+                throw std::invalid_argument("the echo handler needs input and output of one size, got " +
+                                            std::to_string(spec.input_size) + " and " +
+                                            std::to_string(spec.output_size) + " bytes");
+            if (h.name == "vector_add" && (spec.input_size != sizeof(rk_vector_add_request) ||
+                                           spec.output_size != sizeof(rk_vector_add_response)))
+                throw std::invalid_argument("the vector_add handler takes VectorAddRequest (" +
+                                            std::to_string(sizeof(rk_vector_add_request)) +
+                                            " bytes) and answers VectorAddResponse (" +
+                                            std::to_string(sizeof(rk_vector_add_response)) + " bytes)");
+            entry = builtin_entry(h.name);
+            break;
+        case Handler::Kind::Source:
+            code = h.code;
+            entry = h.entry;
+            break;
+        case Handler::Kind::Host:
+            throw std::invalid_argument(
+                "host (Python or C++) handlers run on the CPU backend only; on opencl use a built-in handler or "
+                "an rk.Source in the device dialect");
+        }
+        if (spec.block > 256)
+            throw std::invalid_argument("block must be in [1, 256] work-items on the OpenCL backend, got " +
+                                        std::to_string(spec.block));
+        if (static_cast<std::uint64_t>(spec.output_size) * kRunLimit > 512 * 1024)
+            throw std::invalid_argument("output records of " + std::to_string(spec.output_size) +
+                                        " bytes do not fit the block's local reply buffers on the OpenCL backend "
+                                        "(at most 65536 bytes)");
+        cl_program prog = build(code, entry, spec.output_size, cfg);
+        {
+            // Resident blocks must all run at once: refuse what the device cannot keep resident.
+            std::lock_guard<std::mutex> lock(c_->mu);
+            const std::uint32_t units = c_->device.compute_units;
+            if (c_->resident_blocks + spec.grid > units)
+                throw std::invalid_argument(
+                    "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) +
+                    " resident work-group(s) but the device has " + std::to_string(units) + " compute units and " +
+                    std::to_string(c_->resident_blocks) +
+                    " are taken by running kernels: terminate one, lower grid, or (PoCL) raise "
+                    "POCL_MAX_PTHREAD_COUNT before the process starts");
+            c_->resident_blocks += spec.grid;
+        }
+        try {
+            core.runner = std::make_unique<OpenClBlocks>(c_, prog, core);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(c_->mu);
+            c_->resident_blocks -= spec.grid;
+            throw;
+        }
+        core.uses_barrier = true;
+    }
+
+private:
+    cl_program build(const std::string &code, const std::string &entry, std::uint32_t out_size,
+                     const RuntimeConfig &cfg) {
+        std::ostringstream src;
+        src << "#include \"rk_builtins.h\"\n";
+        if (!code.empty()) src << "#line 1 \"handler\"\n" << code << "\n#line 1 \"ringkernel-step\"\n";
+        src << "RK_DEFINE_BLOCK_STEP(rk_step, " << entry << ")\n"
+            << "RK_DEFINE_OPENCL_KERNEL(rk_persistent, rk_step, " << out_size << ", " << kRunLimit << ")\n";
+        const std::string source = src.str();
+        std::string options = c_->device.version.rfind("OpenCL 3.", 0) == 0   ? "-cl-std=CL3.0"
+                              : c_->device.version.rfind("OpenCL 2.", 0) == 0 ? "-cl-std=CL2.0"
+                                                                              : "-cl-std=CL1.2";
+        std::string headers;
+        for (const auto &d : dialect_include_dirs(cfg)) {
+            options += " -I " + d;
+            headers += read_text(d + "/rk_kernel.h");  // a changed dialect is a different program
+        }
+        const std::string key = source + '\0' + options + '\0' + headers;
+        std::lock_guard<std::mutex> lock(c_->mu);
+        auto it = c_->programs.find(key);
+        if (it != c_->programs.end()) return it->second;
+        const opencl::Api &cl = *c_->cl;
+        const char *text = source.c_str();
+        cl_int err;
+        cl_program prog = cl.CreateProgramWithSource(c_->ctx, 1, &text, nullptr, &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateProgramWithSource", err));
+        err = cl.BuildProgram(prog, 1, &c_->device.device, options.c_str(), nullptr, nullptr);
+        if (err != CL_SUCCESS) {
+            size_t size = 0;
+            cl.GetProgramBuildInfo(prog, c_->device.device, CL_PROGRAM_BUILD_LOG, 0, nullptr, &size);
+            std::string log(size, '\0');
+            cl.GetProgramBuildInfo(prog, c_->device.device, CL_PROGRAM_BUILD_LOG, size, log.data(), nullptr);
+            while (!log.empty() && log.back() == '\0') log.pop_back();
+            cl.ReleaseProgram(prog);
+            throw CompileError("the handler did not build for OpenCL device " + c_->device.name + " (" + options +
+                                   "):\n" + log,
+                               log);
+        }
+        c_->programs[key] = prog;
+        return prog;
+    }
+
+    std::shared_ptr<Context> c_;
+    std::shared_ptr<MemoryResource> memory_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg) {
+    std::string why;
+    auto devs = opencl::devices(&why);
+    if (devs.empty()) throw BackendUnavailableError("backend 'opencl' is unavailable: " + why);
+    int index = cfg.device;
+    if (index < 0) {
+        const char *env = std::getenv("RINGKERNEL_DEVICE");
+        if (env && *env) index = std::atoi(env);
+    }
+    if (index >= static_cast<int>(devs.size()))
+        throw std::invalid_argument("device must be in [0, " + std::to_string(devs.size() - 1) + "] (OpenCL devices " +
+                                    "found: " + std::to_string(devs.size()) + "), got " + std::to_string(index));
+    const opencl::Device *chosen = nullptr;
+    if (index >= 0) {
+        chosen = &devs[static_cast<std::size_t>(index)];
+    } else {
+        for (const auto &d : devs)
+            if (!chosen && d.can_run_ring_kernels()) chosen = &d;
+        if (!chosen) chosen = &devs[0];
+    }
+    if (!chosen->compiler)
+        throw BackendUnavailableError("OpenCL device " + chosen->describe() + " has no compiler available");
+    if (!chosen->fine_grain_svm_atomics)
+        throw BackendUnavailableError("OpenCL device " + chosen->describe() +
+                                      " cannot share memory with the host while a kernel runs (no fine-grained "
+                                      "SVM with atomics), which persistent ring kernels need");
+    auto c = std::make_shared<Context>();
+    c->cl = opencl::api(nullptr);
+    c->device = *chosen;
+    cl_int err;
+    c->ctx = c->cl->CreateContext(nullptr, 1, &c->device.device, nullptr, nullptr, &err);
+    if (err != CL_SUCCESS) throw BackendUnavailableError(cl_error("clCreateContext", err));
+    return std::make_unique<OpenClBackend>(std::move(c));
+}
+
+}  // namespace rk
