@@ -68,6 +68,7 @@ struct KernelCore {
     std::shared_ptr<HostModule> module;  // Source handlers
     int (*step)(rk_ctx *) = nullptr;     // the block step of the handler
     bool uses_barrier = false;
+    std::string mode = "persistent";    // how the backend runs it: "persistent" or "dispatch"
     std::uint64_t reply_id_base = 0;    // the kernel's reply ids: a block of 2^36 process-unique ids
 
     // Routes are replaced, never edited: every table stays alive until the core goes away.

@@ -328,6 +328,8 @@ std::uint64_t Kernel::messages_dropped() const noexcept {
     return rk_atomic_load_u64(&core_->cb->messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 
+const std::string &Kernel::mode() const noexcept { return core_->mode; }
+
 bool Kernel::stopped() const noexcept {
     return rk_atomic_load_i32(&core_->cb->has_terminated, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
 }
@@ -489,6 +491,12 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
             if (spec.channels[j] == spec.channels[i])
                 throw std::invalid_argument("channel '" + spec.channels[i] + "' is declared twice");
     }
+    for (const std::string *m : {&spec.mode, &cfg_.mode})
+        if (!m->empty() && *m != "auto" && *m != "persistent" && *m != "dispatch")
+            throw std::invalid_argument("mode must be 'auto', 'persistent' or 'dispatch', got '" + *m + "'");
+    if (backend_name_ == "cpu" && (spec.mode == "dispatch" || (spec.mode.empty() && cfg_.mode == "dispatch")))
+        throw std::invalid_argument("the CPU backend runs kernels persistently (workers park when idle); "
+                                    "mode='dispatch' is a device-backend option");
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
         throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
                                     std::to_string(spec.block));

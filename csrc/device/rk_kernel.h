@@ -679,6 +679,28 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
                 (rk_i32)ctx.grid)                                                                      \
             rk_atomic_store_i32(&ctx.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);               \
     }
+
+/* Dispatch mode's kernel: every block handles runs until nothing is waiting (or it is told to
+ * terminate), then returns; the host launches it again when messages arrive. */
+#define RK_DEFINE_OPENCL_DISPATCH_KERNEL(kernel_name, step_name, out_bytes, run_limit)                    \
+    __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
+        __local rk_run_info run;                                                                       \
+        __local rk_i32 status[RK_MAX_RUN];                                                             \
+        __local rk_i32 error[RK_MAX_RUN];                                                              \
+        __local rk_u64 out[((out_bytes) * (run_limit) + 7) / 8];                                       \
+        __local rk_u64 shared[RK_SHARED_BYTES / 8];                                                    \
+        __local int go;                                                                                \
+        rk_ctx ctx;                                                                                    \
+        rk_device_ctx_init(&ctx, params, &run, status, error, out, shared, (run_limit));              \
+        ctx.max_run = (run_limit);                                                                     \
+        for (;;) {                                                                                     \
+            if (ctx.thread_rank == 0) go = !rk_should_terminate(&ctx);                                 \
+            barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                       \
+            int g = go;                                                                                \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+            if (!g || step_name(&ctx) == RK_STEP_IDLE) break;                                          \
+        }                                                                                              \
+    }
 #endif
 
 #endif /* RK_KERNEL_H */

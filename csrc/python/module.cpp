@@ -806,7 +806,7 @@ std::uint32_t record_size_of(const py::object &t) {
 
 py::object kernel_create(PyRuntime &self, const std::string &name, const py::object &handler, const py::object &input,
                          py::object output, std::uint32_t grid, std::uint32_t block, const py::object &options,
-                         const std::vector<std::string> &channels, std::size_t max_batch) {
+                         const std::vector<std::string> &channels, std::size_t max_batch, const std::string &mode) {
     if (output.is_none()) output = input;
     rk::KernelSpec spec;
     spec.name = name;
@@ -818,6 +818,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     spec.block = block;
     if (!options.is_none()) spec.options = options.cast<rk::LaunchOptions>();
     spec.channels = channels;
+    spec.mode = mode;
     if (max_batch < 1 || max_batch > 65536)
         throw py::value_error("max_batch must be in [1, 65536], got " + std::to_string(max_batch));
     // Typed views made before the kernel exists, so a Python handler can decode and encode.
@@ -922,6 +923,7 @@ void bind_runtime(py::module_ &m) {
         .def_property_readonly("grid", [](const PyKernel &k) { return k.k->spec().grid; })
         .def_property_readonly("block", [](const PyKernel &k) { return k.k->spec().block; })
         .def_property_readonly("handler", [](const PyKernel &k) { return k.k->spec().handler.describe(); })
+        .def_property_readonly("mode", [](const PyKernel &k) { return k.k->mode(); })
         .def_property_readonly("channels", [](const PyKernel &k) { return k.k->spec().channels; })
         .def_property_readonly("input_type", [](const PyKernel &k) { return k.in_type; })
         .def_property_readonly("output_type", [](const PyKernel &k) { return k.out_type; })
@@ -977,13 +979,14 @@ void bind_runtime(py::module_ &m) {
     py::class_<PyRuntime>(m, "_Runtime", "The native side of ringkernel.Runtime.")
         .def(py::init([](const std::string &backend, const std::vector<std::string> &include_dirs,
                          const std::string &cache_dir, const std::string &compiler, std::uint32_t max_buffers,
-                         int device) {
+                         int device, const std::string &mode) {
                  rk::RuntimeConfig cfg;
                  cfg.include_dirs = include_dirs;
                  cfg.cache_dir = cache_dir;
                  cfg.compiler = compiler;
                  cfg.max_buffers = max_buffers;
                  cfg.device = device;
+                 cfg.mode = mode;
                  PyRuntime r;
                  {
                      py::gil_scoped_release nogil;  // probing a device backend can take a while
@@ -992,11 +995,11 @@ void bind_runtime(py::module_ &m) {
                  return r;
              }),
              "backend"_a, "include_dirs"_a, "cache_dir"_a = "", "compiler"_a = "", "max_buffers"_a = 4096,
-             "device"_a = -1)
+             "device"_a = -1, "mode"_a = "auto")
         .def_property_readonly("backend", [](const PyRuntime &r) { return r.rt->backend(); })
         .def_property_readonly("closed", [](const PyRuntime &r) { return r.rt->closed(); })
         .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,
-             "options"_a, "channels"_a, "max_batch"_a)
+             "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "")
         .def("queue_names", [](const PyRuntime &r) { return r.rt->queue_names(); })
         .def("queue", [](PyRuntime &r, const std::string &name) {
             return key_error_for_missing([&] {

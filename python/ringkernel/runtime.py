@@ -145,6 +145,7 @@ class Kernel:
     name = property(lambda self: self._k.name)
     id = property(lambda self: self._k.id)
     grid = property(lambda self: self._k.grid)
+    mode = property(lambda self: self._k.mode, doc='"persistent" or "dispatch"')
     block = property(lambda self: self._k.block)
     channels = property(lambda self: list(self._k.channels))
     input_type = property(lambda self: self._k.input_type)
@@ -322,11 +323,13 @@ class Runtime:
     ``backend``: "auto" (the best available; see ``.backend``), "cpu", "cuda", "opencl".
     Unavailable backends raise ``rk.BackendUnavailableError`` with the reason. ``device``: which
     device of a device backend (default: ``$RINGKERNEL_DEVICE``, else the first that can run ring
-    kernels).
+    kernels). ``mode`` (device backends): "persistent" keeps every kernel's blocks resident, "dispatch"
+    launches a kernel whenever messages wait, "auto" is persistent while the device can keep the
+    blocks resident and dispatch beyond; ``Kernel.mode`` says which one runs.
     """
 
-    def __init__(self, backend: str = "auto", *, device: Optional[int] = None, cache_dir: Optional[str] = None,
-                 compiler: Optional[str] = None, max_buffers: int = 4096):
+    def __init__(self, backend: str = "auto", *, device: Optional[int] = None, mode: str = "auto",
+                 cache_dir: Optional[str] = None, compiler: Optional[str] = None, max_buffers: int = 4096):
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a str ('auto', 'cpu', 'cuda', 'opencl'), got {type(backend).__name__}")
         if device is not None and (isinstance(device, bool) or not isinstance(device, int) or device < 0):
@@ -334,7 +337,7 @@ class Runtime:
                              f"got {device!r}")
         includes = [str(_INCLUDE)] if (_INCLUDE / "rk_kernel.h").is_file() else []
         self._rt = _core._Runtime(backend, includes, cache_dir or "", compiler or "", max_buffers,
-                                  -1 if device is None else device)
+                                  -1 if device is None else device, mode)
         self._kernels: dict = {}
         self._topics: dict = {}
         _open_runtimes.add(self)
@@ -349,7 +352,8 @@ class Runtime:
 
     # ---- kernels ------------------------------------------------------------------------------------
     def create(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
-               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = ()) -> Kernel:
+               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
+               mode: Optional[str] = None) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
         max_batch = 1
         fn: Any = handler
@@ -360,22 +364,24 @@ class Runtime:
                 raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
         if options is not None and not isinstance(options, LaunchOptions):
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
-        native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch)
+        native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch, mode or "")
         k = Kernel(self, native)
         self._kernels[name] = k
         return k
 
     def launch(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
-               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = ()) -> Kernel:
+               block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
+               mode: Optional[str] = None) -> Kernel:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
         handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, a Python callable
         ``f(request) -> reply | None | {channel: reply}``, or ``rk.batch(f)`` for numpy batches.
         input/output: message classes or numpy dtypes (output defaults to input). grid: blocks
-        (worker threads on CPU); block: threads per block. channels: named extra outputs.
+        (worker threads on CPU); block: threads per block. channels: named extra outputs. mode: this
+        kernel's mode on a device backend (default: the runtime's).
         """
         k = self.create(name, handler, input=input, output=output, grid=grid, block=block, options=options,
-                        channels=channels)
+                        channels=channels, mode=mode)
         k.launch()
         return k
 

@@ -740,3 +740,34 @@ def test_missing_opencl_loader_is_reported_not_fatal():
     assert "no OpenCL ICD loader could be loaded" in out.stdout
     assert "raised: backend 'opencl' is unavailable: no OpenCL ICD loader" in out.stdout
     assert "auto: cpu" in out.stdout
+
+
+def test_modes(rt):
+    with pytest.raises(ValueError, match="mode must be"):
+        rt.launch("bad", "echo", input=REC, mode="sometimes")
+    k = rt.launch("p", "echo", input=REC)
+    assert k.mode == "persistent"
+    if rt.backend == "cpu":
+        with pytest.raises(ValueError, match="dispatch"):
+            rt.launch("d", "echo", input=REC, mode="dispatch")
+        return
+    # A device backend launches a dispatch-mode kernel whenever messages wait: same API, same results.
+    d = rt.launch("d", "vector_add", input=VectorAddRequest, output=VectorAddResponse, block=16, mode="dispatch")
+    assert d.mode == "dispatch"
+    d.enable_telemetry()
+    d.activate()
+    a = np.arange(1, 11, dtype=np.float32)
+    for op, fn in OPS.items():
+        assert d.send(vreq(op, a, a))
+        r = d.receive(timeout=5)
+        assert r.status == 0
+        np.testing.assert_allclose(r.result[:10], fn(a, a), rtol=1e-6)
+    assert d.telemetry().messages_processed == 4
+    e = rt.launch("e", "echo", input=REC, mode="dispatch")
+    rt.connect(k, e)  # persistent -> dispatch over a K2K ring
+    k.activate()
+    e.activate()
+    for i in range(20):
+        k.send(rec(i))
+    assert [e.receive(timeout=5)["seq"] for _ in range(20)] == list(range(20))
+    assert d.terminate() == rk.KernelState.TERMINATED and e.terminate() == rk.KernelState.TERMINATED

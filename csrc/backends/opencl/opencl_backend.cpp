@@ -33,7 +33,8 @@ struct Context {
     cl_context ctx = nullptr;
     std::mutex mu;
     std::map<std::string, cl_program> programs;  // by source + options
-    std::uint32_t resident_blocks = 0;           // blocks of launched, not yet stopped kernels
+    std::uint32_t resident_blocks = 0;           // blocks of launched, not yet stopped persistent kernels
+    std::uint32_t dispatch_kernels = 0;          // dispatch-mode kernels (they need a free compute unit)
     ~Context() {
         for (auto &kv : programs) cl->ReleaseProgram(kv.second);
         if (ctx) cl->ReleaseContext(ctx);
@@ -78,6 +79,64 @@ const char *builtin_entry(const std::string &name) {
 
 constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply buffers in local memory)
 
+// Fill the launch parameters and tell the runtime which SVM allocations the kernel reaches through
+// pointers (those known now; PoCL's CPU device reaches every SVM allocation regardless).
+void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
+    const KernelSpec &spec = core.spec;
+    rk_kernel_params &p = *params;
+    p.control_block = reinterpret_cast<std::uintptr_t>(core.cb);
+    p.telemetry = reinterpret_cast<std::uintptr_t>(core.tel);
+    p.routes_word = reinterpret_cast<std::uintptr_t>(core.routes_word);
+    p.buffers = core.buffers ? reinterpret_cast<std::uintptr_t>(core.buffers->table) : 0;
+    p.ttl_ns = spec.options.ttl_ns();
+    p.reply_id_base = core.reply_id_base;
+    p.in_size = spec.input_size;
+    p.out_size = spec.output_size;
+    p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
+    p.out_type = spec.output_type;
+    p.node = static_cast<rk_u16>(core.cb->node);
+    __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
+    std::vector<void *> ptrs = {core.cb, core.tel, core.routes_word, params};
+    if (core.buffers) {
+        ptrs.push_back(core.buffers->table);
+        ptrs.push_back(core.buffers->entries);
+    }
+    const rk_routes &r = core.routes();
+    ptrs.push_back(const_cast<rk_routes *>(&r));
+    for (rk_u32 i = 0; i < r.n_inputs; ++i) ptrs.push_back(r.inputs[i].ring);
+    for (rk_u32 c = 0; c < r.n_channels; ++c)
+        for (rk_u32 i = 0; i < r.channels[c].count; ++i) ptrs.push_back(r.channels[c].targets[i].ring);
+    cl.SetKernelExecInfo(kernel, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
+    const cl_int err = cl.SetKernelArgSVMPointer(kernel, 0, params);
+    if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
+}
+
+// Wake host threads waiting on the kernel's rings: receivers of every output that moved since the
+// last call, senders of every input that moved. `seen` remembers the cursors.
+bool notify_progress(const KernelCore &core, std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> &seen) {
+    bool moved = false;
+    const rk_routes &r = core.routes();
+    auto check = [&](const rk_route &route, bool input) {
+        auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
+        const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
+        const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
+        auto &last = seen[route.ring];
+        if (input && head != last.first) {
+            if (q) q->notify_space();
+            moved = true;
+        }
+        if (!input && tail != last.second) {
+            if (q) q->notify_readable();
+            moved = true;
+        }
+        last = {head, tail};
+    };
+    for (rk_u32 i = 0; i < r.n_inputs; ++i) check(r.inputs[i], true);
+    for (rk_u32 c = 0; c < r.n_channels; ++c)
+        for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
+    return moved;
+}
+
 class OpenClBlocks final : public BlockRunner {
 public:
     OpenClBlocks(std::shared_ptr<Context> c, cl_program prog, KernelCore &core) : c_(std::move(c)), core_(core) {
@@ -100,34 +159,9 @@ public:
 
     void start(const std::shared_ptr<KernelCore> &core) override {
         const KernelSpec &spec = core->spec;
-        rk_kernel_params &p = *params_;
-        p.control_block = reinterpret_cast<std::uintptr_t>(core->cb);
-        p.telemetry = reinterpret_cast<std::uintptr_t>(core->tel);
-        p.routes_word = reinterpret_cast<std::uintptr_t>(core->routes_word);
-        p.buffers = core->buffers ? reinterpret_cast<std::uintptr_t>(core->buffers->table) : 0;
-        p.ttl_ns = spec.options.ttl_ns();
-        p.reply_id_base = core->reply_id_base;
-        p.in_size = spec.input_size;
-        p.out_size = spec.output_size;
-        p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
-        p.out_type = spec.output_type;
-        p.node = static_cast<rk_u16>(core->cb->node);
-        __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
-        // Fine-grained buffer SVM reached through pointers inside other SVM allocations.
-        std::vector<void *> ptrs = {core->cb, core->tel, core->routes_word, params_};
-        if (core->buffers) {
-            ptrs.push_back(core->buffers->table);
-            ptrs.push_back(core->buffers->entries);
-        }
-        const rk_routes &r = core->routes();
-        ptrs.push_back(const_cast<rk_routes *>(&r));
-        for (rk_u32 i = 0; i < r.n_inputs; ++i) ptrs.push_back(r.inputs[i].ring);
-        for (rk_u32 c = 0; c < r.n_channels; ++c)
-            for (rk_u32 i = 0; i < r.channels[c].count; ++i) ptrs.push_back(r.channels[c].targets[i].ring);
         const opencl::Api &cl = *c_->cl;
-        cl.SetKernelExecInfo(kernel_, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
-        cl_int err = cl.SetKernelArgSVMPointer(kernel_, 0, params_);
-        if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
+        prepare_launch(cl, kernel_, params_, *core);
+        cl_int err;
         const size_t local = spec.block, global = static_cast<size_t>(spec.grid) * spec.block;
         err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &event_);
         if (err != CL_SUCCESS) throw Error(cl_error("clEnqueueNDRangeKernel", err));
@@ -193,26 +227,7 @@ private:
             auto core = weak.lock();
             if (!core) return;
             __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-            bool moved = false;
-            const rk_routes &r = core->routes();
-            auto check = [&](const rk_route &route, bool input) {
-                auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
-                const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
-                const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
-                auto &last = seen[route.ring];
-                if (input && head != last.first) {
-                    if (q) q->notify_space();
-                    moved = true;
-                }
-                if (!input && tail != last.second) {
-                    if (q) q->notify_readable();
-                    moved = true;
-                }
-                last = {head, tail};
-            };
-            for (rk_u32 i = 0; i < r.n_inputs; ++i) check(r.inputs[i], true);
-            for (rk_u32 c = 0; c < r.n_channels; ++c)
-                for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
+            const bool moved = notify_progress(*core, seen);
             core.reset();
             interval = moved ? std::chrono::microseconds(20) : std::min(interval * 2, decltype(interval)(1000));
             std::this_thread::sleep_for(interval);
@@ -229,6 +244,112 @@ private:
     std::thread bridge_;
     std::atomic<bool> bridge_stop_{false};
     bool running_ = false;
+    std::shared_ptr<KernelCore> *leaked_ = nullptr;
+};
+
+// Dispatch mode: a host thread launches the kernel whenever messages wait; each launch handles what
+// is there and returns. Nothing stays resident, so any number of kernels can share the device.
+class OpenClDispatch final : public BlockRunner {
+public:
+    OpenClDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core) : c_(std::move(c)), core_(core) {
+        cl_int err;
+        kernel_ = c_->cl->CreateKernel(prog, "rk_dispatch", &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
+        queue_ = c_->cl->CreateCommandQueueWithProperties(c_->ctx, c_->device.device, nullptr, &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateCommandQueueWithProperties", err));
+        params_ = static_cast<rk_kernel_params *>(core_.memory->allocate(sizeof(rk_kernel_params), 128));
+    }
+
+    ~OpenClDispatch() override {
+        {
+            std::lock_guard<std::mutex> lock(c_->mu);
+            c_->dispatch_kernels -= 1;
+        }
+        if (thread_.joinable()) {
+            if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+            else thread_.join();
+        }
+        if (kernel_) c_->cl->ReleaseKernel(kernel_);
+        if (queue_) c_->cl->ReleaseCommandQueue(queue_);
+        core_.memory->deallocate(params_, sizeof(rk_kernel_params));
+    }
+
+    void start(const std::shared_ptr<KernelCore> &core) override {
+        prepare_launch(*c_->cl, kernel_, params_, *core);
+        keepalive_ = core;
+        std::weak_ptr<KernelCore> weak = core;
+        thread_ = std::thread([this, weak] { run(weak); });
+    }
+
+    bool wait_stopped(std::int64_t timeout_ns) override {
+        core_.wake();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        std::unique_lock<std::mutex> lock(core_.exit_mu);
+        if (!core_.exit_cv.wait_until(lock, deadline, [this] { return done_.load(); })) return false;
+        lock.unlock();
+        if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+        return true;
+    }
+
+    void abandon() override {
+        // A launch that does not return cannot be stopped: keep the kernel's memory, let the thread go.
+        if (thread_.joinable()) thread_.detach();
+        leaked_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
+    }
+
+    std::uint32_t alive() const override { return done_.load() ? 0u : core_.spec.grid; }
+
+private:
+    void run(std::weak_ptr<KernelCore> weak) {
+        std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;
+        const opencl::Api &cl = *c_->cl;
+        const KernelSpec &spec = core_.spec;
+        const size_t local = spec.block, global = static_cast<size_t>(spec.grid) * spec.block;
+        auto terminating = [this] { return rk_atomic_load_i32(&core_.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0; };
+        auto ready = [this] {
+            if (!rk_atomic_load_i32(&core_.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
+            const rk_routes &r = core_.routes();
+            for (rk_u32 i = 0; i < r.n_inputs; ++i)
+                if (rk_ring_can_acquire(r.inputs[i].ring, RK_SCOPE_SYSTEM)) return true;
+            return false;
+        };
+        while (!terminating()) {
+            auto core = weak.lock();
+            if (!core) break;
+            if (!ready()) {
+                // Host senders ring the doorbell; rings fed by device kernels are seen within 1 ms.
+                core->doorbell->wait([&] { return terminating() || ready(); }, Deadline::from(Wait::for_ns(1'000'000)),
+                                     nullptr);
+                continue;
+            }
+            __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+            cl_int err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, nullptr);
+            if (err == CL_SUCCESS) err = cl.Finish(queue_);
+            if (err != CL_SUCCESS) {
+                rk_atomic_store_i32(&core->cb->last_error, RK_ERR_HANDLER, RK_RELAXED, RK_SCOPE_SYSTEM);
+                rk_atomic_fetch_add_i32(&core->cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+                std::lock_guard<std::mutex> lock(core->err_mu);
+                core->last_error_message = cl_error("launching the kernel", err);
+                break;
+            }
+            notify_progress(*core, seen);
+        }
+        if (auto core = weak.lock()) notify_progress(*core, seen);
+        rk_atomic_store_i32(&core_.cb->blocks_exited, static_cast<rk_i32>(spec.grid), RK_RELEASE, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core_.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        std::lock_guard<std::mutex> lock(core_.exit_mu);
+        done_.store(true);
+        core_.exit_cv.notify_all();
+    }
+
+    std::shared_ptr<Context> c_;
+    KernelCore &core_;
+    std::weak_ptr<KernelCore> keepalive_;
+    cl_kernel kernel_ = nullptr;
+    cl_command_queue queue_ = nullptr;
+    rk_kernel_params *params_ = nullptr;
+    std::thread thread_;
+    std::atomic<bool> done_{false};
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
@@ -279,26 +400,40 @@ public:
                                         " bytes do not fit the block's local reply buffers on the OpenCL backend "
                                         "(at most 65536 bytes)");
         cl_program prog = build(code, entry, spec.output_size, cfg);
+        const std::string wanted = spec.mode.empty() ? (cfg.mode.empty() ? "auto" : cfg.mode) : spec.mode;
+        bool persistent = wanted != "dispatch";
         {
-            // Resident blocks must all run at once: refuse what the device cannot keep resident.
+            // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
+            // block holds: refuse what the device cannot run instead of hanging.
             std::lock_guard<std::mutex> lock(c_->mu);
             const std::uint32_t units = c_->device.compute_units;
-            if (c_->resident_blocks + spec.grid > units)
+            const std::uint32_t keep = c_->dispatch_kernels > 0 || wanted == "auto" ? 1u : 0u;
+            const bool fits = c_->resident_blocks + spec.grid + keep <= units;
+            if (wanted == "persistent" && !fits)
                 throw std::invalid_argument(
                     "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) +
-                    " resident work-group(s) but the device has " + std::to_string(units) + " compute units and " +
-                    std::to_string(c_->resident_blocks) +
-                    " are taken by running kernels: terminate one, lower grid, or (PoCL) raise "
+                    " resident work-group(s) but the device has " + std::to_string(units) + " compute units, " +
+                    std::to_string(c_->resident_blocks) + " taken by running kernels" +
+                    (keep ? " and 1 kept for dispatch launches" : "") +
+                    ": terminate one, lower grid, launch with mode='dispatch', or (PoCL) raise "
                     "POCL_MAX_PTHREAD_COUNT before the process starts");
-            c_->resident_blocks += spec.grid;
+            if (wanted == "auto" && !fits) persistent = false;
+            if (!persistent && c_->resident_blocks >= units)
+                throw std::invalid_argument("kernel '" + spec.name + "' cannot be dispatched: resident kernels hold all " +
+                                            std::to_string(units) + " compute units of the device");
+            if (persistent) c_->resident_blocks += spec.grid;
+            else c_->dispatch_kernels += 1;
         }
         try {
-            core.runner = std::make_unique<OpenClBlocks>(c_, prog, core);
+            if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core);
+            else core.runner = std::make_unique<OpenClDispatch>(c_, prog, core);
         } catch (...) {
             std::lock_guard<std::mutex> lock(c_->mu);
-            c_->resident_blocks -= spec.grid;
+            if (persistent) c_->resident_blocks -= spec.grid;
+            else c_->dispatch_kernels -= 1;
             throw;
         }
+        core.mode = persistent ? "persistent" : "dispatch";
         core.uses_barrier = true;
     }
 
@@ -309,7 +444,8 @@ private:
         src << "#include \"rk_builtins.h\"\n";
         if (!code.empty()) src << "#line 1 \"handler\"\n" << code << "\n#line 1 \"ringkernel-step\"\n";
         src << "RK_DEFINE_BLOCK_STEP(rk_step, " << entry << ")\n"
-            << "RK_DEFINE_OPENCL_KERNEL(rk_persistent, rk_step, " << out_size << ", " << kRunLimit << ")\n";
+            << "RK_DEFINE_OPENCL_KERNEL(rk_persistent, rk_step, " << out_size << ", " << kRunLimit << ")\n"
+            << "RK_DEFINE_OPENCL_DISPATCH_KERNEL(rk_dispatch, rk_step, " << out_size << ", " << kRunLimit << ")\n";
         const std::string source = src.str();
         std::string options = c_->device.version.rfind("OpenCL 3.", 0) == 0   ? "-cl-std=CL3.0"
                               : c_->device.version.rfind("OpenCL 2.", 0) == 0 ? "-cl-std=CL2.0"

@@ -75,6 +75,9 @@ struct KernelSpec {
     std::uint32_t block = 1;           // threads per block, [1, 1024]
     LaunchOptions options;
     std::vector<std::string> channels; // named output channels, 1..7 in this order
+    // Device backends: "persistent" (blocks stay resident), "dispatch" (launched when messages wait),
+    // "auto" (persistent when the device can keep the blocks resident), "" = the runtime's mode.
+    std::string mode;
 };
 
 struct TelemetrySnapshot {
@@ -138,6 +141,9 @@ public:
     // The kernel's HLC state (packed), read live.
     std::uint64_t hlc() const noexcept;
 
+    // How the backend runs this kernel: "persistent" or "dispatch".
+    const std::string &mode() const noexcept;
+
     // Named output channels: index 1..7 of `name`; std::out_of_range if the kernel has none such.
     std::uint32_t channel_index(const std::string &name) const;
 
@@ -184,6 +190,7 @@ struct RuntimeConfig {
     // Device backends: which device (an index into the backend's device list); -1: $RINGKERNEL_DEVICE,
     // else the first that can run ring kernels.
     int device = -1;
+    std::string mode = "auto";  // the kernels' default mode (see KernelSpec::mode)
 };
 
 // Which backends this build knows, whether each can run here and why not.
