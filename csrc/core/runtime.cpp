@@ -539,6 +539,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     std::vector<std::shared_ptr<Queue>> keep{k->input_, k->output_};
     k->channel_queues_.push_back(k->output_);
     k->channel_to_host_.push_back(true);
+    k->bridged_.push_back(false);
     for (std::size_t i = 0; i < spec.channels.size(); ++i) {
         QueueConfig ch_cfg = out_cfg;
         auto q = std::make_shared<Queue>(ch_cfg, nullptr, nullptr, mem);
@@ -547,6 +548,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         keep.push_back(q);
         k->channel_queues_.push_back(q);
         k->channel_to_host_.push_back(true);
+        k->bridged_.push_back(false);
     }
     {
         std::lock_guard<std::mutex> rl(core->routes_mu);
@@ -699,6 +701,66 @@ std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channe
     add_input(dst, ring);
     add_output(src, ch, {ring});
     return name;
+}
+
+struct Runtime::Bridge {
+    std::atomic<bool> stop{false};
+    std::thread thread;
+    ~Bridge() {
+        stop.store(true);
+        if (thread.joinable()) thread.join();
+    }
+};
+
+namespace {
+struct BridgeStopped {};
+}  // namespace
+
+std::string Runtime::bridge(Kernel &src, Kernel &dst, const std::string &channel) {
+    check_open("connect()");
+    if (src.rt_.load() != this) throw std::invalid_argument("kernel '" + src.name() + "' does not belong to this runtime");
+    const std::uint32_t ch = src.channel_index(channel);
+    check_connectable(src, src.spec().output_size, src.spec().output_type, dst);
+    if (src.connected(ch))
+        throw std::invalid_argument("channel " + (channel.empty() ? std::string("(default)") : "'" + channel + "'") +
+                                    " of kernel '" + src.name() + "' is connected already");
+    std::shared_ptr<Queue> from = src.channel_queue(ch), to = dst.input();
+    src.bridged_[ch] = true;
+    auto b = std::make_unique<Bridge>();
+    Bridge *self = b.get();
+    const std::uint32_t size = src.spec().output_size;
+    b->thread = std::thread([self, from, to, size] {
+        const std::function<void()> interrupt = [self] {
+            if (self->stop.load()) throw BridgeStopped{};
+        };
+        constexpr std::size_t kBatch = 256;
+        std::vector<std::uint8_t> buf(kBatch * size);
+        std::vector<rk_envelope> envs(kBatch);
+        try {
+            while (!self->stop.load()) {
+                const std::size_t got = from->receive_batch(buf.data(), kBatch, size, envs.data(),
+                                                            Wait{100'000'000, nullptr});
+                if (got == 0) {
+                    if (from->closed() && from->size() == 0) return;
+                    continue;
+                }
+                std::uint64_t newest = 0;
+                for (std::size_t i = 0; i < got; ++i) newest = std::max<std::uint64_t>(newest, envs[i].timestamp);
+                try {
+                    to->clock().update_packed(newest);  // what it forwards is stamped after what it received
+                } catch (const ClockSkewError &) {
+                }
+                std::size_t sent = 0;
+                while (sent < got) sent += to->send_batch(buf.data() + sent * size, got - sent, size, nullptr, 0,
+                                                          Wait{-1, &interrupt});
+            }
+        } catch (const BridgeStopped &) {
+        } catch (const LifecycleError &) {  // the receiving kernel stopped
+        }
+    });
+    std::lock_guard<std::mutex> lock(mu_);
+    bridges_.push_back(std::move(b));
+    return src.name() + (channel.empty() ? "" : "." + channel) + "=>" + dst.name() + " (host bridge)";
 }
 
 void Runtime::create_topic(const std::string &name, std::uint32_t record_size, std::uint16_t type_id) {
@@ -858,6 +920,12 @@ void Runtime::close(std::int64_t timeout_ns) {
         ks = kernels_;
     }
     for (auto &k : ks) k->terminate(timeout_ns);
+    std::vector<std::unique_ptr<Bridge>> bridges;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        bridges.swap(bridges_);
+    }
+    bridges.clear();  // each stops and is joined
     std::lock_guard<std::mutex> lock(mu_);
     for (auto &k : ks) k->rt_.store(nullptr);
     for (auto &kv : queues_) kv.second->close("the runtime is closed");

@@ -1023,6 +1023,9 @@ void bind_runtime(py::module_ &m) {
             r.types[name] = src.out_type;
             return name;
         })
+        .def("bridge", [](PyRuntime &r, PyKernel &src, PyKernel &dst, const std::string &channel) {
+            return key_error_for_missing([&] { return r.rt->bridge(*src.k, *dst.k, channel); });
+        })
         .def("create_topic", [](PyRuntime &r, const std::string &name, const py::object &record_type) {
             r.rt->create_topic(name, record_size_of(record_type), type_id_of(record_type));
         })

@@ -412,11 +412,14 @@ class Runtime:
     # ---- K2K and topics -----------------------------------------------------------------------------
     def connect(self, src: Kernel, dst: Union[Kernel, Topic], *, channel: Optional[str] = None) -> str:
         """Feed ``src``'s replies (on ``channel``, default: its main output) into ``dst``: a kernel's
-        input (through a ring named ``src->dst``) or every subscriber of a topic."""
+        input (through a ring named ``src->dst``), every subscriber of a topic, or a kernel of another
+        runtime -- another backend -- through a host bridge thread."""
         ch = channel or ""
         if isinstance(dst, Topic):
             self._rt.connect_topic(src._k, dst.name, ch)
             name = dst.name
+        elif isinstance(dst, Kernel) and dst._runtime is not self:
+            name = self._rt.bridge(src._k, dst._k, ch)
         elif isinstance(dst, Kernel):
             name = self._rt.connect(src._k, dst._k, ch)
         else:

@@ -771,3 +771,25 @@ def test_modes(rt):
         k.send(rec(i))
     assert [e.receive(timeout=5)["seq"] for _ in range(20)] == list(range(20))
     assert d.terminate() == rk.KernelState.TERMINATED and e.terminate() == rk.KernelState.TERMINATED
+
+
+def test_cross_backend_pipeline_through_the_host_bridge(backend):
+    # cpu (Python handler) -> <backend> (built-in) -> cpu (source handler): two runtimes, two bridges.
+    with rk.Runtime("cpu") as host, rk.Runtime(backend) as dev:
+        first = host.launch("first", lambda r: np.array((r["seq"], r["value"] + 1.0), REC)[()], input=REC)
+        middle = dev.launch("middle", rk.Source(DOUBLE, entry="twice"), input=REC)
+        last = host.launch("last", "echo", input=REC)
+        assert "host bridge" in host.connect(first, middle)
+        assert "host bridge" in dev.connect(middle, last)
+        for k in (first, middle, last):
+            k.activate()
+        for i in range(200):
+            first.send(rec(i, float(i)))
+        prev = None
+        for i in range(200):
+            r, env = last.receive(timeout=5, with_envelope=True)
+            assert r["seq"] == i and r["value"] == 2.0 * (i + 1)
+            assert prev is None or env.timestamp > prev
+            prev = env.timestamp
+        with pytest.raises(rk.LifecycleError, match="pipeline"):
+            first.receive(timeout=0)

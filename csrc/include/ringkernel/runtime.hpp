@@ -117,7 +117,7 @@ public:
     // The host queue of a named channel (0 = the default output); replies stop arriving there once
     // the channel is connected to another kernel or a topic (see connected()).
     std::shared_ptr<Queue> channel_queue(std::uint32_t index) const { return channel_queues_.at(index); }
-    bool connected(std::uint32_t index) const { return !channel_to_host_.at(index); }
+    bool connected(std::uint32_t index) const { return !channel_to_host_.at(index) || bridged_.at(index); }
     // Why the kernel is FAULTED (empty otherwise).
     std::string fault() const;
 
@@ -163,6 +163,7 @@ private:
     std::string fault_;
     std::vector<std::shared_ptr<Queue>> channel_queues_;  // host queue per channel
     std::vector<bool> channel_to_host_;                   // channel still feeds its host queue
+    std::vector<bool> bridged_;                           // its host queue is drained by a bridge
 };
 
 // A buffer kernels can reach by handle.
@@ -232,6 +233,12 @@ public:
     // Returns the ring's name.
     std::string connect(Kernel &src, Kernel &dst, const std::string &channel = "");
 
+    // Cross-backend K2K: src (a kernel of this runtime) feeds dst (a kernel of any runtime, on any
+    // backend) through a host bridge thread that moves src's replies on `channel` into dst's input,
+    // advancing the HLC past every stamp it forwards. Stops when either kernel stops or this runtime
+    // closes. Returns a description of the bridge.
+    std::string bridge(Kernel &src, Kernel &dst, const std::string &channel = "");
+
     // Topics.
     void create_topic(const std::string &name, std::uint32_t record_size, std::uint16_t type_id);
     void subscribe(const std::string &topic, Kernel &k);   // ring "<topic>=><kernel>"
@@ -278,6 +285,8 @@ private:
     std::map<std::string, Topic> topics_;
     struct BufferTable;
     std::shared_ptr<BufferTable> buffers_;
+    struct Bridge;
+    std::vector<std::unique_ptr<Bridge>> bridges_;
     std::uint16_t next_kernel_id_ = 1;
     std::atomic<bool> closed_{false};
 };
