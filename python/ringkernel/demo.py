@@ -210,4 +210,38 @@ def _ring_kernels() -> bool:
                   f"{t.min_latency_ns / 1e3:7.1f} / {t.avg_latency_ns / 1e3:7.1f} / {t.max_latency_ns / 1e3:8.1f} us")
         states = [k.terminate() for k in rt.kernels()]
         print(f"  terminated: {sorted({s.name for s in states})}")
+        chosen = rt.backend
+    return _other_backends(chosen) and ok
+
+
+def _other_backends(chosen: str) -> bool:
+    """The same vector_add on every other backend that can run here."""
+    from .builtins import VectorAddRequest, VectorAddResponse, VectorOp
+
+    ok = True
+    for info in rk.backends():
+        if info.name == chosen or not info.available:
+            continue
+        _section(f"the same vector_add on backend '{info.name}'")
+        print(f"  {info.detail}")
+        with rk.Runtime(info.name) as rt:
+            k = rt.launch("adder", "vector_add", input=VectorAddRequest, output=VectorAddResponse, block=32)
+            k.activate()
+            a = np.arange(1, 101, dtype=np.float32)
+            ba, bb, bo = rt.buffer(a), rt.buffer(a), rt.buffer(400)
+            k.send(VectorAddRequest(op=VectorOp.MULTIPLY, length=100, a_buf=ba.handle, b_buf=bb.handle,
+                                    out_buf=bo.handle))
+            resp = k.receive(timeout=5.0)
+            good = resp is not None and resp.status == 0 and np.allclose(bo.numpy(np.float32), a * a)
+            ok &= good
+            rec = VectorAddRequest(op=VectorOp.ADD, length=25, a=np.ones(25, np.float32), b=np.ones(25, np.float32))
+            samples = []
+            for _ in range(2000):
+                t0 = time.perf_counter_ns()
+                k.send(rec)
+                k.receive(timeout=5.0)
+                samples.append(time.perf_counter_ns() - t0)
+            print(f"  {k} ({k.mode}): 100 elements through buffers {'ok' if good else 'WRONG'}; "
+                  f"round trip {_percentiles(samples)}")
+            k.terminate()
     return ok
