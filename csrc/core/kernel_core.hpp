@@ -101,6 +101,9 @@ public:
     virtual void abandon() = 0;
     // Blocks still alive (threads on the CPU backend).
     virtual std::uint32_t alive() const = 0;
+    // The kernel reached TERMINATED (its blocks stopped, or never started): give back what the
+    // backend reserved for it (device compute units).
+    virtual void stopped() {}
 };
 
 class Backend {

@@ -249,6 +249,8 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
             << "when the handler returns (their memory is kept until then)";
         fault_ = msg.str();
         final_state = KernelState::Faulted;
+    } else if (core_->runner) {
+        core_->runner->stopped();
     }
     release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
                                                         : "it is TERMINATED; launch a new kernel to go on");
@@ -733,6 +735,8 @@ std::string Runtime::bridge(Kernel &src, Kernel &dst, const std::string &channel
         const std::function<void()> interrupt = [self] {
             if (self->stop.load()) throw BridgeStopped{};
         };
+        // One send per batch received: BLOCK waits for room (interruptible); REJECT and DROP_NEW refuse
+        // what does not fit and count it, as they would for any sender -- nothing is retried.
         constexpr std::size_t kBatch = 256;
         std::vector<std::uint8_t> buf(kBatch * size);
         std::vector<rk_envelope> envs(kBatch);
@@ -750,9 +754,7 @@ std::string Runtime::bridge(Kernel &src, Kernel &dst, const std::string &channel
                     to->clock().update_packed(newest);  // what it forwards is stamped after what it received
                 } catch (const ClockSkewError &) {
                 }
-                std::size_t sent = 0;
-                while (sent < got) sent += to->send_batch(buf.data() + sent * size, got - sent, size, nullptr, 0,
-                                                          Wait{-1, &interrupt});
+                to->send_batch(buf.data(), got, size, nullptr, 0, Wait{-1, &interrupt});
             }
         } catch (const BridgeStopped &) {
         } catch (const LifecycleError &) {  // the receiving kernel stopped

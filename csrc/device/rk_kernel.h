@@ -43,6 +43,7 @@
 #define RK_ERR_HOST (-4)      /* a host (Python) handler raised */
 #define RK_ERR_CHANNEL (-5)   /* rk_emit on a channel the kernel does not have */
 #define RK_ERR_OPERATION (-6) /* an operation code the handler does not know */
+#define RK_ERR_LAUNCH (-7)    /* the backend could not launch the kernel (see the kernel's error message) */
 
 /* One step's outcome. */
 #define RK_STEP_IDLE 0    /* nothing to take */
@@ -179,8 +180,9 @@ struct rk_ctx {
  *   rk_now_ns(ctx)          wall-clock ns since the epoch (devices without a wall clock read the one the
  *                           host publishes in the control block)
  *   rk_backoff(ctx, n)      wait a little before retry n (a full ring)
- *   rk_event(ctx, ...)      tell the host what a step did (wake-ups, accounting); devices leave it to the
- *                           host bridge, which polls
+ *   rk_event(ctx, ...)      tell the host what a step did (wake-ups, accounting); on devices the host
+ *                           bridge polls ring progress for the wake-ups, and queue-side counts of
+ *                           kernel expiries and refusals stay in the kernel's messages_dropped only
  *   rk_block_sync(ctx)      all threads of the block meet (between the block-level parts of a step; the
  *                           host runs those on one thread and emulates threads inside handlers only)
  *   rk_barrier(ctx)         the same, for handlers
@@ -584,8 +586,9 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
 #endif
 
 /* One step of the persistent loop with `handler_fn`: thread 0 takes and prepares a run, every thread
- * runs the handler for each of its messages, thread 0 finishes the run. Returns RK_STEP_*, the same
- * on every thread of the block. */
+ * runs the handler for each of its messages, thread 0 finishes the run. Returns RK_STEP_IDLE on every
+ * thread when nothing was waiting, else a non-idle RK_STEP_* (thread 0 may say EXPIRED where the
+ * others say DONE). */
 #define RK_DEFINE_BLOCK_STEP(step_name, handler_fn)                                                       \
     RK_STEP_FN step_name(rk_ctx *ctx) {                                                                \
         if (ctx->thread_rank == 0) rk_begin_run(ctx);                                                  \
@@ -680,8 +683,23 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
             rk_atomic_store_i32(&ctx.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);               \
     }
 
-/* Dispatch mode's kernel: every block handles runs until nothing is waiting (or it is told to
- * terminate), then returns; the host launches it again when messages arrive. */
+/* Free slots in the fullest ring the kernel's channels feed (a hint: other producers may share one). */
+RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
+    RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
+    rk_u64 space = RK_MAX_RUN;
+    for (rk_u32 c = 0; c < routes->n_channels; ++c)
+        for (rk_u32 i = 0; i < routes->channels[c].count; ++i) {
+            RK_GLOBAL rk_ring_header *r = routes->channels[c].targets[i].ring;
+            rk_u64 used = rk_ring_size(r, RK_SCOPE_SYSTEM);
+            rk_u64 free_slots = used >= r->capacity ? 0 : r->capacity - used;
+            if (free_slots < space) space = free_slots;
+        }
+    return (rk_u32)space;
+}
+
+/* Dispatch mode's kernel: every block handles runs while messages wait, the kernel is active and its
+ * outputs have room for a whole run (so a launch never waits on a consumer that may need the very
+ * compute unit it holds), then returns; the host launches it again when that changes. */
 #define RK_DEFINE_OPENCL_DISPATCH_KERNEL(kernel_name, step_name, out_bytes, run_limit)                    \
     __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
         __local rk_run_info run;                                                                       \
@@ -692,9 +710,13 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
         __local int go;                                                                                \
         rk_ctx ctx;                                                                                    \
         rk_device_ctx_init(&ctx, params, &run, status, error, out, shared, (run_limit));              \
-        ctx.max_run = (run_limit);                                                                     \
         for (;;) {                                                                                     \
-            if (ctx.thread_rank == 0) go = !rk_should_terminate(&ctx);                                 \
+            if (ctx.thread_rank == 0) {                                                                \
+                rk_u32 space = rk_output_space(&ctx);                                                  \
+                ctx.max_run = space < (run_limit) ? space : (run_limit);                               \
+                go = !rk_should_terminate(&ctx) && space > 0 &&                                        \
+                     rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;          \
+            }                                                                                          \
             barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                       \
             int g = go;                                                                                \
             barrier(CLK_LOCAL_MEM_FENCE);                                                              \

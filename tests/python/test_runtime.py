@@ -793,3 +793,75 @@ def test_cross_backend_pipeline_through_the_host_bridge(backend):
             prev = env.timestamp
         with pytest.raises(rk.LifecycleError, match="pipeline"):
             first.receive(timeout=0)
+
+
+def _opencl_or_skip():
+    info = _availability()["opencl"]
+    if not info.available:
+        pytest.skip(f"backend opencl unavailable here: {info.detail}")
+
+
+def test_opencl_compute_units_are_counted_per_device_and_given_back():
+    _opencl_or_skip()
+    with rk.Runtime("opencl") as a, rk.Runtime("opencl") as b:
+        # The device's compute units come from POCL_MAX_PTHREAD_COUNT (12, see conftest).
+        big = a.create("big", "echo", input=REC, grid=10, mode="persistent")
+        # The reservation is per device for the whole process: the other runtime sees it ...
+        with pytest.raises(ValueError, match="compute units"):
+            b.launch("more", "echo", input=REC, grid=3, mode="persistent")
+        # ... and it is given back when the kernel terminates, even one that never launched.
+        assert big.terminate() == rk.KernelState.TERMINATED
+        k = b.launch("more", "echo", input=REC, grid=3, mode="persistent")
+        k.activate()
+        k.send(rec(1))
+        assert k.receive(timeout=5)["seq"] == 1
+
+
+def test_opencl_dispatch_kernels_feeding_each_other_do_not_deadlock():
+    _opencl_or_skip()
+    with rk.Runtime("opencl", mode="dispatch") as rt:
+        small = rk.LaunchOptions(queue_capacity=16, dedup_window=0)
+        a = rt.launch("a", "echo", input=REC, options=small)
+        b = rt.launch("b", "echo", input=REC, options=small)
+        rt.connect(a, b)
+        for k in (a, b):
+            k.activate()
+        got = []
+
+        def drain():
+            while len(got) < 200:
+                r = b.receive(timeout=5)
+                if r is None:
+                    return
+                got.append(int(r["seq"]))
+
+        t = threading.Thread(target=drain)
+        t.start()
+        for i in range(200):
+            assert a.send(rec(i), timeout=5)
+        t.join(30)
+        assert got == list(range(200))
+        b.deactivate()  # a dispatch kernel stops taking messages when deactivated, mid-stream too
+        before = b.messages_processed
+        for i in range(20):
+            a.send(rec(i), timeout=5)
+        time.sleep(0.2)
+        assert b.messages_processed == before
+
+
+def test_host_bridge_into_a_rejecting_queue_neither_spins_nor_blocks_close():
+    with rk.Runtime("cpu") as src_rt, rk.Runtime("cpu") as dst_rt:
+        src = src_rt.launch("src", "echo", input=REC)
+        dst = dst_rt.launch("dst", "echo", input=REC, options=rk.LaunchOptions(
+            queue_capacity=16, dedup_window=0, backpressure=rk.Backpressure.REJECT))
+        src_rt.connect(src, dst)
+        src.activate()  # dst stays inactive: its input fills, the rest is refused and counted
+        for i in range(100):
+            src.send(rec(i))
+        deadline = time.monotonic() + 5
+        while dst.input.stats.rejected < 84 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert dst.input.stats.rejected == 84 and len(dst.input) == 16
+        t0 = time.monotonic()
+        src_rt.close()
+        assert time.monotonic() - t0 < 2

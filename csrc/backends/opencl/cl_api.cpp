@@ -121,6 +121,8 @@ std::vector<Device> devices(std::string *why) {
             d.version = info_string(*a, id, CL_DEVICE_VERSION);
             a->GetDeviceInfo(id, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d.compute_units, &d.compute_units, nullptr);
             a->GetDeviceInfo(id, CL_DEVICE_TYPE, sizeof d.type, &d.type, nullptr);
+            a->GetDeviceInfo(id, CL_DEVICE_LOCAL_MEM_SIZE, sizeof d.local_mem, &d.local_mem, nullptr);
+            a->GetDeviceInfo(id, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof d.max_work_group, &d.max_work_group, nullptr);
             cl_bool compiler = CL_FALSE;
             a->GetDeviceInfo(id, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, nullptr);
             d.compiler = compiler == CL_TRUE;

@@ -46,6 +46,8 @@ struct Device {
     std::string platform_name, name, version;  // version: "OpenCL x.y ..."
     cl_uint compute_units = 0;
     cl_device_type type = 0;
+    cl_ulong local_mem = 0;           // bytes of local memory per work-group
+    size_t max_work_group = 0;
     bool compiler = false;
     bool fine_grain_svm_atomics = false;       // persistent mode: host and device share memory live
     std::string describe() const;

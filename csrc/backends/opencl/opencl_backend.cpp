@@ -1,4 +1,4 @@
-// opencl_backend.cpp — ring kernels on OpenCL devices, persistent mode.
+// opencl_backend.cpp — ring kernels on OpenCL devices, persistent and dispatch mode.
 //
 // Every kernel's rings, control block, telemetry, routes and buffers live in fine-grained SVM with
 // atomics, so host and device share them while the kernel runs: the host sends and receives through
@@ -31,14 +31,52 @@ struct Context {
     const opencl::Api *cl = nullptr;
     opencl::Device device;
     cl_context ctx = nullptr;
-    std::mutex mu;
-    std::map<std::string, cl_program> programs;  // by source + options
-    std::uint32_t resident_blocks = 0;           // blocks of launched, not yet stopped persistent kernels
-    std::uint32_t dispatch_kernels = 0;          // dispatch-mode kernels (they need a free compute unit)
+    std::mutex mu;                               // programs
+    std::map<std::string, cl_program> programs;  // by source + options + dialect
     ~Context() {
         for (auto &kv : programs) cl->ReleaseProgram(kv.second);
         if (ctx) cl->ReleaseContext(ctx);
     }
+};
+
+// What the device's compute units are committed to, for the whole process (every runtime and context
+// on a device shares its work-group threads): blocks of resident kernels, and whether dispatch-mode
+// kernels need a unit kept free for their launches.
+struct Residency {
+    std::mutex mu;
+    std::uint32_t resident = 0;
+    std::uint32_t dispatch = 0;
+};
+
+Residency &residency_of(cl_device_id device) {
+    static std::mutex mu;
+    static std::map<cl_device_id, std::unique_ptr<Residency>> table;
+    std::lock_guard<std::mutex> lock(mu);
+    auto &r = table[device];
+    if (!r) r = std::make_unique<Residency>();
+    return *r;
+}
+
+// One kernel's claim on a device's compute units, given back once (at TERMINATED or destruction).
+class Reservation {
+public:
+    Reservation(Residency &r, std::uint32_t blocks, bool dispatch) : r_(&r), blocks_(blocks), dispatch_(dispatch) {}
+    Reservation(const Reservation &) = delete;
+    Reservation &operator=(const Reservation &) = delete;
+    ~Reservation() { release(); }
+    void release() {
+        std::lock_guard<std::mutex> lock(r_->mu);
+        if (!held_) return;
+        held_ = false;
+        if (dispatch_) r_->dispatch -= 1;
+        else r_->resident -= blocks_;
+    }
+
+private:
+    Residency *r_;
+    std::uint32_t blocks_;
+    bool dispatch_;
+    bool held_ = true;
 };
 
 class SvmMemory final : public MemoryResource {
@@ -79,8 +117,29 @@ const char *builtin_entry(const std::string &name) {
 
 constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply buffers in local memory)
 
-// Fill the launch parameters and tell the runtime which SVM allocations the kernel reaches through
-// pointers (those known now; PoCL's CPU device reaches every SVM allocation regardless).
+// Tell OpenCL which SVM allocations the kernel reaches through pointers: control block, telemetry,
+// routes, rings, the buffer table and every buffer. A resident kernel is told once, at launch (rings
+// and buffers added later are reached through fine-grained SVM as PoCL's CPU device allows; devices
+// that require the declaration should run in dispatch mode, which declares before every launch).
+void declare_svm(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
+    std::vector<void *> ptrs = {core.cb, core.tel, core.routes_word, params};
+    if (core.buffers) {
+        std::lock_guard<std::mutex> lock(core.buffers->mu);
+        ptrs.push_back(core.buffers->table);
+        ptrs.push_back(core.buffers->entries);
+        for (void *m : core.buffers->memory)
+            if (m) ptrs.push_back(m);
+    }
+    std::lock_guard<std::mutex> lock(core.routes_mu);
+    const rk_routes &r = core.routes();
+    ptrs.push_back(const_cast<rk_routes *>(&r));
+    for (rk_u32 i = 0; i < r.n_inputs; ++i) ptrs.push_back(r.inputs[i].ring);
+    for (rk_u32 c = 0; c < r.n_channels; ++c)
+        for (rk_u32 i = 0; i < r.channels[c].count; ++i) ptrs.push_back(r.channels[c].targets[i].ring);
+    cl.SetKernelExecInfo(kernel, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
+}
+
+// Fill the launch parameters and declare the SVM the kernel reaches.
 void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
     const KernelSpec &spec = core.spec;
     rk_kernel_params &p = *params;
@@ -96,17 +155,7 @@ void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *p
     p.out_type = spec.output_type;
     p.node = static_cast<rk_u16>(core.cb->node);
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
-    std::vector<void *> ptrs = {core.cb, core.tel, core.routes_word, params};
-    if (core.buffers) {
-        ptrs.push_back(core.buffers->table);
-        ptrs.push_back(core.buffers->entries);
-    }
-    const rk_routes &r = core.routes();
-    ptrs.push_back(const_cast<rk_routes *>(&r));
-    for (rk_u32 i = 0; i < r.n_inputs; ++i) ptrs.push_back(r.inputs[i].ring);
-    for (rk_u32 c = 0; c < r.n_channels; ++c)
-        for (rk_u32 i = 0; i < r.channels[c].count; ++i) ptrs.push_back(r.channels[c].targets[i].ring);
-    cl.SetKernelExecInfo(kernel, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
+    declare_svm(cl, kernel, params, core);
     const cl_int err = cl.SetKernelArgSVMPointer(kernel, 0, params);
     if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
 }
@@ -139,7 +188,8 @@ bool notify_progress(const KernelCore &core, std::map<const rk_ring_header *, st
 
 class OpenClBlocks final : public BlockRunner {
 public:
-    OpenClBlocks(std::shared_ptr<Context> c, cl_program prog, KernelCore &core) : c_(std::move(c)), core_(core) {
+    OpenClBlocks(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
+        : c_(std::move(c)), core_(core), units_(std::move(units)) {
         cl_int err;
         kernel_ = c_->cl->CreateKernel(prog, "rk_persistent", &err);
         if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
@@ -154,8 +204,9 @@ public:
         if (kernel_) c_->cl->ReleaseKernel(kernel_);
         if (queue_) c_->cl->ReleaseCommandQueue(queue_);
         core_.memory->deallocate(params_, sizeof(rk_kernel_params));
-        release_residency();
     }
+
+    void stopped() override { units_->release(); }
 
     void start(const std::shared_ptr<KernelCore> &core) override {
         const KernelSpec &spec = core->spec;
@@ -166,10 +217,10 @@ public:
         err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &event_);
         if (err != CL_SUCCESS) throw Error(cl_error("clEnqueueNDRangeKernel", err));
         cl.Flush(queue_);
-        running_ = true;
         core_keepalive_ = core;
         std::weak_ptr<KernelCore> weak = core;
-        bridge_ = std::thread([this, weak] { bridge(weak); });
+        auto stop = stop_;
+        bridge_ = std::thread([weak, stop] { bridge(weak, stop); });
     }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
@@ -177,7 +228,6 @@ public:
         while (std::chrono::steady_clock::now() < deadline) {
             if (complete()) {
                 stop_bridge();
-                release_residency();
                 return true;
             }
             std::this_thread::sleep_for(std::chrono::microseconds(200));
@@ -205,25 +255,20 @@ private:
         return status == CL_COMPLETE || status < 0;
     }
 
-    void release_residency() {
-        if (!running_) return;
-        running_ = false;
-        std::lock_guard<std::mutex> lock(c_->mu);
-        c_->resident_blocks -= core_.spec.grid;
-    }
-
     void stop_bridge() {
-        bridge_stop_.store(true);
+        stop_->store(true);
         if (!bridge_.joinable()) return;
         if (bridge_.get_id() == std::this_thread::get_id()) bridge_.detach();  // the bridge dropped the last core
         else bridge_.join();
     }
 
     // Publish the clock; turn ring progress into host wake-ups.
-    void bridge(std::weak_ptr<KernelCore> weak) {
+    // `stop` is shared: when this thread drops the last reference to the core, the runner is destroyed
+    // under it (it detaches this thread and sets stop), and the loop must not touch `this` again.
+    static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop) {
         std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;  // head, tail
         auto interval = std::chrono::microseconds(20);
-        while (!bridge_stop_.load()) {
+        while (!stop->load()) {
             auto core = weak.lock();
             if (!core) return;
             __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
@@ -241,17 +286,20 @@ private:
     cl_command_queue queue_ = nullptr;
     cl_event event_ = nullptr;
     rk_kernel_params *params_ = nullptr;
+    std::unique_ptr<Reservation> units_;
     std::thread bridge_;
-    std::atomic<bool> bridge_stop_{false};
-    bool running_ = false;
+    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
-// Dispatch mode: a host thread launches the kernel whenever messages wait; each launch handles what
-// is there and returns. Nothing stays resident, so any number of kernels can share the device.
+// Dispatch mode: a host thread launches the kernel whenever messages wait and its outputs have room;
+// each launch handles what is there and returns. Nothing stays resident, so any number of kernels can
+// share the device. While a launch runs, the thread publishes the clock and wakes host waiters as the
+// rings move, as the persistent mode's bridge does.
 class OpenClDispatch final : public BlockRunner {
 public:
-    OpenClDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core) : c_(std::move(c)), core_(core) {
+    OpenClDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
+        : c_(std::move(c)), core_(core), units_(std::move(units)) {
         cl_int err;
         kernel_ = c_->cl->CreateKernel(prog, "rk_dispatch", &err);
         if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
@@ -261,10 +309,7 @@ public:
     }
 
     ~OpenClDispatch() override {
-        {
-            std::lock_guard<std::mutex> lock(c_->mu);
-            c_->dispatch_kernels -= 1;
-        }
+        stop_->store(true);
         if (thread_.joinable()) {
             if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
             else thread_.join();
@@ -278,14 +323,16 @@ public:
         prepare_launch(*c_->cl, kernel_, params_, *core);
         keepalive_ = core;
         std::weak_ptr<KernelCore> weak = core;
-        thread_ = std::thread([this, weak] { run(weak); });
+        auto stop = stop_;
+        auto done = done_;
+        thread_ = std::thread([this, weak, stop, done] { run(weak, stop, done); });
     }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         core_.wake();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
         std::unique_lock<std::mutex> lock(core_.exit_mu);
-        if (!core_.exit_cv.wait_until(lock, deadline, [this] { return done_.load(); })) return false;
+        if (!core_.exit_cv.wait_until(lock, deadline, [this] { return done_->load(); })) return false;
         lock.unlock();
         if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
         return true;
@@ -297,59 +344,102 @@ public:
         leaked_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
     }
 
-    std::uint32_t alive() const override { return done_.load() ? 0u : core_.spec.grid; }
+    std::uint32_t alive() const override { return done_->load() ? 0u : core_.spec.grid; }
+    void stopped() override { units_->release(); }
 
 private:
-    void run(std::weak_ptr<KernelCore> weak) {
+    // Runs on its own thread. It holds a reference to the core whenever it touches the runner, so the
+    // runner (owned by the core) outlives each use; once the core is gone it returns at once.
+    void run(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
+             std::shared_ptr<std::atomic<bool>> done) {
         std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;
-        const opencl::Api &cl = *c_->cl;
-        const KernelSpec &spec = core_.spec;
-        const size_t local = spec.block, global = static_cast<size_t>(spec.grid) * spec.block;
-        auto terminating = [this] { return rk_atomic_load_i32(&core_.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0; };
-        auto ready = [this] {
-            if (!rk_atomic_load_i32(&core_.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
-            const rk_routes &r = core_.routes();
-            for (rk_u32 i = 0; i < r.n_inputs; ++i)
-                if (rk_ring_can_acquire(r.inputs[i].ring, RK_SCOPE_SYSTEM)) return true;
-            return false;
-        };
-        while (!terminating()) {
+        for (;;) {
             auto core = weak.lock();
-            if (!core) break;
-            if (!ready()) {
-                // Host senders ring the doorbell; rings fed by device kernels are seen within 1 ms.
-                core->doorbell->wait([&] { return terminating() || ready(); }, Deadline::from(Wait::for_ns(1'000'000)),
-                                     nullptr);
-                continue;
-            }
-            __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-            cl_int err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, nullptr);
-            if (err == CL_SUCCESS) err = cl.Finish(queue_);
-            if (err != CL_SUCCESS) {
-                rk_atomic_store_i32(&core->cb->last_error, RK_ERR_HANDLER, RK_RELAXED, RK_SCOPE_SYSTEM);
-                rk_atomic_fetch_add_i32(&core->cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-                std::lock_guard<std::mutex> lock(core->err_mu);
-                core->last_error_message = cl_error("launching the kernel", err);
-                break;
-            }
-            notify_progress(*core, seen);
+            if (!core || stop->load()) return;
+            if (!cycle(*core, seen)) break;
         }
-        if (auto core = weak.lock()) notify_progress(*core, seen);
-        rk_atomic_store_i32(&core_.cb->blocks_exited, static_cast<rk_i32>(spec.grid), RK_RELEASE, RK_SCOPE_SYSTEM);
-        rk_atomic_store_i32(&core_.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
-        std::lock_guard<std::mutex> lock(core_.exit_mu);
-        done_.store(true);
-        core_.exit_cv.notify_all();
+        auto core = weak.lock();
+        if (!core) return;
+        notify_progress(*core, seen);
+        rk_atomic_store_i32(&core->cb->blocks_exited, static_cast<rk_i32>(core->spec.grid), RK_RELEASE,
+                            RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core->cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        std::lock_guard<std::mutex> lock(core->exit_mu);
+        done->store(true);
+        core->exit_cv.notify_all();
+    }
+
+    static bool terminating(const KernelCore &core) {
+        return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    }
+
+    // Messages wait, the kernel is active, and every output has room.
+    static bool ready(const KernelCore &core) {
+        if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
+        const rk_routes &r = core.routes();
+        for (rk_u32 c = 0; c < r.n_channels; ++c)
+            for (rk_u32 i = 0; i < r.channels[c].count; ++i)
+                if (!rk_ring_can_claim(r.channels[c].targets[i].ring, RK_SCOPE_SYSTEM)) return false;
+        for (rk_u32 i = 0; i < r.n_inputs; ++i)
+            if (rk_ring_can_acquire(r.inputs[i].ring, RK_SCOPE_SYSTEM)) return true;
+        return false;
+    }
+
+    // One wait-or-launch. False when the kernel is to stop.
+    bool cycle(KernelCore &core, std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> &seen) {
+        if (terminating(core)) return false;
+        if (!ready(core)) {
+            // Host senders and receivers ring the doorbell; rings moved by device kernels are seen
+            // within 1 ms.
+            core.doorbell->wait([&] { return terminating(core) || ready(core); },
+                                Deadline::from(Wait::for_ns(1'000'000)), nullptr);
+            return true;
+        }
+        const opencl::Api &cl = *c_->cl;
+        const size_t local = core.spec.block, global = static_cast<size_t>(core.spec.grid) * core.spec.block;
+        __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+        declare_svm(cl, kernel_, params_, core);  // rings and buffers added since the last launch
+        cl_event ev = nullptr;
+        cl_int err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &ev);
+        if (err == CL_SUCCESS) {
+            cl.Flush(queue_);
+            // While it runs: the clock, and wake-ups as the rings move.
+            cl_int status = CL_QUEUED;
+            while (true) {
+                cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+                if (status == CL_COMPLETE || status < 0) break;
+                __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+                notify_progress(core, seen);
+                std::this_thread::sleep_for(std::chrono::microseconds(20));
+            }
+            cl.ReleaseEvent(ev);
+            if (status < 0) err = status;
+        }
+        notify_progress(core, seen);
+        if (err == CL_SUCCESS) return true;
+        // The kernel cannot run: say so everywhere a user looks, and stop taking messages.
+        const std::string why = cl_error("launching the kernel", err);
+        rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+        {
+            std::lock_guard<std::mutex> lock(core.err_mu);
+            core.last_error_message = why;
+        }
+        const std::shared_ptr<Queue> in = core.held.empty() ? nullptr : core.held.front();
+        if (in) in->close("kernel '" + core.spec.name + "' cannot run on the device: " + why);
+        return false;
     }
 
     std::shared_ptr<Context> c_;
     KernelCore &core_;
+    std::unique_ptr<Reservation> units_;
     std::weak_ptr<KernelCore> keepalive_;
     cl_kernel kernel_ = nullptr;
     cl_command_queue queue_ = nullptr;
     rk_kernel_params *params_ = nullptr;
     std::thread thread_;
-    std::atomic<bool> done_{false};
+    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
@@ -392,47 +482,49 @@ public:
                 "host (Python or C++) handlers run on the CPU backend only; on opencl use a built-in handler or "
                 "an rk.Source in the device dialect");
         }
-        if (spec.block > 256)
-            throw std::invalid_argument("block must be in [1, 256] work-items on the OpenCL backend, got " +
+        const opencl::Device &dev = c_->device;
+        if (dev.max_work_group && spec.block > dev.max_work_group)
+            throw std::invalid_argument("block must be in [1, " + std::to_string(dev.max_work_group) +
+                                        "] work-items on OpenCL device " + dev.name + ", got " +
                                         std::to_string(spec.block));
-        if (static_cast<std::uint64_t>(spec.output_size) * kRunLimit > 512 * 1024)
-            throw std::invalid_argument("output records of " + std::to_string(spec.output_size) +
-                                        " bytes do not fit the block's local reply buffers on the OpenCL backend "
-                                        "(at most 65536 bytes)");
+        // Local memory per block: reply buffers for a run, rk_shared, run bookkeeping.
+        const std::uint64_t local_need = static_cast<std::uint64_t>(spec.output_size) * kRunLimit + RK_SHARED_BYTES + 1024;
+        if (dev.local_mem && local_need > dev.local_mem)
+            throw std::invalid_argument("output records of " + std::to_string(spec.output_size) + " bytes need " +
+                                        std::to_string(local_need) + " bytes of local memory per block; OpenCL device " +
+                                        dev.name + " has " + std::to_string(dev.local_mem));
         cl_program prog = build(code, entry, spec.output_size, cfg);
         const std::string wanted = spec.mode.empty() ? (cfg.mode.empty() ? "auto" : cfg.mode) : spec.mode;
         bool persistent = wanted != "dispatch";
+        std::unique_ptr<Reservation> units;
         {
             // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
-            // block holds: refuse what the device cannot run instead of hanging.
-            std::lock_guard<std::mutex> lock(c_->mu);
-            const std::uint32_t units = c_->device.compute_units;
-            const std::uint32_t keep = c_->dispatch_kernels > 0 || wanted == "auto" ? 1u : 0u;
-            const bool fits = c_->resident_blocks + spec.grid + keep <= units;
+            // block holds: refuse what the device cannot run instead of hanging. Counted per device for
+            // the whole process.
+            Residency &r = residency_of(dev.device);
+            std::lock_guard<std::mutex> lock(r.mu);
+            const std::uint32_t compute = dev.compute_units;
+            const std::uint32_t keep = r.dispatch > 0 || wanted == "auto" ? 1u : 0u;
+            const bool fits = r.resident + spec.grid + keep <= compute;
             if (wanted == "persistent" && !fits)
                 throw std::invalid_argument(
                     "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) +
-                    " resident work-group(s) but the device has " + std::to_string(units) + " compute units, " +
-                    std::to_string(c_->resident_blocks) + " taken by running kernels" +
+                    " resident work-group(s) but the device has " + std::to_string(compute) + " compute units, " +
+                    std::to_string(r.resident) + " taken by running kernels" +
                     (keep ? " and 1 kept for dispatch launches" : "") +
                     ": terminate one, lower grid, launch with mode='dispatch', or (PoCL) raise "
                     "POCL_MAX_PTHREAD_COUNT before the process starts");
             if (wanted == "auto" && !fits) persistent = false;
-            if (!persistent && c_->resident_blocks >= units)
+            if (!persistent && r.resident >= compute)
                 throw std::invalid_argument("kernel '" + spec.name + "' cannot be dispatched: resident kernels hold all " +
-                                            std::to_string(units) + " compute units of the device");
-            if (persistent) c_->resident_blocks += spec.grid;
-            else c_->dispatch_kernels += 1;
+                                            std::to_string(compute) + " compute units of the device");
+            if (persistent) r.resident += spec.grid;
+            else r.dispatch += 1;
+            // Constructed under the lock that counted it, so it is given back exactly once.
+            units = std::make_unique<Reservation>(r, spec.grid, !persistent);
         }
-        try {
-            if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core);
-            else core.runner = std::make_unique<OpenClDispatch>(c_, prog, core);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(c_->mu);
-            if (persistent) c_->resident_blocks -= spec.grid;
-            else c_->dispatch_kernels -= 1;
-            throw;
-        }
+        if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core, std::move(units));
+        else core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
         core.mode = persistent ? "persistent" : "dispatch";
         core.uses_barrier = true;
     }
@@ -453,7 +545,9 @@ private:
         std::string headers;
         for (const auto &d : dialect_include_dirs(cfg)) {
             options += " -I " + d;
-            headers += read_text(d + "/rk_kernel.h");  // a changed dialect is a different program
+            for (const char *h : {"rk_kernel.h", "rk_builtins.h", "rk_ring.h", "rk_atomic.h", "rk_target.h",
+                                  "ringkernel/layout.h", "ringkernel/rk_types.h"})
+                headers += read_text(d + "/" + h);  // a changed dialect is a different program
         }
         const std::string key = source + '\0' + options + '\0' + headers;
         std::lock_guard<std::mutex> lock(c_->mu);
