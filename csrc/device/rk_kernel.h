@@ -656,16 +656,20 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
     ctx->uses_barrier = 1u;
 }
 
+/* A block's local memory (run bookkeeping, reply buffers, rk_shared) and its context. */
+#define RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                                 \
+    __local rk_run_info rk_run_;                                                                       \
+    __local rk_i32 rk_status_[RK_MAX_RUN];                                                             \
+    __local rk_i32 rk_error_[RK_MAX_RUN];                                                              \
+    __local rk_u64 rk_out_[((out_bytes) * (run_limit) + 7) / 8];                                       \
+    __local rk_u64 rk_shared_[RK_SHARED_BYTES / 8];                                                    \
+    rk_ctx ctx;                                                                                        \
+    rk_device_ctx_init(&ctx, params, &rk_run_, rk_status_, rk_error_, rk_out_, rk_shared_, (run_limit));
+
 #define RK_DEFINE_OPENCL_KERNEL(kernel_name, step_name, out_bytes, run_limit)                             \
     __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
-        __local rk_run_info run;                                                                       \
-        __local rk_i32 status[RK_MAX_RUN];                                                             \
-        __local rk_i32 error[RK_MAX_RUN];                                                              \
-        __local rk_u64 out[((out_bytes) * (run_limit) + 7) / 8];                                       \
-        __local rk_u64 shared[RK_SHARED_BYTES / 8];                                                    \
+        RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                               \
         __local int mode;                                                                              \
-        rk_ctx ctx;                                                                                    \
-        rk_device_ctx_init(&ctx, params, &run, status, error, out, shared, (run_limit));              \
         for (;;) {                                                                                     \
             if (ctx.thread_rank == 0)                                                                  \
                 mode = rk_should_terminate(&ctx) ? 2                                                   \
@@ -702,14 +706,8 @@ RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
  * compute unit it holds), then returns; the host launches it again when that changes. */
 #define RK_DEFINE_OPENCL_DISPATCH_KERNEL(kernel_name, step_name, out_bytes, run_limit)                    \
     __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
-        __local rk_run_info run;                                                                       \
-        __local rk_i32 status[RK_MAX_RUN];                                                             \
-        __local rk_i32 error[RK_MAX_RUN];                                                              \
-        __local rk_u64 out[((out_bytes) * (run_limit) + 7) / 8];                                       \
-        __local rk_u64 shared[RK_SHARED_BYTES / 8];                                                    \
+        RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                               \
         __local int go;                                                                                \
-        rk_ctx ctx;                                                                                    \
-        rk_device_ctx_init(&ctx, params, &run, status, error, out, shared, (run_limit));              \
         for (;;) {                                                                                     \
             if (ctx.thread_rank == 0) {                                                                \
                 rk_u32 space = rk_output_space(&ctx);                                                  \
