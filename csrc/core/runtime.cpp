@@ -78,11 +78,9 @@ BackendStatus status_of(const std::string &name) {
         for (const auto &d : devs)
             if (d.can_run_ring_kernels())
                 return {"opencl", true,
-                        "persistent ring kernels on " + d.describe() +
+                        "ring kernels on " + d.describe() +
                             (devs.size() > 1 ? " (" + std::to_string(devs.size()) + " devices)" : std::string())};
-        return {"opencl", false,
-                "no OpenCL device can run persistent ring kernels (they need a compiler and fine-grained SVM with "
-                "atomics): " + devs[0].describe()};
+        return {"opencl", false, "no OpenCL device has a compiler available: " + devs[0].describe()};
 #else
         return {"opencl", false, "this build has no OpenCL support (no OpenCL headers at build time)"};
 #endif

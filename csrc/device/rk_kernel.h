@@ -721,6 +721,37 @@ RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
             if (!g || step_name(&ctx) == RK_STEP_IDLE) break;                                          \
         }                                                                                              \
     }
+
+/* Dispatch mode on a device that cannot share memory with the host while a kernel runs: the host
+ * copies a batch of requests into `in` (a ring in device memory), the control block and telemetry into
+ * `cb` and `tel`, launches this kernel, and copies the replies (`out`) and the counters back. The
+ * routes live in device memory too (`routes`, written here). Buffers need shared memory: rk_buffer
+ * resolves nothing in this mode. */
+#define RK_DEFINE_OPENCL_COPY_KERNEL(kernel_name, step_name, out_bytes, run_limit)                        \
+    __kernel void kernel_name(__global const rk_kernel_params *params, __global rk_control_block *cb,   \
+                              __global rk_telemetry *tel, __global rk_routes *routes,                  \
+                              __global rk_u64 *routes_word, __global rk_ring_header *in,               \
+                              __global rk_ring_header *out) {                                          \
+        RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                               \
+        ctx.cb = cb;                                                                                   \
+        ctx.tel = tel;                                                                                 \
+        ctx.routes = routes_word;                                                                      \
+        ctx.buffers = RK_NULL;                                                                         \
+        ctx.max_run = (run_limit);                                                                     \
+        if (ctx.thread_rank == 0) { /* every block writes the same routes: no grid-wide barrier */     \
+            routes->n_inputs = 1;                                                                      \
+            routes->inputs[0].ring = in;                                                               \
+            routes->inputs[0].cookie = 0;                                                              \
+            routes->n_channels = 1;                                                                    \
+            routes->channels[0].count = 1;                                                             \
+            routes->channels[0].targets[0].ring = out;                                                 \
+            routes->channels[0].targets[0].cookie = 0;                                                 \
+            *routes_word = (rk_u64)(rk_uptr)routes;                                                    \
+        }                                                                                              \
+        barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                           \
+        while (step_name(&ctx) != RK_STEP_IDLE) {                                                      \
+        }                                                                                              \
+    }
 #endif
 
 #endif /* RK_KERNEL_H */

@@ -19,7 +19,9 @@ import pytest
 import ringkernel as rk
 from ringkernel.builtins import VectorAddRequest, VectorAddResponse, VectorOp
 
-BACKENDS = ["cpu", "opencl", "cuda"]
+# "opencl-copy": the OpenCL backend as on a device that cannot share memory with the host while a
+# kernel runs (RINGKERNEL_OPENCL_SVM=0 hides PoCL's SVM): dispatch mode with copies.
+BACKENDS = ["cpu", "opencl", "opencl-copy", "cuda"]
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
 
 
@@ -28,13 +30,28 @@ def _availability() -> dict:
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    info = _availability()[request.param]
-    if request.param == "cuda":
+def backend(request, monkeypatch) -> str:
+    name = request.param
+    if name == "opencl-copy":
+        monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
+        name = "opencl"
+    info = _availability()[name]
+    if name == "cuda":
         request.applymarker(pytest.mark.cuda)
     if not info.available:
         pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
-    return request.param
+    return name
+
+
+def copies() -> bool:
+    """Whether OpenCL runs as on a device without shared memory (dispatch mode with copies)."""
+    return os.environ.get("RINGKERNEL_OPENCL_SVM") == "0"
+
+
+def skip_without_shared_memory(rt, what: str) -> None:
+    if rt.backend == "opencl" and copies():
+        pytest.skip(f"{what} need memory the host and the device share (fine-grained SVM); without it the "
+                    "OpenCL backend refuses them with a clear error (tested in test_copy_mode_refusals)")
 
 
 @pytest.fixture
@@ -172,6 +189,7 @@ def test_bad_launch_arguments(rt):
 # ---- named queues -------------------------------------------------------------------------------------
 
 def test_named_queue_registry(rt):
+    skip_without_shared_memory(rt, "named channels")
     a = rt.launch("a", "echo", input=REC)
     rt.launch("b", "echo", input=REC, channels=["alerts"])
     assert rt.queue_names() == ["a.in", "a.out", "b.alerts", "b.in", "b.out"]
@@ -194,6 +212,7 @@ def test_named_queue_registry(rt):
 
 
 def test_at_most_16_named_queues_per_kernel(rt):
+    skip_without_shared_memory(rt, "named channels")
     hub = rt.launch("hub", "echo", input=REC, channels=[f"c{i}" for i in range(7)])  # in, out + 7 = 9
     feeders = [rt.launch(f"f{i}", "echo", input=REC) for i in range(8)]
     for f in feeders[:7]:
@@ -242,6 +261,7 @@ def test_vector_add_inline(rt, n):
 
 
 def test_vector_add_through_buffers(rt):
+    skip_without_shared_memory(rt, "buffers")
     k = rt.launch("adder", "vector_add", input=VectorAddRequest, output=VectorAddResponse, block=32)
     k.activate()
     a = np.linspace(1, 100, 100, dtype=np.float32)
@@ -746,7 +766,7 @@ def test_modes(rt):
     with pytest.raises(ValueError, match="mode must be"):
         rt.launch("bad", "echo", input=REC, mode="sometimes")
     k = rt.launch("p", "echo", input=REC)
-    assert k.mode == "persistent"
+    assert k.mode == ("dispatch" if rt.backend == "opencl" and copies() else "persistent")
     if rt.backend == "cpu":
         with pytest.raises(ValueError, match="dispatch"):
             rt.launch("d", "echo", input=REC, mode="dispatch")
@@ -865,3 +885,19 @@ def test_host_bridge_into_a_rejecting_queue_neither_spins_nor_blocks_close():
         t0 = time.monotonic()
         src_rt.close()
         assert time.monotonic() - t0 < 2
+
+
+def test_copy_mode_refusals(monkeypatch):
+    _opencl_or_skip()
+    monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
+    assert "dispatch mode with copies" in _availability()["opencl"].detail
+    with rk.Runtime("opencl") as rt:
+        with pytest.raises(ValueError, match="persistent mode needs memory the host and the device share"):
+            rt.launch("p", "echo", input=REC, mode="persistent")
+        with pytest.raises(ValueError, match="named channels need shared memory"):
+            rt.launch("c", "echo", input=REC, channels=["alerts"])
+        k = rt.launch("v", "vector_add", input=VectorAddRequest, output=VectorAddResponse)
+        k.activate()
+        buf = rt.buffer(np.ones(100, np.float32))
+        k.send(VectorAddRequest(op=VectorOp.ADD, length=100, a_buf=buf.handle, b_buf=buf.handle, out_buf=buf.handle))
+        assert k.receive(timeout=5).status == rk._core.ERR_BUFFER  # buffers do not reach the device here

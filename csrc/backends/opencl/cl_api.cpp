@@ -59,6 +59,11 @@ Loaded load_api() {
     load(lib, "clReleaseEvent", a.ReleaseEvent, missing);
     load(lib, "clSVMAlloc", a.SVMAlloc, missing);
     load(lib, "clSVMFree", a.SVMFree, missing);
+    load(lib, "clCreateBuffer", a.CreateBuffer, missing);
+    load(lib, "clReleaseMemObject", a.ReleaseMemObject, missing);
+    load(lib, "clEnqueueWriteBuffer", a.EnqueueWriteBuffer, missing);
+    load(lib, "clEnqueueReadBuffer", a.EnqueueReadBuffer, missing);
+    load(lib, "clSetKernelArg", a.SetKernelArg, missing);
     if (!missing.empty()) {
         l.why = "the OpenCL loader " + path + " lacks OpenCL 2.0+ entry points (" + missing + ")";
         return l;  // the library stays open: harmless, and dlclose of ICD loaders is unsafe
@@ -90,7 +95,9 @@ const Api *api(std::string *why) {
 std::string Device::describe() const {
     std::string s = name + " (" + version + ", " + platform_name + ", " + std::to_string(compute_units) +
                     " compute units";
-    s += fine_grain_svm_atomics ? ", fine-grained SVM with atomics" : ", no fine-grained SVM atomics";
+    s += shares_memory() ? ", fine-grained SVM with atomics: persistent and dispatch modes"
+                         : fine_grain_svm_atomics ? ", SVM disabled by RINGKERNEL_OPENCL_SVM=0: dispatch mode with copies"
+                                                  : ", no fine-grained SVM: dispatch mode with copies";
     return s + ")";
 }
 
@@ -130,6 +137,8 @@ std::vector<Device> devices(std::string *why) {
             if (d.version.rfind("OpenCL 1.", 0) != 0 &&
                 a->GetDeviceInfo(id, CL_DEVICE_SVM_CAPABILITIES, sizeof svm, &svm, nullptr) == CL_SUCCESS)
                 d.fine_grain_svm_atomics = (svm & CL_DEVICE_SVM_FINE_GRAIN_BUFFER) && (svm & CL_DEVICE_SVM_ATOMICS);
+            const char *svm_env = std::getenv("RINGKERNEL_OPENCL_SVM");
+            d.svm_disabled = svm_env && std::string(svm_env) == "0";
             out.push_back(d);
         }
     }

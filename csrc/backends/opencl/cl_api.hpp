@@ -35,6 +35,11 @@ struct Api {
     decltype(&::clReleaseEvent) ReleaseEvent = nullptr;
     decltype(&::clSVMAlloc) SVMAlloc = nullptr;
     decltype(&::clSVMFree) SVMFree = nullptr;
+    decltype(&::clCreateBuffer) CreateBuffer = nullptr;
+    decltype(&::clReleaseMemObject) ReleaseMemObject = nullptr;
+    decltype(&::clEnqueueWriteBuffer) EnqueueWriteBuffer = nullptr;
+    decltype(&::clEnqueueReadBuffer) EnqueueReadBuffer = nullptr;
+    decltype(&::clSetKernelArg) SetKernelArg = nullptr;
 };
 
 // The loaded API, or nullptr with the reason in *why.
@@ -50,8 +55,11 @@ struct Device {
     size_t max_work_group = 0;
     bool compiler = false;
     bool fine_grain_svm_atomics = false;       // persistent mode: host and device share memory live
+    bool svm_disabled = false;                 // $RINGKERNEL_OPENCL_SVM=0: behave as a device without it
     std::string describe() const;
-    bool can_run_ring_kernels() const { return compiler && fine_grain_svm_atomics; }
+    // Dispatch mode with copies runs on any device with a compiler; persistent mode needs shared memory.
+    bool can_run_ring_kernels() const { return compiler; }
+    bool shares_memory() const { return fine_grain_svm_atomics && !svm_disabled; }
     bool is_cpu() const { return (type & CL_DEVICE_TYPE_CPU) != 0; }
 };
 

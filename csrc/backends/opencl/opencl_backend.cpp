@@ -443,9 +443,244 @@ private:
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
+// Dispatch mode with copies, for devices that cannot share memory with the host while a kernel runs
+// (no fine-grained SVM): the kernel's rings stay in host memory; for each batch the thread copies up
+// to kBatch waiting requests into a ring in device memory, launches the kernel, copies the replies
+// and the counters back, and delivers the replies to the kernel's outputs on the host.
+class OpenClCopyDispatch final : public BlockRunner {
+public:
+    static constexpr std::uint32_t kBatch = 256;
+
+    OpenClCopyDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
+        : c_(std::move(c)), core_(core), units_(std::move(units)) {
+        const opencl::Api &cl = *c_->cl;
+        cl_int err;
+        kernel_ = cl.CreateKernel(prog, "rk_copy", &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
+        queue_ = cl.CreateCommandQueueWithProperties(c_->ctx, c_->device.device, nullptr, &err);
+        if (err != CL_SUCCESS) throw Error(cl_error("clCreateCommandQueueWithProperties", err));
+        const KernelSpec &spec = core_.spec;
+        in_stride_ = rk_ring_slot_stride(spec.input_size);
+        out_stride_ = rk_ring_slot_stride(spec.output_size);
+        in_img_.assign(rk_ring_bytes(kBatch, in_stride_), 0);
+        out_img_.assign(rk_ring_bytes(kBatch, out_stride_), 0);
+        const std::size_t sizes[] = {sizeof(rk_kernel_params), sizeof(rk_control_block), sizeof(rk_telemetry),
+                                     sizeof(rk_routes), sizeof(rk_u64), in_img_.size(), out_img_.size()};
+        for (std::size_t i = 0; i < 7; ++i) {
+            mem_[i] = cl.CreateBuffer(c_->ctx, CL_MEM_READ_WRITE, sizes[i], nullptr, &err);
+            if (err != CL_SUCCESS) throw Error(cl_error("clCreateBuffer", err));
+        }
+    }
+
+    ~OpenClCopyDispatch() override {
+        stop_->store(true);
+        if (thread_.joinable()) {
+            if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+            else thread_.join();
+        }
+        for (cl_mem m : mem_)
+            if (m) c_->cl->ReleaseMemObject(m);
+        if (kernel_) c_->cl->ReleaseKernel(kernel_);
+        if (queue_) c_->cl->ReleaseCommandQueue(queue_);
+    }
+
+    void start(const std::shared_ptr<KernelCore> &core) override {
+        const KernelSpec &spec = core->spec;
+        rk_kernel_params p{};
+        p.ttl_ns = spec.options.ttl_ns();
+        p.reply_id_base = core->reply_id_base;
+        p.in_size = spec.input_size;
+        p.out_size = spec.output_size;
+        p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
+        p.out_type = spec.output_type;
+        p.node = static_cast<rk_u16>(core->cb->node);
+        const opencl::Api &cl = *c_->cl;
+        cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
+        for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
+        if (err != CL_SUCCESS) throw Error(cl_error("setting up the kernel's device memory", err));
+        keepalive_ = core;
+        std::weak_ptr<KernelCore> weak = core;
+        auto stop = stop_;
+        auto done = done_;
+        thread_ = std::thread([this, weak, stop, done] { run(weak, stop, done); });
+    }
+
+    bool wait_stopped(std::int64_t timeout_ns) override {
+        core_.wake();
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        std::unique_lock<std::mutex> lock(core_.exit_mu);
+        if (!core_.exit_cv.wait_until(lock, deadline, [this] { return done_->load(); })) return false;
+        lock.unlock();
+        if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
+        return true;
+    }
+
+    void abandon() override {
+        if (thread_.joinable()) thread_.detach();
+        leaked_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
+    }
+
+    std::uint32_t alive() const override { return done_->load() ? 0u : core_.spec.grid; }
+    void stopped() override { units_->release(); }
+
+private:
+    void run(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
+             std::shared_ptr<std::atomic<bool>> done) {
+        for (;;) {
+            auto core = weak.lock();
+            if (!core || stop->load()) return;
+            if (!cycle(*core)) break;
+        }
+        auto core = weak.lock();
+        if (!core) return;
+        rk_atomic_store_i32(&core->cb->blocks_exited, static_cast<rk_i32>(core->spec.grid), RK_RELEASE,
+                            RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core->cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        std::lock_guard<std::mutex> lock(core->exit_mu);
+        done->store(true);
+        core->exit_cv.notify_all();
+    }
+
+    static bool terminating(const KernelCore &core) {
+        return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    }
+    static bool ready(const KernelCore &core) {
+        if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
+        const rk_routes &r = core.routes();
+        for (rk_u32 i = 0; i < r.n_inputs; ++i)
+            if (rk_ring_can_acquire(r.inputs[i].ring, RK_SCOPE_SYSTEM)) return true;
+        return false;
+    }
+
+    bool cycle(KernelCore &core) {
+        if (terminating(core)) return false;
+        if (!ready(core)) {
+            core.doorbell->wait([&] { return terminating(core) || ready(core); },
+                                Deadline::from(Wait::for_ns(1'000'000)), nullptr);
+            return true;
+        }
+        // 1. Up to kBatch waiting requests (round robin over the inputs) into the device ring's image.
+        auto *img = reinterpret_cast<rk_ring_header *>(in_img_.data());
+        std::memset(in_img_.data(), 0, in_img_.size());
+        rk_ring_init(img, kBatch, in_stride_, 0);
+        const rk_routes &r = core.routes();
+        std::uint32_t taken = 0;
+        for (rk_u32 i = 0; i < r.n_inputs && taken < kBatch; ++i) {
+            rk_ring_header *ring = r.inputs[i].ring;
+            std::uint64_t first;
+            const std::uint32_t got = rk_ring_acquire_n(ring, kBatch - taken, &first, 0, RK_SCOPE_SYSTEM);
+            for (std::uint32_t j = 0; j < got; ++j) {
+                rk_envelope *slot = rk_ring_slot(ring, first + j);
+                rk_ring_try_push(img, slot, rk_envelope_payload(slot), 1, RK_SCOPE_SYSTEM);
+                rk_ring_release(ring, slot, first + j, RK_SCOPE_SYSTEM);
+            }
+            if (got) {
+                if (auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(r.inputs[i].cookie))) q->notify_space();
+            }
+            taken += got;
+        }
+        if (taken == 0) return true;
+        auto *out = reinterpret_cast<rk_ring_header *>(out_img_.data());
+        std::memset(out_img_.data(), 0, out_img_.size());
+        rk_ring_init(out, kBatch, out_stride_, 0);
+        // 2. Device memory in, launch, results out.
+        rk_control_block cb;
+        std::memcpy(&cb, core.cb, sizeof cb);
+        cb.clock_ns = wall_ns();
+        const opencl::Api &cl = *c_->cl;
+        const KernelSpec &spec = core.spec;
+        const size_t local = spec.block, global = static_cast<size_t>(spec.grid) * spec.block;
+        cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof cb, &cb, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueWriteBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof(rk_telemetry), core.tel, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueWriteBuffer(queue_, mem_[5], CL_FALSE, 0, in_img_.size(), in_img_.data(), 0, nullptr, nullptr);
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueWriteBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
+        if (err == CL_SUCCESS) err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, nullptr);
+        rk_control_block after;
+        rk_telemetry tel;
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueReadBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
+        if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof after, &after, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof tel, &tel, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS) err = cl.Finish(queue_);
+        if (err != CL_SUCCESS) {
+            const std::string why = cl_error("running the kernel", err);
+            rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
+            rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+            {
+                std::lock_guard<std::mutex> lock(core.err_mu);
+                core.last_error_message = why;
+            }
+            if (!core.held.empty()) core.held.front()->close("kernel '" + spec.name + "' cannot run on the device: " + why);
+            return false;
+        }
+        // 3. Counters first (whoever sees a reply sees them), then the replies.
+        rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&core.cb->messages_processed),
+                            static_cast<rk_u64>(after.messages_processed), RK_RELEASE, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core.cb->errors_encountered, after.errors_encountered, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_store_i32(&core.cb->last_error, after.last_error, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_store_u64(&core.cb->hlc, after.hlc, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_store_u64(&core.cb->next_reply_id, after.next_reply_id, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_store_u64(&core.cb->messages_dropped, after.messages_dropped, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&core.cb->last_activity_ns), wall_ns(), RK_RELAXED, RK_SCOPE_SYSTEM);
+        if (cb.telemetry_enabled) std::memcpy(core.tel, &tel, sizeof tel);
+        deliver(core, out);
+        return true;
+    }
+
+    // The batch's replies to channel 0's rings, under the kernel's backpressure.
+    void deliver(KernelCore &core, rk_ring_header *out) {
+        std::vector<std::uint8_t> payload(core.spec.output_size);
+        rk_envelope env;
+        while (rk_ring_try_pop(out, &env, payload.data(), static_cast<rk_u32>(payload.size()), 1, RK_SCOPE_SYSTEM)) {
+            const rk_routes &r = core.routes();
+            if (r.n_channels == 0 || r.channels[0].count == 0) {
+                rk_atomic_fetch_add_u64(&core.cb->messages_dropped, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+                continue;
+            }
+            for (rk_u32 i = 0; i < r.channels[0].count; ++i) {
+                const rk_route &route = r.channels[0].targets[i];
+                auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
+                const auto bp = core.spec.options.backpressure();
+                bool ok = rk_ring_try_push(route.ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
+                for (int attempt = 0; !ok && bp == Backpressure::Block && !terminating(core); ++attempt) {
+                    if (q) q->notify_readable();
+                    std::this_thread::sleep_for(std::chrono::microseconds(attempt < 10 ? 10 : 200));
+                    ok = rk_ring_try_push(route.ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
+                }
+                if (!ok) {
+                    rk_atomic_fetch_add_u64(&core.cb->messages_dropped, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+                    if (q) q->count_dropped_new(1);
+                } else if (q) {
+                    q->notify_readable();
+                }
+            }
+        }
+    }
+
+    std::shared_ptr<Context> c_;
+    KernelCore &core_;
+    std::unique_ptr<Reservation> units_;
+    std::weak_ptr<KernelCore> keepalive_;
+    cl_kernel kernel_ = nullptr;
+    cl_command_queue queue_ = nullptr;
+    cl_mem mem_[7] = {};  // params, control block, telemetry, routes, routes word, input ring, output ring
+    std::uint32_t in_stride_ = 0, out_stride_ = 0;
+    std::vector<std::uint8_t> in_img_, out_img_;
+    std::thread thread_;
+    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<KernelCore> *leaked_ = nullptr;
+};
+
 class OpenClBackend final : public Backend {
 public:
-    explicit OpenClBackend(std::shared_ptr<Context> c) : c_(std::move(c)), memory_(std::make_shared<SvmMemory>(c_)) {}
+    explicit OpenClBackend(std::shared_ptr<Context> c)
+        : c_(std::move(c)),
+          memory_(c_->device.shares_memory() ? std::shared_ptr<MemoryResource>(std::make_shared<SvmMemory>(c_))
+                                             : host_memory()) {}
 
     const char *name() const noexcept override { return "opencl"; }
     std::shared_ptr<MemoryResource> memory() override { return memory_; }
@@ -495,7 +730,17 @@ public:
                                         dev.name + " has " + std::to_string(dev.local_mem));
         cl_program prog = build(code, entry, spec.output_size, cfg);
         const std::string wanted = spec.mode.empty() ? (cfg.mode.empty() ? "auto" : cfg.mode) : spec.mode;
-        bool persistent = wanted != "dispatch";
+        const bool shared = dev.shares_memory();
+        if (!shared) {
+            if (wanted == "persistent")
+                throw std::invalid_argument("persistent mode needs memory the host and the device share while the "
+                                            "kernel runs (fine-grained SVM with atomics); OpenCL device " + dev.name +
+                                            " runs ring kernels in dispatch mode, with copies");
+            if (!spec.channels.empty())
+                throw std::invalid_argument("named channels need shared memory (fine-grained SVM); OpenCL device " +
+                                            dev.name + " runs ring kernels with copies of one input and one output");
+        }
+        bool persistent = wanted != "dispatch" && shared;
         std::unique_ptr<Reservation> units;
         {
             // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
@@ -524,7 +769,8 @@ public:
             units = std::make_unique<Reservation>(r, spec.grid, !persistent);
         }
         if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core, std::move(units));
-        else core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
+        else if (shared) core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
+        else core.runner = std::make_unique<OpenClCopyDispatch>(c_, prog, core, std::move(units));
         core.mode = persistent ? "persistent" : "dispatch";
         core.uses_barrier = true;
     }
@@ -537,7 +783,8 @@ private:
         if (!code.empty()) src << "#line 1 \"handler\"\n" << code << "\n#line 1 \"ringkernel-step\"\n";
         src << "RK_DEFINE_BLOCK_STEP(rk_step, " << entry << ")\n"
             << "RK_DEFINE_OPENCL_KERNEL(rk_persistent, rk_step, " << out_size << ", " << kRunLimit << ")\n"
-            << "RK_DEFINE_OPENCL_DISPATCH_KERNEL(rk_dispatch, rk_step, " << out_size << ", " << kRunLimit << ")\n";
+            << "RK_DEFINE_OPENCL_DISPATCH_KERNEL(rk_dispatch, rk_step, " << out_size << ", " << kRunLimit << ")\n"
+            << "RK_DEFINE_OPENCL_COPY_KERNEL(rk_copy, rk_step, " << out_size << ", " << kRunLimit << ")\n";
         const std::string source = src.str();
         std::string options = c_->device.version.rfind("OpenCL 3.", 0) == 0   ? "-cl-std=CL3.0"
                               : c_->device.version.rfind("OpenCL 2.", 0) == 0 ? "-cl-std=CL2.0"
@@ -602,10 +849,6 @@ std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg) {
     }
     if (!chosen->compiler)
         throw BackendUnavailableError("OpenCL device " + chosen->describe() + " has no compiler available");
-    if (!chosen->fine_grain_svm_atomics)
-        throw BackendUnavailableError("OpenCL device " + chosen->describe() +
-                                      " cannot share memory with the host while a kernel runs (no fine-grained "
-                                      "SVM with atomics), which persistent ring kernels need");
     auto c = std::make_shared<Context>();
     c->cl = opencl::api(nullptr);
     c->device = *chosen;
