@@ -724,21 +724,27 @@ RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
 
 /* Dispatch mode on a device that cannot share memory with the host while a kernel runs: the host
  * copies a batch of requests into `in` (a ring in device memory), the control block and telemetry into
- * `cb` and `tel`, launches this kernel, and copies the replies (`out`) and the counters back. The
- * routes live in device memory too (`routes`, written here). Buffers need shared memory: rk_buffer
- * resolves nothing in this mode. */
+ * `cb` and `tel`, the live buffers into `arena` (with the buffer table, each entry's `reserved` its
+ * offset there), launches this kernel, and copies the replies (`out`), the counters and the buffers
+ * back. The routes live in device memory too (`routes`, written here). */
 #define RK_DEFINE_OPENCL_COPY_KERNEL(kernel_name, step_name, out_bytes, run_limit)                        \
     __kernel void kernel_name(__global const rk_kernel_params *params, __global rk_control_block *cb,   \
                               __global rk_telemetry *tel, __global rk_routes *routes,                  \
                               __global rk_u64 *routes_word, __global rk_ring_header *in,               \
-                              __global rk_ring_header *out) {                                          \
+                              __global rk_ring_header *out, __global rk_buffer_table *buffers,         \
+                              __global rk_u8 *arena) {                                                 \
         RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                               \
         ctx.cb = cb;                                                                                   \
         ctx.tel = tel;                                                                                 \
         ctx.routes = routes_word;                                                                      \
-        ctx.buffers = RK_NULL;                                                                         \
+        ctx.buffers = buffers;                                                                         \
         ctx.max_run = (run_limit);                                                                     \
-        if (ctx.thread_rank == 0) { /* every block writes the same routes: no grid-wide barrier */     \
+        if (ctx.thread_rank == 0) { /* every block writes the same values: no grid-wide barrier */     \
+            /* The host sent the buffer table with arena offsets: make them device addresses. */       \
+            buffers->entries = (__global rk_buffer_entry *)(buffers + 1);                              \
+            for (rk_u32 b = 0; b < buffers->capacity; ++b)                                             \
+                if (buffers->entries[b].live)                                                          \
+                    buffers->entries[b].address = (rk_u64)(rk_uptr)(arena + buffers->entries[b].reserved); \
             routes->n_inputs = 1;                                                                      \
             routes->inputs[0].ring = in;                                                               \
             routes->inputs[0].cookie = 0;                                                              \

@@ -261,7 +261,6 @@ def test_vector_add_inline(rt, n):
 
 
 def test_vector_add_through_buffers(rt):
-    skip_without_shared_memory(rt, "buffers")
     k = rt.launch("adder", "vector_add", input=VectorAddRequest, output=VectorAddResponse, block=32)
     k.activate()
     a = np.linspace(1, 100, 100, dtype=np.float32)
@@ -897,7 +896,4 @@ def test_copy_mode_refusals(monkeypatch):
         with pytest.raises(ValueError, match="named channels need shared memory"):
             rt.launch("c", "echo", input=REC, channels=["alerts"])
         k = rt.launch("v", "vector_add", input=VectorAddRequest, output=VectorAddResponse)
-        k.activate()
-        buf = rt.buffer(np.ones(100, np.float32))
-        k.send(VectorAddRequest(op=VectorOp.ADD, length=100, a_buf=buf.handle, b_buf=buf.handle, out_buf=buf.handle))
-        assert k.receive(timeout=5).status == rk._core.ERR_BUFFER  # buffers do not reach the device here
+        assert k.mode == "dispatch"

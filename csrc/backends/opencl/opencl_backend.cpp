@@ -445,8 +445,9 @@ private:
 
 // Dispatch mode with copies, for devices that cannot share memory with the host while a kernel runs
 // (no fine-grained SVM): the kernel's rings stay in host memory; for each batch the thread copies up
-// to kBatch waiting requests into a ring in device memory, launches the kernel, copies the replies
-// and the counters back, and delivers the replies to the kernel's outputs on the host.
+// to kBatch waiting requests into a ring in device memory (and every live buffer into an arena),
+// launches the kernel, copies the replies, the counters and the buffers back, and delivers the
+// replies to the kernel's outputs on the host.
 class OpenClCopyDispatch final : public BlockRunner {
 public:
     static constexpr std::uint32_t kBatch = 256;
@@ -480,6 +481,8 @@ public:
         }
         for (cl_mem m : mem_)
             if (m) c_->cl->ReleaseMemObject(m);
+        for (cl_mem m : {table_, arena_})
+            if (m) c_->cl->ReleaseMemObject(m);
         if (kernel_) c_->cl->ReleaseKernel(kernel_);
         if (queue_) c_->cl->ReleaseCommandQueue(queue_);
     }
@@ -497,6 +500,7 @@ public:
         const opencl::Api &cl = *c_->cl;
         cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
         for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
+        if (err == CL_SUCCESS) err = stage_buffers(*core, false) ? CL_SUCCESS : CL_OUT_OF_RESOURCES;
         if (err != CL_SUCCESS) throw Error(cl_error("setting up the kernel's device memory", err));
         keepalive_ = core;
         std::weak_ptr<KernelCore> weak = core;
@@ -597,7 +601,10 @@ private:
             err = cl.EnqueueWriteBuffer(queue_, mem_[5], CL_FALSE, 0, in_img_.size(), in_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS)
             err = cl.EnqueueWriteBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
+        if (err == CL_SUCCESS && !stage_buffers(core, true)) err = CL_OUT_OF_RESOURCES;
         if (err == CL_SUCCESS) err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS && !arena_img_.empty())
+            err = cl.EnqueueReadBuffer(queue_, arena_, CL_FALSE, 0, arena_img_.size(), arena_img_.data(), 0, nullptr, nullptr);
         rk_control_block after;
         rk_telemetry tel;
         if (err == CL_SUCCESS)
@@ -626,9 +633,75 @@ private:
         rk_atomic_store_u64(&core.cb->messages_dropped, after.messages_dropped, RK_RELAXED, RK_SCOPE_SYSTEM);
         rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&core.cb->last_activity_ns), wall_ns(), RK_RELAXED, RK_SCOPE_SYSTEM);
         if (cb.telemetry_enabled) std::memcpy(core.tel, &tel, sizeof tel);
+        unstage_buffers(core);
         deliver(core, out);
         return true;
     }
+
+    // The live buffers into the arena image and the table image (entry.reserved = arena offset), then
+    // to the device (`upload`), setting the kernel's last two arguments.
+    bool stage_buffers(KernelCore &core, bool upload) {
+        const opencl::Api &cl = *c_->cl;
+        staged_.clear();
+        std::vector<std::uint8_t> table(sizeof(rk_buffer_table));
+        std::size_t arena_bytes = 0;
+        if (core.buffers) {
+            BufferTableMem &t = *core.buffers;
+            std::lock_guard<std::mutex> lock(t.mu);
+            table.resize(sizeof(rk_buffer_table) + sizeof(rk_buffer_entry) * t.next_free);
+            auto *hdr = reinterpret_cast<rk_buffer_table *>(table.data());
+            hdr->capacity = t.next_free;
+            auto *entries = reinterpret_cast<rk_buffer_entry *>(hdr + 1);
+            for (std::uint32_t i = 0; i < t.next_free; ++i) {
+                entries[i] = t.entries[i];
+                if (!entries[i].live) continue;
+                entries[i].reserved = arena_bytes;
+                staged_.push_back({t.memory[i], arena_bytes, static_cast<std::size_t>(t.entries[i].bytes)});
+                arena_bytes += (t.entries[i].bytes + 63) & ~std::uint64_t(63);
+            }
+        }
+        arena_img_.assign(arena_bytes, 0);
+        for (const auto &b : staged_) std::memcpy(arena_img_.data() + b.offset, b.host, b.bytes);
+        cl_int err = CL_SUCCESS;
+        if (table.size() > table_bytes_ || !table_) {
+            if (table_) cl.ReleaseMemObject(table_);
+            table_bytes_ = std::max<std::size_t>(table.size(), 4096);
+            table_ = cl.CreateBuffer(c_->ctx, CL_MEM_READ_WRITE, table_bytes_, nullptr, &err);
+            if (err != CL_SUCCESS) return false;
+        }
+        if (arena_bytes > arena_bytes_ || !arena_) {
+            if (arena_) cl.ReleaseMemObject(arena_);
+            arena_bytes_ = std::max<std::size_t>(arena_bytes, 4096);
+            arena_ = cl.CreateBuffer(c_->ctx, CL_MEM_READ_WRITE, arena_bytes_, nullptr, &err);
+            if (err != CL_SUCCESS) return false;
+        }
+        table_img_ = std::move(table);
+        if (upload) {
+            err = cl.EnqueueWriteBuffer(queue_, table_, CL_FALSE, 0, table_img_.size(), table_img_.data(), 0, nullptr, nullptr);
+            if (err == CL_SUCCESS && !arena_img_.empty())
+                err = cl.EnqueueWriteBuffer(queue_, arena_, CL_FALSE, 0, arena_img_.size(), arena_img_.data(), 0, nullptr,
+                                            nullptr);
+        }
+        if (err == CL_SUCCESS) err = cl.SetKernelArg(kernel_, 7, sizeof(cl_mem), &table_);
+        if (err == CL_SUCCESS) err = cl.SetKernelArg(kernel_, 8, sizeof(cl_mem), &arena_);
+        return err == CL_SUCCESS;
+    }
+
+    // What the kernel wrote into the buffers, back to their host memory.
+    void unstage_buffers(KernelCore &core) {
+        if (!core.buffers) return;
+        std::lock_guard<std::mutex> lock(core.buffers->mu);
+        for (const auto &b : staged_) std::memcpy(b.host, arena_img_.data() + b.offset, b.bytes);
+    }
+
+    struct Staged {
+        void *host;
+        std::size_t offset, bytes;
+    };
+    std::vector<Staged> staged_;
+    std::vector<std::uint8_t> table_img_, arena_img_;
+    cl_mem table_ = nullptr, arena_ = nullptr;
+    std::size_t table_bytes_ = 0, arena_bytes_ = 0;
 
     // The batch's replies to channel 0's rings, under the kernel's backpressure.
     void deliver(KernelCore &core, rk_ring_header *out) {
