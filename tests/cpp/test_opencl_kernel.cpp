@@ -9,6 +9,7 @@
 #include <CL/cl.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <chrono>
 #include <cstring>
 #include <string>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "ringkernel/clock.hpp"
+#include "ringkernel/runtime.hpp"
 #include "rk_builtins.h"
 
 namespace {
@@ -290,3 +292,84 @@ INSTANTIATE_TEST_SUITE_P(Dialect, OpenClKernel, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool> &p) { return p.param ? "C11Atomics" : "OpenCLC12"; });
 
 }  // namespace
+
+// The OpenCL backend through the C++ runtime API: the same kernel in each mode the device offers.
+namespace {
+
+struct Echo {
+    std::uint64_t seq;
+    double value;
+};
+
+void round_trips(rk::Runtime &rt, const std::string &mode, std::uint32_t grid) {
+    rk::KernelSpec s;
+    s.name = "echo_" + mode;
+    s.handler = rk::Handler::builtin("echo");
+    s.input_size = s.output_size = sizeof(Echo);
+    s.grid = grid;
+    s.block = 4;
+    s.mode = mode;
+    auto k = rt.launch(s);
+    EXPECT_EQ(k->mode(), mode);
+    k->enable_telemetry();
+    k->activate();
+    for (std::uint64_t i = 0; i < 500; ++i) {
+        Echo e{i, 0.5 * static_cast<double>(i)};
+        ASSERT_TRUE(k->input()->send(&e, {}, rk::Wait::for_ns(5'000'000'000)));
+    }
+    std::vector<bool> seen(500, false);
+    for (int i = 0; i < 500; ++i) {
+        Echo out{};
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, rk::Wait::for_ns(5'000'000'000))) << mode << " reply " << i;
+        ASSERT_LT(out.seq, 500u);
+        EXPECT_EQ(out.value, 0.5 * static_cast<double>(out.seq));
+        EXPECT_FALSE(seen[out.seq]);
+        seen[out.seq] = true;
+    }
+    EXPECT_EQ(k->messages_processed(), 500u);
+    EXPECT_EQ(k->telemetry().messages_processed, 500u);
+    EXPECT_EQ(k->terminate(5'000'000'000), rk::KernelState::Terminated);
+}
+
+}  // namespace
+
+TEST(OpenClRuntime, PersistentAndDispatchModes) {
+    Device d;
+    if (!d.skip.empty()) GTEST_SKIP() << d.skip;
+    rk::Runtime rt("opencl");
+    round_trips(rt, "persistent", 1);
+    round_trips(rt, "dispatch", 2);
+}
+
+TEST(OpenClRuntime, DispatchWithCopiesWhereMemoryIsNotShared) {
+    Device d;
+    if (!d.skip.empty()) GTEST_SKIP() << d.skip;
+    ::setenv("RINGKERNEL_OPENCL_SVM", "0", 1);
+    {
+        rk::Runtime rt("opencl");
+        round_trips(rt, "dispatch", 1);
+        rk::KernelSpec s;
+        s.name = "p";
+        s.handler = rk::Handler::builtin("echo");
+        s.input_size = s.output_size = sizeof(Echo);
+        s.mode = "persistent";
+        EXPECT_THROW(rt.launch(s), std::invalid_argument);
+    }
+    ::unsetenv("RINGKERNEL_OPENCL_SVM");
+}
+
+TEST(OpenClRuntime, BuildErrorsCarryTheLog) {
+    Device d;
+    if (!d.skip.empty()) GTEST_SKIP() << d.skip;
+    rk::Runtime rt("opencl");
+    rk::KernelSpec s;
+    s.name = "bad";
+    s.handler = rk::Handler::source("int h(rk_ctx *c, RK_GLOBAL const void *i, RK_LOCAL void *o) { return nope; }", "h");
+    s.input_size = s.output_size = 16;
+    try {
+        rt.launch(s);
+        FAIL() << "expected CompileError";
+    } catch (const rk::CompileError &e) {
+        EXPECT_NE(e.log().find("nope"), std::string::npos) << e.log();
+    }
+}
