@@ -292,35 +292,30 @@ private:
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
-// Dispatch mode: a host thread launches the kernel whenever messages wait and its outputs have room;
-// each launch handles what is there and returns. Nothing stays resident, so any number of kernels can
-// share the device. While a launch runs, the thread publishes the clock and wakes host waiters as the
-// rings move, as the persistent mode's bridge does.
-class OpenClDispatch final : public BlockRunner {
+// The runners of the dispatch modes: a host thread waits until the kernel may run (messages wait, it
+// is active, ...), launches it, and goes on until the kernel is told to terminate. The thread holds a
+// reference to the core whenever it touches the runner, so the runner (owned by the core) outlives
+// each use; once the core is gone it returns at once.
+class HostLaunched : public BlockRunner {
 public:
-    OpenClDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
+    HostLaunched(std::shared_ptr<Context> c, cl_program prog, const char *kernel_name, KernelCore &core,
+                 std::unique_ptr<Reservation> units)
         : c_(std::move(c)), core_(core), units_(std::move(units)) {
         cl_int err;
-        kernel_ = c_->cl->CreateKernel(prog, "rk_dispatch", &err);
+        kernel_ = c_->cl->CreateKernel(prog, kernel_name, &err);
         if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
         queue_ = c_->cl->CreateCommandQueueWithProperties(c_->ctx, c_->device.device, nullptr, &err);
         if (err != CL_SUCCESS) throw Error(cl_error("clCreateCommandQueueWithProperties", err));
-        params_ = static_cast<rk_kernel_params *>(core_.memory->allocate(sizeof(rk_kernel_params), 128));
     }
 
-    ~OpenClDispatch() override {
-        stop_->store(true);
-        if (thread_.joinable()) {
-            if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-            else thread_.join();
-        }
+    ~HostLaunched() override {
+        stop_thread();
         if (kernel_) c_->cl->ReleaseKernel(kernel_);
         if (queue_) c_->cl->ReleaseCommandQueue(queue_);
-        core_.memory->deallocate(params_, sizeof(rk_kernel_params));
     }
 
     void start(const std::shared_ptr<KernelCore> &core) override {
-        prepare_launch(*c_->cl, kernel_, params_, *core);
+        setup(*core);
         keepalive_ = core;
         std::weak_ptr<KernelCore> weak = core;
         auto stop = stop_;
@@ -347,20 +342,62 @@ public:
     std::uint32_t alive() const override { return done_->load() ? 0u : core_.spec.grid; }
     void stopped() override { units_->release(); }
 
+protected:
+    // Stop the thread before the derived runner releases what a launch uses.
+    void stop_thread() {
+        stop_->store(true);
+        if (!thread_.joinable()) return;
+        if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
+        else thread_.join();
+    }
+
+    virtual void setup(KernelCore &core) = 0;
+    virtual bool ready(const KernelCore &core) = 0;
+    // One launch; false when the kernel cannot run (after fail()).
+    virtual bool launch(KernelCore &core) = 0;
+    virtual void on_exit(KernelCore &) {}
+
+    static bool terminating(const KernelCore &core) {
+        return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    }
+
+    // The kernel cannot run: say so everywhere a user looks, and stop taking messages.
+    static bool fail(KernelCore &core, const std::string &why) {
+        rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
+        rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+        {
+            std::lock_guard<std::mutex> lock(core.err_mu);
+            core.last_error_message = why;
+        }
+        // held[0] is the kernel's input queue (see Runtime::create).
+        if (!core.held.empty()) core.held.front()->close("kernel '" + core.spec.name + "' cannot run on the device: " + why);
+        return false;
+    }
+
+    std::shared_ptr<Context> c_;
+    KernelCore &core_;
+    cl_kernel kernel_ = nullptr;
+    cl_command_queue queue_ = nullptr;
+
 private:
-    // Runs on its own thread. It holds a reference to the core whenever it touches the runner, so the
-    // runner (owned by the core) outlives each use; once the core is gone it returns at once.
     void run(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
              std::shared_ptr<std::atomic<bool>> done) {
-        std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;
         for (;;) {
             auto core = weak.lock();
             if (!core || stop->load()) return;
-            if (!cycle(*core, seen)) break;
+            if (terminating(*core)) break;
+            if (!ready(*core)) {
+                // Host senders and receivers ring the doorbell; rings moved by device kernels are seen
+                // within 1 ms.
+                core->doorbell->wait([&] { return terminating(*core) || ready(*core); },
+                                     Deadline::from(Wait::for_ns(1'000'000)), nullptr);
+                continue;
+            }
+            if (!launch(*core)) break;
         }
         auto core = weak.lock();
         if (!core) return;
-        notify_progress(*core, seen);
+        on_exit(*core);
         rk_atomic_store_i32(&core->cb->blocks_exited, static_cast<rk_i32>(core->spec.grid), RK_RELEASE,
                             RK_SCOPE_SYSTEM);
         rk_atomic_store_i32(&core->cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
@@ -369,12 +406,34 @@ private:
         core->exit_cv.notify_all();
     }
 
-    static bool terminating(const KernelCore &core) {
-        return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
+    std::unique_ptr<Reservation> units_;
+    std::weak_ptr<KernelCore> keepalive_;
+    std::thread thread_;
+    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<KernelCore> *leaked_ = nullptr;
+};
+
+// Dispatch mode: launches whenever messages wait and the outputs have room; each launch handles what
+// is there and returns. Nothing stays resident, so any number of kernels can share the device. While a
+// launch runs, the thread publishes the clock and wakes host waiters as the rings move, as the
+// persistent mode's bridge does.
+class OpenClDispatch final : public HostLaunched {
+public:
+    OpenClDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
+        : HostLaunched(std::move(c), prog, "rk_dispatch", core, std::move(units)) {
+        params_ = static_cast<rk_kernel_params *>(core_.memory->allocate(sizeof(rk_kernel_params), 128));
     }
 
-    // Messages wait, the kernel is active, and every output has room.
-    static bool ready(const KernelCore &core) {
+    ~OpenClDispatch() override {
+        stop_thread();
+        core_.memory->deallocate(params_, sizeof(rk_kernel_params));
+    }
+
+private:
+    void setup(KernelCore &core) override { prepare_launch(*c_->cl, kernel_, params_, core); }
+
+    bool ready(const KernelCore &core) override {
         if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
         const rk_routes &r = core.routes();
         for (rk_u32 c = 0; c < r.n_channels; ++c)
@@ -385,16 +444,7 @@ private:
         return false;
     }
 
-    // One wait-or-launch. False when the kernel is to stop.
-    bool cycle(KernelCore &core, std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> &seen) {
-        if (terminating(core)) return false;
-        if (!ready(core)) {
-            // Host senders and receivers ring the doorbell; rings moved by device kernels are seen
-            // within 1 ms.
-            core.doorbell->wait([&] { return terminating(core) || ready(core); },
-                                Deadline::from(Wait::for_ns(1'000'000)), nullptr);
-            return true;
-        }
+    bool launch(KernelCore &core) override {
         const opencl::Api &cl = *c_->cl;
         const size_t local = core.spec.block, global = static_cast<size_t>(core.spec.grid) * core.spec.block;
         __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
@@ -409,7 +459,7 @@ private:
                 cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
                 if (status == CL_COMPLETE || status < 0) break;
                 __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-                notify_progress(core, seen);
+                notify_progress(core, seen_);
                 // Most launches end within tens of µs: yield first, sleep only in a long one.
                 if (polls < 256) std::this_thread::yield();
                 else std::this_thread::sleep_for(std::chrono::microseconds(20));
@@ -417,32 +467,14 @@ private:
             cl.ReleaseEvent(ev);
             if (status < 0) err = status;
         }
-        notify_progress(core, seen);
-        if (err == CL_SUCCESS) return true;
-        // The kernel cannot run: say so everywhere a user looks, and stop taking messages.
-        const std::string why = cl_error("launching the kernel", err);
-        rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
-        rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-        {
-            std::lock_guard<std::mutex> lock(core.err_mu);
-            core.last_error_message = why;
-        }
-        const std::shared_ptr<Queue> in = core.held.empty() ? nullptr : core.held.front();
-        if (in) in->close("kernel '" + core.spec.name + "' cannot run on the device: " + why);
-        return false;
+        notify_progress(core, seen_);
+        return err == CL_SUCCESS || fail(core, cl_error("launching the kernel", err));
     }
 
-    std::shared_ptr<Context> c_;
-    KernelCore &core_;
-    std::unique_ptr<Reservation> units_;
-    std::weak_ptr<KernelCore> keepalive_;
-    cl_kernel kernel_ = nullptr;
-    cl_command_queue queue_ = nullptr;
+    void on_exit(KernelCore &core) override { notify_progress(core, seen_); }
+
     rk_kernel_params *params_ = nullptr;
-    std::thread thread_;
-    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
-    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
-    std::shared_ptr<KernelCore> *leaked_ = nullptr;
+    std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen_;
 };
 
 // Dispatch mode with copies, for devices that cannot share memory with the host while a kernel runs
@@ -450,18 +482,14 @@ private:
 // to kBatch waiting requests into a ring in device memory (and every live buffer into an arena),
 // launches the kernel, copies the replies, the counters and the buffers back, and delivers the
 // replies to the kernel's outputs on the host.
-class OpenClCopyDispatch final : public BlockRunner {
+class OpenClCopyDispatch final : public HostLaunched {
 public:
     static constexpr std::uint32_t kBatch = 256;
 
     OpenClCopyDispatch(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
-        : c_(std::move(c)), core_(core), units_(std::move(units)) {
+        : HostLaunched(std::move(c), prog, "rk_copy", core, std::move(units)) {
         const opencl::Api &cl = *c_->cl;
         cl_int err;
-        kernel_ = cl.CreateKernel(prog, "rk_copy", &err);
-        if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
-        queue_ = cl.CreateCommandQueueWithProperties(c_->ctx, c_->device.device, nullptr, &err);
-        if (err != CL_SUCCESS) throw Error(cl_error("clCreateCommandQueueWithProperties", err));
         const KernelSpec &spec = core_.spec;
         in_stride_ = rk_ring_slot_stride(spec.input_size);
         out_stride_ = rk_ring_slot_stride(spec.output_size);
@@ -476,81 +504,32 @@ public:
     }
 
     ~OpenClCopyDispatch() override {
-        stop_->store(true);
-        if (thread_.joinable()) {
-            if (thread_.get_id() == std::this_thread::get_id()) thread_.detach();
-            else thread_.join();
-        }
+        stop_thread();
         for (cl_mem m : mem_)
             if (m) c_->cl->ReleaseMemObject(m);
         for (cl_mem m : {table_, arena_})
             if (m) c_->cl->ReleaseMemObject(m);
-        if (kernel_) c_->cl->ReleaseKernel(kernel_);
-        if (queue_) c_->cl->ReleaseCommandQueue(queue_);
     }
 
-    void start(const std::shared_ptr<KernelCore> &core) override {
-        const KernelSpec &spec = core->spec;
+private:
+    void setup(KernelCore &core) override {
+        const KernelSpec &spec = core.spec;
         rk_kernel_params p{};
         p.ttl_ns = spec.options.ttl_ns();
-        p.reply_id_base = core->reply_id_base;
+        p.reply_id_base = core.reply_id_base;
         p.in_size = spec.input_size;
         p.out_size = spec.output_size;
         p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
         p.out_type = spec.output_type;
-        p.node = static_cast<rk_u16>(core->cb->node);
+        p.node = static_cast<rk_u16>(core.cb->node);
         const opencl::Api &cl = *c_->cl;
         cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
         for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
-        if (err == CL_SUCCESS) err = stage_buffers(*core, false) ? CL_SUCCESS : CL_OUT_OF_RESOURCES;
+        if (err == CL_SUCCESS) err = stage_buffers(core, false) ? CL_SUCCESS : CL_OUT_OF_RESOURCES;
         if (err != CL_SUCCESS) throw Error(cl_error("setting up the kernel's device memory", err));
-        keepalive_ = core;
-        std::weak_ptr<KernelCore> weak = core;
-        auto stop = stop_;
-        auto done = done_;
-        thread_ = std::thread([this, weak, stop, done] { run(weak, stop, done); });
     }
 
-    bool wait_stopped(std::int64_t timeout_ns) override {
-        core_.wake();
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
-        std::unique_lock<std::mutex> lock(core_.exit_mu);
-        if (!core_.exit_cv.wait_until(lock, deadline, [this] { return done_->load(); })) return false;
-        lock.unlock();
-        if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) thread_.join();
-        return true;
-    }
-
-    void abandon() override {
-        if (thread_.joinable()) thread_.detach();
-        leaked_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
-    }
-
-    std::uint32_t alive() const override { return done_->load() ? 0u : core_.spec.grid; }
-    void stopped() override { units_->release(); }
-
-private:
-    void run(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
-             std::shared_ptr<std::atomic<bool>> done) {
-        for (;;) {
-            auto core = weak.lock();
-            if (!core || stop->load()) return;
-            if (!cycle(*core)) break;
-        }
-        auto core = weak.lock();
-        if (!core) return;
-        rk_atomic_store_i32(&core->cb->blocks_exited, static_cast<rk_i32>(core->spec.grid), RK_RELEASE,
-                            RK_SCOPE_SYSTEM);
-        rk_atomic_store_i32(&core->cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
-        std::lock_guard<std::mutex> lock(core->exit_mu);
-        done->store(true);
-        core->exit_cv.notify_all();
-    }
-
-    static bool terminating(const KernelCore &core) {
-        return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
-    }
-    static bool ready(const KernelCore &core) {
+    bool ready(const KernelCore &core) override {
         if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) return false;
         const rk_routes &r = core.routes();
         for (rk_u32 i = 0; i < r.n_inputs; ++i)
@@ -558,13 +537,7 @@ private:
         return false;
     }
 
-    bool cycle(KernelCore &core) {
-        if (terminating(core)) return false;
-        if (!ready(core)) {
-            core.doorbell->wait([&] { return terminating(core) || ready(core); },
-                                Deadline::from(Wait::for_ns(1'000'000)), nullptr);
-            return true;
-        }
+    bool launch(KernelCore &core) override {
         // 1. Up to kBatch waiting requests (round robin over the inputs) into the device ring's image.
         auto *img = reinterpret_cast<rk_ring_header *>(in_img_.data());
         std::memset(in_img_.data(), 0, in_img_.size());
@@ -614,17 +587,7 @@ private:
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof after, &after, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof tel, &tel, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.Finish(queue_);
-        if (err != CL_SUCCESS) {
-            const std::string why = cl_error("running the kernel", err);
-            rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
-            rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-            {
-                std::lock_guard<std::mutex> lock(core.err_mu);
-                core.last_error_message = why;
-            }
-            if (!core.held.empty()) core.held.front()->close("kernel '" + spec.name + "' cannot run on the device: " + why);
-            return false;
-        }
+        if (err != CL_SUCCESS) return fail(core, cl_error("running the kernel", err));
         // 3. Counters first (whoever sees a reply sees them), then the replies.
         rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&core.cb->messages_processed),
                             static_cast<rk_u64>(after.messages_processed), RK_RELEASE, RK_SCOPE_SYSTEM);
@@ -735,19 +698,9 @@ private:
         }
     }
 
-    std::shared_ptr<Context> c_;
-    KernelCore &core_;
-    std::unique_ptr<Reservation> units_;
-    std::weak_ptr<KernelCore> keepalive_;
-    cl_kernel kernel_ = nullptr;
-    cl_command_queue queue_ = nullptr;
     cl_mem mem_[7] = {};  // params, control block, telemetry, routes, routes word, input ring, output ring
     std::uint32_t in_stride_ = 0, out_stride_ = 0;
     std::vector<std::uint8_t> in_img_, out_img_;
-    std::thread thread_;
-    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
-    std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
-    std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
 class OpenClBackend final : public Backend {
