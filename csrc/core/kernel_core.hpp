@@ -118,6 +118,8 @@ public:
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
+// Why the CUDA backend cannot run here: driver, GPUs and NVRTC as found at run time.
+std::string cuda_status_detail();
 // The OpenCL backend on the device `cfg.device` selects (BackendUnavailableError when it cannot run).
 std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg);
 

@@ -69,7 +69,7 @@ BackendStatus status_of(const std::string &name) {
         return {"cpu", true,
                 "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
                     " hardware threads)"};
-    if (name == "cuda") return {"cuda", false, "the CUDA backend is not implemented in this version"};
+    if (name == "cuda") return {"cuda", false, cuda_status_detail()};
     if (name == "opencl") {
 #if RINGKERNEL_HAS_OPENCL
         std::string why;

@@ -587,8 +587,8 @@ std::vector<BackendInfo> backends() {
     for (const auto &s : rk::backend_statuses()) {
         std::string detail = s.detail;
         if (s.name == "cuda")
-            detail += RINGKERNEL_HAS_CUDA_COMPILER ? " (the device dialect was compiled with nvcc at build time)"
-                                                   : " (no CUDA compiler was found at build time)";
+            detail += RINGKERNEL_HAS_CUDA_COMPILER ? " (it was, for this build)"
+                                                   : " (no CUDA compiler was found for this build)";
         out.push_back({s.name, s.available, detail});
     }
     return out;

@@ -897,3 +897,27 @@ def test_copy_mode_refusals(monkeypatch):
             rt.launch("c", "echo", input=REC, channels=["alerts"])
         k = rt.launch("v", "vector_add", input=VectorAddRequest, output=VectorAddResponse)
         assert k.mode == "dispatch"
+
+
+def test_cuda_unavailability_says_why():
+    import subprocess
+    import sys
+
+    info = _availability()["cuda"]
+    if info.available:
+        pytest.skip("a CUDA backend is available here")
+    assert "NVIDIA driver" in info.detail or "GPU" in info.detail
+    assert "NVRTC" in info.detail
+    with pytest.raises(rk.BackendUnavailableError) as err:
+        rk.Runtime("cuda")
+    assert info.detail.split(";")[0] in str(err.value)
+    # A machine without a driver (forced): the package still imports and runs on the CPU.
+    code = ("import ringkernel as rk\n"
+            "info = {b.name: b for b in rk.backends()}\n"
+            "print(info['cuda'].detail)\n"
+            "with rk.Runtime('auto') as rt:\n"
+            "    print('auto:', rt.backend)\n")
+    env = dict(os.environ, RINGKERNEL_CUDA_DRIVER="/nonexistent/libcuda.so.1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "no NVIDIA driver (/nonexistent/libcuda.so.1" in out.stdout and "auto: cpu" in out.stdout
