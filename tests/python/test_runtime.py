@@ -739,10 +739,18 @@ def test_named_channel_feeds_another_kernel(cpu_rt):
     assert [odd_sink.receive(timeout=2)["seq"] for _ in range(3)] == [1, 3, 5]
 
 
-def test_missing_opencl_loader_is_reported_not_fatal():
+def _python(code: str, **env: str):
+    """Run `code` in a fresh interpreter with `env` added; it must succeed."""
     import subprocess
     import sys
 
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_missing_opencl_loader_is_reported_not_fatal():
     code = ("import ringkernel as rk\n"
             "info = {b.name: b for b in rk.backends()}\n"
             "assert info['cpu'].available and not info['opencl'].available\n"
@@ -753,9 +761,7 @@ def test_missing_opencl_loader_is_reported_not_fatal():
             "    print('raised:', e)\n"
             "with rk.Runtime('auto') as rt:\n"
             "    print('auto:', rt.backend)\n")
-    env = dict(os.environ, RINGKERNEL_OPENCL_LIBRARY="/nonexistent/libOpenCL.so.1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0, out.stderr
+    out = _python(code, RINGKERNEL_OPENCL_LIBRARY="/nonexistent/libOpenCL.so.1")
     assert "no OpenCL ICD loader could be loaded" in out.stdout
     assert "raised: backend 'opencl' is unavailable: no OpenCL ICD loader" in out.stdout
     assert "auto: cpu" in out.stdout
@@ -900,9 +906,6 @@ def test_copy_mode_refusals(monkeypatch):
 
 
 def test_cuda_unavailability_says_why():
-    import subprocess
-    import sys
-
     info = _availability()["cuda"]
     if info.available:
         pytest.skip("a CUDA backend is available here")
@@ -917,7 +920,5 @@ def test_cuda_unavailability_says_why():
             "print(info['cuda'].detail)\n"
             "with rk.Runtime('auto') as rt:\n"
             "    print('auto:', rt.backend)\n")
-    env = dict(os.environ, RINGKERNEL_CUDA_DRIVER="/nonexistent/libcuda.so.1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-    assert out.returncode == 0, out.stderr
+    out = _python(code, RINGKERNEL_CUDA_DRIVER="/nonexistent/libcuda.so.1")
     assert "no NVIDIA driver (/nonexistent/libcuda.so.1" in out.stdout and "auto: cpu" in out.stdout

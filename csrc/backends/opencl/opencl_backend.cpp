@@ -139,14 +139,10 @@ void declare_svm(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *para
     cl.SetKernelExecInfo(kernel, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
 }
 
-// Fill the launch parameters and declare the SVM the kernel reaches.
-void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
+// The launch parameters every mode shares (addresses are left 0: each mode sets its own).
+rk_kernel_params kernel_params(const KernelCore &core) {
     const KernelSpec &spec = core.spec;
-    rk_kernel_params &p = *params;
-    p.control_block = reinterpret_cast<std::uintptr_t>(core.cb);
-    p.telemetry = reinterpret_cast<std::uintptr_t>(core.tel);
-    p.routes_word = reinterpret_cast<std::uintptr_t>(core.routes_word);
-    p.buffers = core.buffers ? reinterpret_cast<std::uintptr_t>(core.buffers->table) : 0;
+    rk_kernel_params p{};
     p.ttl_ns = spec.options.ttl_ns();
     p.reply_id_base = core.reply_id_base;
     p.in_size = spec.input_size;
@@ -154,6 +150,17 @@ void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *p
     p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
     p.out_type = spec.output_type;
     p.node = static_cast<rk_u16>(core.cb->node);
+    return p;
+}
+
+// Fill the launch parameters and declare the SVM the kernel reaches.
+void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
+    rk_kernel_params &p = *params;
+    p = kernel_params(core);
+    p.control_block = reinterpret_cast<std::uintptr_t>(core.cb);
+    p.telemetry = reinterpret_cast<std::uintptr_t>(core.tel);
+    p.routes_word = reinterpret_cast<std::uintptr_t>(core.routes_word);
+    p.buffers = core.buffers ? reinterpret_cast<std::uintptr_t>(core.buffers->table) : 0;
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
     declare_svm(cl, kernel, params, core);
     const cl_int err = cl.SetKernelArgSVMPointer(kernel, 0, params);
@@ -513,15 +520,7 @@ public:
 
 private:
     void setup(KernelCore &core) override {
-        const KernelSpec &spec = core.spec;
-        rk_kernel_params p{};
-        p.ttl_ns = spec.options.ttl_ns();
-        p.reply_id_base = core.reply_id_base;
-        p.in_size = spec.input_size;
-        p.out_size = spec.output_size;
-        p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
-        p.out_type = spec.output_type;
-        p.node = static_cast<rk_u16>(core.cb->node);
+        const rk_kernel_params p = kernel_params(core);  // no addresses: the kernel takes its memory as arguments
         const opencl::Api &cl = *c_->cl;
         cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
         for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
