@@ -1,5 +1,6 @@
-# cuda.cmake — when nvcc is available, compile the device dialect in a CUDA translation unit for
-# sm_80 and sm_90, so a CUDA compile error fails the build. Without nvcc the build goes on.
+# cuda.cmake — when nvcc is available, build the CUDA backend: the built-in handlers' persistent kernels
+# (device code, sm_80/sm_90 + PTX) and the host side against the statically linked CUDA runtime.
+# Without nvcc the build goes on and rk.backends() says the build has no CUDA backend.
 set(RINGKERNEL_HAS_CUDA OFF)
 if(NOT RINGKERNEL_ENABLE_CUDA STREQUAL "OFF")
   include(CheckLanguage)
@@ -25,13 +26,22 @@ if(NOT RINGKERNEL_ENABLE_CUDA STREQUAL "OFF")
 endif()
 
 if(RINGKERNEL_HAS_CUDA)
-  add_library(ringkernel_cuda_dialect_check OBJECT csrc/backends/cuda/dialect_check.cu)
-  set_target_properties(ringkernel_cuda_dialect_check PROPERTIES
-    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_ARCHITECTURES "80;90")
-  target_include_directories(ringkernel_cuda_dialect_check PRIVATE
+  find_package(CUDAToolkit REQUIRED)
+  # Device code compiled into the library: the built-in handlers' persistent kernels (SASS for sm_80 and
+  # sm_90, PTX for later GPUs) and a compile check of the ring protocol in both scopes.
+  add_library(ringkernel_cuda_kernels OBJECT csrc/backends/cuda/cuda_kernels.cu csrc/backends/cuda/dialect_check.cu)
+  set_target_properties(ringkernel_cuda_kernels PROPERTIES
+    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_ARCHITECTURES "80-real;90-real;90-virtual"
+    POSITION_INDEPENDENT_CODE ON)
+  target_include_directories(ringkernel_cuda_kernels PRIVATE
     "${CMAKE_CURRENT_SOURCE_DIR}/csrc/include" "${CMAKE_CURRENT_SOURCE_DIR}/csrc/device")
-  ringkernel_set_warnings(ringkernel_cuda_dialect_check)
-  # Built with the default target, so `cmake --build` and `pip install .` both compile it.
-  add_custom_target(ringkernel_cuda_check ALL DEPENDS ringkernel_cuda_dialect_check)
-  message(STATUS "ringkernel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}; device dialect compiled for sm_80, sm_90")
+  ringkernel_set_warnings(ringkernel_cuda_kernels)
+  # Host side: the C++ compiler builds the backend against the CUDA runtime API, linked statically
+  # (cudart opens the driver itself, at the first CUDA call), so the library loads without a driver.
+  target_sources(ringkernel PRIVATE $<TARGET_OBJECTS:ringkernel_cuda_kernels>
+                 csrc/backends/cuda/cuda_backend.cpp)
+  target_include_directories(ringkernel SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(ringkernel PRIVATE CUDA::cudart_static)
+  target_compile_definitions(ringkernel PRIVATE RINGKERNEL_HAS_CUDA=1)
+  message(STATUS "ringkernel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}; CUDA backend built (sm_80, sm_90 + PTX, cudart static)")
 endif()

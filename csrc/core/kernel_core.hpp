@@ -30,6 +30,18 @@ struct HostModule {
 // install prefix, or the source tree this library was built from.
 std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg);
 
+// The text of the dialect's headers in `incs` (part of a compiled handler's identity); CompileError when
+// rk_kernel.h is not there.
+std::string dialect_identity(const std::vector<std::string> &incs);
+// Where compiled handlers are cached (RuntimeConfig::cache_dir, $RINGKERNEL_CACHE_DIR, ~/.cache/ringkernel),
+// and making sure it exists and is private to the user (Error otherwise).
+std::string handler_cache_dir(const RuntimeConfig &cfg);
+void make_private_dir(const std::string &path);
+// FNV-1a, 64 bits: a stable content hash for cache file names.
+std::uint64_t fnv1a(const std::string &s, std::uint64_t h = 1469598103934665603ull);
+// [A-Za-z_][A-Za-z0-9_]*, at most 128 characters.
+bool valid_identifier(const std::string &s);
+
 // Compile (or find in the cache) a portable-source handler for the CPU backend.
 std::shared_ptr<HostModule> compile_host_source(const std::string &code, const std::string &entry,
                                                const RuntimeConfig &cfg);
@@ -37,11 +49,13 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
 class BlockRunner;  // a backend's blocks of one kernel
 
 struct BufferTableMem {
-    BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem);
+    // The table lives in `mem` (kernels read it); the buffers themselves in `data`.
+    BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem, std::shared_ptr<MemoryResource> data);
     ~BufferTableMem();
     BufferTableMem(const BufferTableMem &) = delete;
     BufferTableMem &operator=(const BufferTableMem &) = delete;
     std::shared_ptr<MemoryResource> resource;
+    std::shared_ptr<MemoryResource> data;
     rk_buffer_table *table = nullptr;     // in `resource`: what kernels read
     rk_buffer_entry *entries = nullptr;   // `count` entries, in `resource`
     std::uint32_t count = 0;
@@ -112,14 +126,23 @@ public:
     virtual const char *name() const noexcept = 0;
     // Where the kernels' rings, control blocks, routes and buffers live.
     virtual std::shared_ptr<MemoryResource> memory() { return host_memory(); }
+    // Where buffers (Runtime::buffer) live: memory() unless the backend has device memory for them.
+    virtual std::shared_ptr<MemoryResource> buffer_memory() { return memory(); }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
-// Why the CUDA backend cannot run here: driver, GPUs and NVRTC as found at run time.
-std::string cuda_status_detail();
+// Whether the CUDA backend can run here, and what it runs on or why not: the driver (opened without
+// linking it), the GPUs the CUDA runtime sees, and NVRTC.
+std::string cuda_status_detail(bool *available);
+#if RINGKERNEL_HAS_CUDA
+// The CUDA runtime's view (cuda_backend.cpp), called once the driver is known to be there.
+std::string cuda_runtime_detail(bool *available);
+// The CUDA backend on the GPU `cfg.device` selects (BackendUnavailableError when it cannot run).
+std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg);
+#endif
 // The OpenCL backend on the device `cfg.device` selects (BackendUnavailableError when it cannot run).
 std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg);
 

@@ -95,6 +95,17 @@ LaunchOptions &LaunchOptions::set_dedup_window(std::uint64_t v) {
     return *this;
 }
 
+LaunchOptions &LaunchOptions::set_idle_backoff_ns(std::uint64_t v) {
+    if (v > kMaxIdleBackoffNs) {
+        std::ostringstream msg;
+        msg << "idle_backoff must be in [0, " << static_cast<double>(kMaxIdleBackoffNs) / 1e9 << "] seconds, got "
+            << static_cast<double>(v) / 1e9;
+        throw std::invalid_argument(msg.str());
+    }
+    idle_backoff_ns_ = v;
+    return *this;
+}
+
 QueueConfig LaunchOptions::queue_config(std::uint32_t payload_size) const {
     QueueConfig c;
     c.capacity = queue_capacity_;
@@ -115,7 +126,7 @@ std::string LaunchOptions::to_string() const {
         s << "None";
     else
         s << static_cast<double>(ttl_ns_) / 1e9;
-    s << ")";
+    s << ", idle_backoff=" << static_cast<double>(idle_backoff_ns_) / 1e9 << ")";
     return s.str();
 }
 

@@ -69,7 +69,11 @@ BackendStatus status_of(const std::string &name) {
         return {"cpu", true,
                 "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
                     " hardware threads)"};
-    if (name == "cuda") return {"cuda", false, cuda_status_detail()};
+    if (name == "cuda") {
+        bool available = false;
+        std::string detail = cuda_status_detail(&available);
+        return {"cuda", available, detail};
+    }
     if (name == "opencl") {
 #if RINGKERNEL_HAS_OPENCL
         std::string why;
@@ -110,8 +114,9 @@ std::vector<BackendStatus> backend_statuses() {
 
 // ---- buffers -----------------------------------------------------------------------------------------
 
-BufferTableMem::BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem)
-    : resource(std::move(mem)), memory(capacity, nullptr), sizes(capacity, 0) {
+BufferTableMem::BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryResource> mem,
+                               std::shared_ptr<MemoryResource> data_mem)
+    : resource(std::move(mem)), data(std::move(data_mem)), memory(capacity, nullptr), sizes(capacity, 0) {
     entries = static_cast<rk_buffer_entry *>(resource->allocate(sizeof(rk_buffer_entry) * capacity, 64));
     count = capacity;
     table = static_cast<rk_buffer_table *>(resource->allocate(sizeof(rk_buffer_table), 64));
@@ -121,7 +126,7 @@ BufferTableMem::BufferTableMem(std::uint32_t capacity, std::shared_ptr<MemoryRes
 
 BufferTableMem::~BufferTableMem() {
     for (std::size_t i = 0; i < memory.size(); ++i)
-        if (memory[i]) resource->deallocate(memory[i], sizes[i]);
+        if (memory[i]) data->deallocate(memory[i], sizes[i]);
     resource->deallocate(table, sizeof(rk_buffer_table));
     resource->deallocate(entries, sizeof(rk_buffer_entry) * count);
 }
@@ -364,11 +369,14 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
 #if RINGKERNEL_HAS_OPENCL
     else if (chosen == "opencl") backend_ = make_opencl_backend(cfg_);
 #endif
+#if RINGKERNEL_HAS_CUDA
+    else if (chosen == "cuda") backend_ = make_cuda_backend(cfg_);
+#endif
     else throw BackendUnavailableError("backend '" + chosen + "' has no implementation in this build");
     backend_name_ = chosen;
     if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))
         throw std::invalid_argument("max_buffers must be in [1, 1048576], got " + std::to_string(cfg_.max_buffers));
-    buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers, backend_->memory());
+    buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers, backend_->memory(), backend_->buffer_memory());
 }
 
 Runtime::~Runtime() {
@@ -869,7 +877,7 @@ Buffer Runtime::buffer(std::size_t bytes) {
                                     "closes, as a kernel may still be reading them)");
     const std::uint32_t i = t.next_free++;
     const std::size_t rounded = (bytes + 63) & ~std::size_t(63);
-    void *p = t.resource->allocate(rounded, 64);  // zeroed
+    void *p = t.data->allocate(rounded, 64);  // zeroed
     t.memory[i] = p;
     t.sizes[i] = rounded;
     rk_buffer_entry &e = t.entries[i];
@@ -877,7 +885,7 @@ Buffer Runtime::buffer(std::size_t bytes) {
     e.bytes = bytes;
     e.generation += 1;
     rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 1, RK_RELEASE, RK_SCOPE_SYSTEM);
-    return Buffer{(static_cast<std::uint64_t>(e.generation) << 32) | (i + 1), p, bytes};
+    return Buffer{(static_cast<std::uint64_t>(e.generation) << 32) | (i + 1), p, bytes, t.data->device()};
 }
 
 namespace {
@@ -907,7 +915,27 @@ Buffer Runtime::resolve(std::uint64_t handle) const {
     std::lock_guard<std::mutex> lock(t.mu);
     rk_buffer_entry *e = find_entry(t, handle);
     if (!e) throw std::invalid_argument("no live buffer with handle " + std::to_string(handle));
-    return Buffer{handle, reinterpret_cast<void *>(static_cast<std::uintptr_t>(e->address)), e->bytes};
+    return Buffer{handle, reinterpret_cast<void *>(static_cast<std::uintptr_t>(e->address)), e->bytes, t.data->device()};
+}
+
+namespace {
+// The address of bytes [offset, offset + n) of the buffer `b`, or invalid_argument.
+char *buffer_range(const Buffer &b, std::size_t offset, std::size_t n) {
+    if (offset > b.bytes || n > b.bytes - offset)
+        throw std::invalid_argument("bytes [" + std::to_string(offset) + ", " + std::to_string(offset + n) +
+                                    ") are outside the buffer, whose range is [0, " + std::to_string(b.bytes) + ")");
+    return static_cast<char *>(b.data) + offset;
+}
+}  // namespace
+
+void Runtime::write_buffer(std::uint64_t handle, std::size_t offset, const void *src, std::size_t n) {
+    const Buffer b = resolve(handle);
+    buffers_->data->copy_in(buffer_range(b, offset, n), src, n);
+}
+
+void Runtime::read_buffer(std::uint64_t handle, std::size_t offset, void *dst, std::size_t n) const {
+    const Buffer b = resolve(handle);
+    buffers_->data->copy_out(dst, buffer_range(b, offset, n), n);
 }
 
 std::shared_ptr<const void> Runtime::buffer_keepalive() const { return buffers_; }

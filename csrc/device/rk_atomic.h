@@ -69,63 +69,149 @@ RK_FN void rk_cpu_relax(void) {
 }
 
 #elif defined(RK_TARGET_CUDA)
-#include <cuda/atomic>
+/* Device code: PTX loads, stores and atomics with explicit semantics and scope (sm_70 and later):
+ * .sys for memory the host shares (page-locked, device-mapped host memory), .gpu for device memory.
+ * Written in PTX rather than through libcu++'s cuda::atomic_ref so that NVRTC compiles the dialect with
+ * no include path at all. The host pass of nvcc (RK_FN functions are __host__ __device__) uses the GCC
+ * builtins, as the host target does. */
+#if defined(__CUDA_ARCH__)
+/* RK_PTX_SCOPED(scope, X, sem): X(sem, "sys") or X(sem, "gpu"). */
+#define RK_PTX_SCOPED(scope, X, sem)                                                                   \
+    do {                                                                                               \
+        if ((scope) == RK_SCOPE_SYSTEM) X(sem, "sys");                                                 \
+        else X(sem, "gpu");                                                                            \
+    } while (0)
+/* A read-modify-write's semantics: the stronger of the success and failure orders. */
+#define RK_PTX_RMW(order, scope, X)                                                                    \
+    do {                                                                                               \
+        if ((order) == RK_SEQ_CST) rk_ptx_fence_sc(scope);                                             \
+        if ((order) == RK_RELAXED) RK_PTX_SCOPED(scope, X, "relaxed");                                 \
+        else if ((order) == RK_ACQUIRE) RK_PTX_SCOPED(scope, X, "acquire");                            \
+        else if ((order) == RK_RELEASE) RK_PTX_SCOPED(scope, X, "release");                            \
+        else RK_PTX_SCOPED(scope, X, "acq_rel");                                                       \
+    } while (0)
 
-__host__ __device__ inline cuda::std::memory_order rk_cuda_order(int order) {
-    return order == RK_RELAXED   ? cuda::std::memory_order_relaxed
-           : order == RK_ACQUIRE ? cuda::std::memory_order_acquire
-           : order == RK_RELEASE ? cuda::std::memory_order_release
-           : order == RK_ACQ_REL ? cuda::std::memory_order_acq_rel
-                                 : cuda::std::memory_order_seq_cst;
+__device__ inline void rk_ptx_fence_sc(int scope) {
+    if (scope == RK_SCOPE_SYSTEM) asm volatile("fence.sc.sys;" ::: "memory");
+    else asm volatile("fence.sc.gpu;" ::: "memory");
 }
-
-template <typename T, cuda::thread_scope S>
-__host__ __device__ inline cuda::atomic_ref<T, S> rk_cuda_ref(const T *p) {
-    return cuda::atomic_ref<T, S>(*const_cast<T *>(p));
+/* Loads are relaxed or acquire (seq_cst: a fence.sc first); stores relaxed or release (seq_cst: a
+ * fence.sc, then relaxed), the mapping libcu++ uses. */
+__device__ inline rk_u64 rk_ptx_load_u64(const rk_u64 *p, int order, int scope) {
+    rk_u64 v;
+#define RK_PTX_LD64(sem, sc) asm volatile("ld." sem "." sc ".u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory")
+    if (order == RK_SEQ_CST) rk_ptx_fence_sc(scope);
+    if (order == RK_RELAXED) RK_PTX_SCOPED(scope, RK_PTX_LD64, "relaxed");
+    else RK_PTX_SCOPED(scope, RK_PTX_LD64, "acquire");
+#undef RK_PTX_LD64
+    return v;
 }
+__device__ inline rk_i32 rk_ptx_load_i32(const rk_i32 *p, int order, int scope) {
+    rk_i32 v;
+#define RK_PTX_LD32(sem, sc) asm volatile("ld." sem "." sc ".s32 %0, [%1];" : "=r"(v) : "l"(p) : "memory")
+    if (order == RK_SEQ_CST) rk_ptx_fence_sc(scope);
+    if (order == RK_RELAXED) RK_PTX_SCOPED(scope, RK_PTX_LD32, "relaxed");
+    else RK_PTX_SCOPED(scope, RK_PTX_LD32, "acquire");
+#undef RK_PTX_LD32
+    return v;
+}
+__device__ inline void rk_ptx_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
+#define RK_PTX_ST64(sem, sc) asm volatile("st." sem "." sc ".u64 [%0], %1;" ::"l"(p), "l"(v) : "memory")
+    if (order == RK_SEQ_CST) rk_ptx_fence_sc(scope);
+    if (order == RK_RELAXED || order == RK_SEQ_CST) RK_PTX_SCOPED(scope, RK_PTX_ST64, "relaxed");
+    else RK_PTX_SCOPED(scope, RK_PTX_ST64, "release");
+#undef RK_PTX_ST64
+}
+__device__ inline void rk_ptx_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+#define RK_PTX_ST32(sem, sc) asm volatile("st." sem "." sc ".s32 [%0], %1;" ::"l"(p), "r"(v) : "memory")
+    if (order == RK_SEQ_CST) rk_ptx_fence_sc(scope);
+    if (order == RK_RELAXED || order == RK_SEQ_CST) RK_PTX_SCOPED(scope, RK_PTX_ST32, "relaxed");
+    else RK_PTX_SCOPED(scope, RK_PTX_ST32, "release");
+#undef RK_PTX_ST32
+}
+#endif
 
 RK_FN rk_u64 rk_atomic_load_u64(const rk_u64 *p, int order, int scope) {
-    return scope == RK_SCOPE_SYSTEM
-               ? rk_cuda_ref<rk_u64, cuda::thread_scope_system>(p).load(rk_cuda_order(order))
-               : rk_cuda_ref<rk_u64, cuda::thread_scope_device>(p).load(rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    return rk_ptx_load_u64(p, order, scope);
+#else
+    (void)scope;
+    return __atomic_load_n(p, order);
+#endif
 }
 RK_FN void rk_atomic_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
-    if (scope == RK_SCOPE_SYSTEM)
-        rk_cuda_ref<rk_u64, cuda::thread_scope_system>(p).store(v, rk_cuda_order(order));
-    else
-        rk_cuda_ref<rk_u64, cuda::thread_scope_device>(p).store(v, rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    rk_ptx_store_u64(p, v, order, scope);
+#else
+    (void)scope;
+    __atomic_store_n(p, v, order);
+#endif
 }
+/* Strong compare-and-swap; on failure *expected receives the current value. */
 RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
                             int scope) {
-    return scope == RK_SCOPE_SYSTEM
-               ? rk_cuda_ref<rk_u64, cuda::thread_scope_system>(p).compare_exchange_strong(
-                     *expected, desired, rk_cuda_order(success), rk_cuda_order(failure))
-               : rk_cuda_ref<rk_u64, cuda::thread_scope_device>(p).compare_exchange_strong(
-                     *expected, desired, rk_cuda_order(success), rk_cuda_order(failure));
+#if defined(__CUDA_ARCH__)
+    const rk_u64 want = *expected;
+    rk_u64 old;
+    const int order = success == RK_RELAXED && failure != RK_RELAXED ? RK_ACQUIRE : success;
+#define RK_PTX_CAS(sem, sc)                                                                            \
+    asm volatile("atom." sem "." sc ".cas.b64 %0, [%1], %2, %3;"                                       \
+                 : "=l"(old)                                                                           \
+                 : "l"(p), "l"(want), "l"(desired)                                                     \
+                 : "memory")
+    RK_PTX_RMW(order, scope, RK_PTX_CAS);
+#undef RK_PTX_CAS
+    *expected = old;
+    return old == want;
+#else
+    (void)scope;
+    return __atomic_compare_exchange_n(p, expected, desired, 0, success, failure);
+#endif
 }
 RK_FN rk_u64 rk_atomic_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
-    return scope == RK_SCOPE_SYSTEM
-               ? rk_cuda_ref<rk_u64, cuda::thread_scope_system>(p).fetch_add(v, rk_cuda_order(order))
-               : rk_cuda_ref<rk_u64, cuda::thread_scope_device>(p).fetch_add(v, rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    rk_u64 old;
+#define RK_PTX_ADD64(sem, sc)                                                                          \
+    asm volatile("atom." sem "." sc ".add.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(v) : "memory")
+    RK_PTX_RMW(order, scope, RK_PTX_ADD64);
+#undef RK_PTX_ADD64
+    return old;
+#else
+    (void)scope;
+    return __atomic_fetch_add(p, v, order);
+#endif
 }
 RK_FN rk_i32 rk_atomic_load_i32(const rk_i32 *p, int order, int scope) {
-    return scope == RK_SCOPE_SYSTEM
-               ? rk_cuda_ref<rk_i32, cuda::thread_scope_system>(p).load(rk_cuda_order(order))
-               : rk_cuda_ref<rk_i32, cuda::thread_scope_device>(p).load(rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    return rk_ptx_load_i32(p, order, scope);
+#else
+    (void)scope;
+    return __atomic_load_n(p, order);
+#endif
 }
 RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
-    if (scope == RK_SCOPE_SYSTEM)
-        rk_cuda_ref<rk_i32, cuda::thread_scope_system>(p).store(v, rk_cuda_order(order));
-    else
-        rk_cuda_ref<rk_i32, cuda::thread_scope_device>(p).store(v, rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    rk_ptx_store_i32(p, v, order, scope);
+#else
+    (void)scope;
+    __atomic_store_n(p, v, order);
+#endif
 }
 RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
-    return scope == RK_SCOPE_SYSTEM
-               ? rk_cuda_ref<rk_i32, cuda::thread_scope_system>(p).fetch_add(v, rk_cuda_order(order))
-               : rk_cuda_ref<rk_i32, cuda::thread_scope_device>(p).fetch_add(v, rk_cuda_order(order));
+#if defined(__CUDA_ARCH__)
+    rk_i32 old;
+#define RK_PTX_ADD32(sem, sc)                                                                          \
+    asm volatile("atom." sem "." sc ".add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory")
+    RK_PTX_RMW(order, scope, RK_PTX_ADD32);
+#undef RK_PTX_ADD32
+    return old;
+#else
+    (void)scope;
+    return __atomic_fetch_add(p, v, order);
+#endif
 }
 RK_FN void rk_cpu_relax(void) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+#if defined(__CUDA_ARCH__)
     __nanosleep(32);
 #endif
 }

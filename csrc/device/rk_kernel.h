@@ -126,6 +126,9 @@ typedef struct rk_kernel_params {
     rk_u32 in_size, out_size;
     rk_u32 backpressure;
     rk_u16 out_type, node;
+    rk_u64 clock_offset_ns;              /* CUDA: wall-clock ns minus %globaltimer (mod 2^64) */
+    rk_u32 run_limit;                    /* CUDA: reply buffers per block (dynamic shared memory) */
+    rk_u32 idle_backoff_ns;              /* CUDA: longest idle sleep between polls */
 } rk_kernel_params;
 
 typedef struct rk_ctx rk_ctx;
@@ -163,6 +166,7 @@ struct rk_ctx {
     RK_LOCAL void *out;                  /* the block's reply buffers (run_limit * out_size bytes) */
     RK_LOCAL void *shared;               /* RK_SHARED_BYTES per block */
     rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
+    rk_u64 clock_offset;                 /* CUDA: added to %globaltimer to give wall-clock ns */
 #if defined(RK_TARGET_HOST)
     /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
     void *host;                          /* the backend's per-block state */
@@ -198,6 +202,28 @@ RK_FN void rk_barrier(rk_ctx *ctx) {
 }
 #else
 #define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
+#if defined(RK_TARGET_CUDA)
+/* %globaltimer: the GPU's nanosecond clock, moved onto the host's wall clock by the offset the
+ * backend measured when it opened the device. */
+RK_FN rk_u64 rk_device_clock(void) {
+#if defined(__CUDA_ARCH__)
+    rk_u64 t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+#else
+    return 0;
+#endif
+}
+RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = rk_device_clock() + ctx->clock_offset; }
+RK_FN void rk_backoff(rk_ctx *ctx, rk_u32 attempt) {
+    (void)ctx;
+#if defined(__CUDA_ARCH__)
+    __nanosleep(attempt < 6 ? 32u << attempt : 2048u);
+#else
+    (void)attempt;
+#endif
+}
+#else
 RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) {
     return ctx->recent_ns = rk_atomic_load_u64(&ctx->cb->clock_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
 }
@@ -206,6 +232,7 @@ RK_FN void rk_backoff(rk_ctx *ctx, rk_u32 attempt) {
     (void)attempt;
     rk_cpu_relax();
 }
+#endif
 RK_FN void rk_event(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n) {
     (void)ctx;
     (void)kind;
@@ -757,6 +784,95 @@ RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
         barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                           \
         while (step_name(&ctx) != RK_STEP_IDLE) {                                                      \
         }                                                                                              \
+    }
+#endif
+
+/* ---- the persistent kernel on CUDA -------------------------------------------------------------------
+ * RK_DEFINE_CUDA_KERNEL(kernel_name, step_name) defines `extern "C" __global__ void kernel_name(params)`,
+ * the same loop as the OpenCL one: every block stays resident, idles while the kernel is inactive, runs
+ * `step` while it is active, and leaves when told to terminate, each block on its own (no grid-wide
+ * barrier a block can miss); the last block out sets has_terminated. Each block counts itself in
+ * (blocks_started) as it starts, so the host can tell whether all of them are resident at once.
+ * Dynamic shared memory holds the reply buffers (params->run_limit records of out_size bytes, rounded
+ * up to 16) followed by RK_SHARED_BYTES for rk_shared; the launch gives rk_cuda_dynamic_smem() bytes.
+ * An idle block sleeps (__nanosleep) between polls, doubling from 64 ns up to params->idle_backoff_ns.
+ */
+/* Sizes the host needs to launch the CUDA kernel (defined for every target). */
+RK_FN rk_u32 rk_cuda_reply_bytes(rk_u32 out_size, rk_u32 run_limit) { return (out_size * run_limit + 15u) & ~15u; }
+RK_FN rk_u32 rk_cuda_dynamic_smem(rk_u32 out_size, rk_u32 run_limit) {
+    return rk_cuda_reply_bytes(out_size, run_limit) + RK_SHARED_BYTES;
+}
+
+#if defined(RK_TARGET_CUDA)
+__device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, rk_run_info *run, rk_i32 *status,
+                                        rk_i32 *error, rk_u8 *dynamic_smem) {
+    ctx->cb = (rk_control_block *)(rk_uptr)p->control_block;
+    ctx->tel = (rk_telemetry *)(rk_uptr)p->telemetry;
+    ctx->routes = (rk_u64 *)(rk_uptr)p->routes_word;
+    ctx->buffers = (rk_buffer_table *)(rk_uptr)p->buffers;
+    ctx->block_index = blockIdx.x;
+    ctx->grid = gridDim.x;
+    ctx->thread_rank = threadIdx.x;
+    ctx->thread_count = blockDim.x;
+    ctx->in_size = p->in_size;
+    ctx->out_size = p->out_size;
+    ctx->out_type = p->out_type;
+    ctx->node = p->node;
+    ctx->single_consumer = 0u;
+    ctx->next_input = 0u;
+    ctx->backpressure = p->backpressure;
+    ctx->ttl_ns = p->ttl_ns;
+    ctx->reply_id_base = p->reply_id_base;
+    ctx->request = RK_NULL;
+    ctx->stamp = 0;
+    ctx->recent_ns = 0;
+    ctx->run_started_ns = 0;
+    ctx->max_run = 1u;
+    ctx->run_limit = p->run_limit < 1u ? 1u : p->run_limit > RK_MAX_RUN ? RK_MAX_RUN : p->run_limit;
+    ctx->run = run;
+    ctx->run_status = status;
+    ctx->run_error = error;
+    ctx->out = dynamic_smem;
+    ctx->shared = dynamic_smem + rk_cuda_reply_bytes(p->out_size, ctx->run_limit);
+    ctx->uses_barrier = 1u;
+    ctx->clock_offset = p->clock_offset_ns;
+}
+
+#define RK_DEFINE_CUDA_KERNEL(kernel_name, step_name)                                                     \
+    extern "C" __global__ void kernel_name(const rk_kernel_params *params) {                           \
+        __shared__ rk_run_info rk_run_;                                                                \
+        __shared__ rk_i32 rk_status_[RK_MAX_RUN];                                                      \
+        __shared__ rk_i32 rk_error_[RK_MAX_RUN];                                                       \
+        __shared__ int rk_mode_;                                                                       \
+        extern __shared__ __align__(16) rk_u8 rk_dynamic_[];                                           \
+        rk_ctx ctx;                                                                                    \
+        rk_cuda_ctx_init(&ctx, params, &rk_run_, rk_status_, rk_error_, rk_dynamic_);                  \
+        const rk_u32 longest_sleep = params->idle_backoff_ns;                                          \
+        if (threadIdx.x == 0)                                                                          \
+            rk_atomic_fetch_add_i32(&ctx.cb->blocks_started, 1, RK_RELEASE, RK_SCOPE_SYSTEM);          \
+        rk_u32 idle = 0;                                                                               \
+        for (;;) {                                                                                     \
+            if (threadIdx.x == 0)                                                                      \
+                rk_mode_ = rk_should_terminate(&ctx) ? 2                                               \
+                           : rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? 1 : 0; \
+            __syncthreads();                                                                           \
+            const int m = rk_mode_;                                                                    \
+            __syncthreads();                                                                           \
+            if (m == 2) break;                                                                         \
+            if (m == 1 && step_name(&ctx) != RK_STEP_IDLE) {                                           \
+                idle = 0;                                                                              \
+                continue;                                                                              \
+            }                                                                                          \
+            if (idle == 0 && threadIdx.x == 0) rk_block_refresh(&ctx);                                 \
+            rk_u32 sleep = 64u << (idle < 6u ? idle : 6u);                                             \
+            if (sleep > longest_sleep) sleep = longest_sleep;                                          \
+            if (sleep != 0) __nanosleep(sleep);                                                        \
+            ++idle;                                                                                    \
+        }                                                                                              \
+        if (threadIdx.x == 0 &&                                                                        \
+            rk_atomic_fetch_add_i32(&ctx.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM) + 1 ==      \
+                (rk_i32)ctx.grid)                                                                      \
+            rk_atomic_store_i32(&ctx.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);               \
     }
 #endif
 

@@ -15,6 +15,9 @@
 #include <thread>
 
 #include "ringkernel/ringkernel.hpp"
+#if RINGKERNEL_HAS_DLPACK
+#include <dlpack/dlpack.h>
+#endif
 #include "rk_builtins.h"
 
 // The numpy C API, for the per-record paths: reading an np.void's bytes and making one without
@@ -42,6 +45,14 @@ double seconds(const py::object &value, const char *name, const char *valid) {
 }
 
 double ttl_seconds_arg(const py::object &ttl) { return seconds(ttl, "ttl", "None or a number of seconds"); }
+
+// idle_backoff in seconds -> ns, refusing what is outside [0, 1 ms] (NaN included) with the range.
+std::uint64_t idle_backoff_ns(double seconds_value) {
+    if (!(seconds_value >= 0.0) || seconds_value > static_cast<double>(rk::kMaxIdleBackoffNs) / 1e9)
+        throw py::value_error("idle_backoff must be in [0, " + std::to_string(static_cast<double>(rk::kMaxIdleBackoffNs) / 1e9) +
+                              "] seconds, got " + std::to_string(seconds_value));
+    return static_cast<std::uint64_t>(seconds_value * 1e9 + 0.5);
+}
 
 // Python timeout (None or seconds >= 0) to nanoseconds (-1 = forever).
 std::int64_t timeout_ns(const py::object &timeout, const char *name = "timeout") {
@@ -558,6 +569,7 @@ py::dict layout_info() {
         RK_FIELD(rk_control_block, node);
         RK_FIELD(rk_control_block, messages_dropped);
         RK_FIELD(rk_control_block, clock_ns);
+        RK_FIELD(rk_control_block, blocks_started);
         out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
     }
     {
@@ -576,6 +588,79 @@ py::dict layout_info() {
 }
 #undef RK_FIELD
 
+#if RINGKERNEL_HAS_DLPACK
+// DLPack export of a buffer. The managed tensor owns a reference to the runtime's buffer memory, so the
+// consumer's view stays valid after the runtime closes (as the numpy view does).
+struct DlpackHolder {
+    DLManagedTensor tensor{};
+    std::vector<std::int64_t> shape;
+    std::shared_ptr<const void> keep;
+};
+
+// numpy typestr ("<f4", "|u1", ...) -> DLPack type; ValueError for what DLPack cannot describe.
+DLDataType dlpack_type(const std::string &typestr) {
+    if (typestr.size() < 3 || (typestr[0] != '<' && typestr[0] != '|' && typestr[0] != '='))
+        throw py::value_error("DLPack export needs a little-endian numeric dtype, got '" + typestr + "'");
+    const char kind = typestr[1];
+    const int bytes = std::atoi(typestr.c_str() + 2);
+    DLDataType t{};
+    t.lanes = 1;
+    t.bits = static_cast<std::uint8_t>(bytes * 8);
+    switch (kind) {
+    case 'i': t.code = kDLInt; break;
+    case 'u': t.code = kDLUInt; break;
+    case 'f': t.code = kDLFloat; break;
+#if DLPACK_VERSION >= 80
+    case 'b': t.code = kDLBool; break;
+#endif
+    case 'c': t.code = kDLComplex; break;
+    default:
+        throw py::value_error("DLPack export supports bool, integer, float and complex dtypes, got '" + typestr + "'");
+    }
+    if (bytes < 1 || bytes > 16) throw py::value_error("unsupported item size in dtype '" + typestr + "'");
+    return t;
+}
+
+py::capsule buffer_dlpack(rk::Runtime &rt, std::uint64_t handle, const std::string &typestr,
+                          const std::vector<std::int64_t> &shape) {
+    const rk::Buffer b = rt.resolve(handle);
+    const DLDataType type = dlpack_type(typestr);
+    std::int64_t count = 1;
+    for (auto d : shape) {
+        if (d < 0) throw py::value_error("shape entries must be >= 0");
+        count *= d;
+    }
+    if (static_cast<std::uint64_t>(count) * (type.bits / 8) > b.bytes)
+        throw py::value_error("a view of shape and dtype '" + typestr + "' needs " +
+                              std::to_string(static_cast<std::uint64_t>(count) * (type.bits / 8)) +
+                              " bytes; the buffer has " + std::to_string(b.bytes));
+    auto *h = new DlpackHolder;
+    h->shape = shape;
+    h->keep = rt.buffer_keepalive();
+    DLTensor &t = h->tensor.dl_tensor;
+    t.data = b.data;
+    t.device = b.device >= 0 ? DLDevice{kDLCUDA, b.device} : DLDevice{kDLCPU, 0};
+    t.ndim = static_cast<std::int32_t>(h->shape.size());
+    t.dtype = type;
+    t.shape = h->shape.data();
+    t.strides = nullptr;  // C-contiguous
+    t.byte_offset = 0;
+    h->tensor.manager_ctx = h;
+    h->tensor.deleter = [](DLManagedTensor *self) { delete static_cast<DlpackHolder *>(self->manager_ctx); };
+    // A capsule the consumer never took (still named "dltensor") frees the tensor itself.
+    return py::capsule(&h->tensor, "dltensor", [](PyObject *cap) {
+        if (!PyCapsule_IsValid(cap, "dltensor")) return;
+        auto *m = static_cast<DLManagedTensor *>(PyCapsule_GetPointer(cap, "dltensor"));
+        if (m && m->deleter) m->deleter(m);
+    });
+}
+#else
+py::capsule buffer_dlpack(rk::Runtime &, std::uint64_t, const std::string &, const std::vector<std::int64_t> &) {
+    throw py::buffer_error("this build of ringkernel has no DLPack support (dlpack/dlpack.h was not found at build "
+                           "time; Debian/Ubuntu: apt-get install libdlpack-dev)");
+}
+#endif
+
 struct BackendInfo {
     std::string name;
     bool available;
@@ -584,13 +669,7 @@ struct BackendInfo {
 
 std::vector<BackendInfo> backends() {
     std::vector<BackendInfo> out;
-    for (const auto &s : rk::backend_statuses()) {
-        std::string detail = s.detail;
-        if (s.name == "cuda")
-            detail += RINGKERNEL_HAS_CUDA_COMPILER ? " (it was, for this build)"
-                                                   : " (no CUDA compiler was found for this build)";
-        out.push_back({s.name, s.available, detail});
-    }
+    for (const auto &s : rk::backend_statuses()) out.push_back({s.name, s.available, s.detail});
     return out;
 }
 
@@ -1051,12 +1130,42 @@ void bind_runtime(py::module_ &m) {
         })
         .def("buffer", [](PyRuntime &r, std::size_t nbytes) {
             rk::Buffer b = r.rt->buffer(nbytes);
+            if (b.device >= 0) return py::object(py::make_tuple(b.handle, py::none()));  // device memory: no host view
             // The view owns a reference to the runtime's buffer memory, so it stays valid after close.
             auto *keep = new std::shared_ptr<const void>(r.rt->buffer_keepalive());
             py::capsule owner(keep, [](void *p) { delete static_cast<std::shared_ptr<const void> *>(p); });
             py::array view(py::dtype("u1"), {static_cast<py::ssize_t>(b.bytes)}, {1}, b.data, owner);
-            return py::make_tuple(b.handle, view);
+            return py::object(py::make_tuple(b.handle, view));
         })
+        .def("buffer_info", [](PyRuntime &r, std::uint64_t handle) {
+            const rk::Buffer b = r.rt->resolve(handle);
+            return py::make_tuple(reinterpret_cast<std::uintptr_t>(b.data), b.bytes, b.device);
+        }, "(address, nbytes, device) of a live buffer; device -1 means host memory")
+        .def("write_buffer", [](PyRuntime &r, std::uint64_t handle, std::size_t offset, const py::buffer &data) {
+            py::buffer_info info = data.request();
+            py::ssize_t expect = info.itemsize;
+            for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+                if (info.shape[d] > 1 && info.strides[d] != expect)
+                    throw py::value_error("write_buffer() needs C-contiguous data");
+                expect *= info.shape[d];
+            }
+            const std::size_t n = static_cast<std::size_t>(info.size * info.itemsize);
+            py::gil_scoped_release nogil;
+            r.rt->write_buffer(handle, offset, info.ptr, n);
+        }, "handle"_a, "offset"_a, "data"_a)
+        .def("read_buffer", [](PyRuntime &r, std::uint64_t handle, std::size_t offset, std::size_t nbytes) {
+            py::array_t<std::uint8_t> out(static_cast<py::ssize_t>(nbytes));
+            void *dst = out.mutable_data();
+            {
+                py::gil_scoped_release nogil;
+                r.rt->read_buffer(handle, offset, dst, nbytes);
+            }
+            return out;
+        }, "handle"_a, "offset"_a, "nbytes"_a)
+        .def("buffer_dlpack", [](PyRuntime &r, std::uint64_t handle, const std::string &typestr,
+                                 const std::vector<std::int64_t> &shape) { return buffer_dlpack(*r.rt, handle, typestr, shape); },
+             "handle"_a, "typestr"_a, "shape"_a,
+             "a DLPack capsule (legacy 'dltensor') viewing the buffer as `shape` of numpy type `typestr`")
         .def("release_buffer", [](PyRuntime &r, std::uint64_t handle) { r.rt->release_buffer(handle); })
         .def("close", [](PyRuntime &r, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
@@ -1185,16 +1294,17 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<rk::LaunchOptions>(m, "LaunchOptions", "Options of a kernel launch (validated on every set).")
         .def(py::init([](const py::object &queue_capacity, const py::object &dedup_window, rk::Backpressure bp,
-                         bool priority, const py::object &ttl) {
+                         bool priority, const py::object &ttl, double idle_backoff) {
                  rk::LaunchOptions o;
                  o.set_queue_capacity(int_in_range<std::uint64_t>(queue_capacity, "queue_capacity", 0, ~0ull));
                  o.set_dedup_window(int_in_range<std::uint64_t>(dedup_window, "dedup_window", 0, ~0ull));
                  o.set_backpressure(bp).set_priority(priority);
                  o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl)));
+                 o.set_idle_backoff_ns(idle_backoff_ns(idle_backoff));
                  return o;
              }),
              "queue_capacity"_a = 4096, "dedup_window"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
-             "priority"_a = false, "ttl"_a = py::none())
+             "priority"_a = false, "ttl"_a = py::none(), "idle_backoff"_a = 1e-6)
         .def_static("production", &rk::LaunchOptions::production, "4096 slots, BLOCK, dedup window 1024")
         .def_static("low_latency", &rk::LaunchOptions::low_latency, "256 slots, REJECT, no dedup")
         .def_static("high_throughput", &rk::LaunchOptions::high_throughput, "16384 slots, BLOCK, no dedup")
@@ -1217,10 +1327,15 @@ PYBIND11_MODULE(_core, m) {
                 o.set_ttl_ns(v.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(v)));
             },
             "message time-to-live in seconds, or None")
+        .def_property(
+            "idle_backoff", [](const rk::LaunchOptions &o) { return static_cast<double>(o.idle_backoff_ns()) / 1e9; },
+            [](rk::LaunchOptions &o, double v) { o.set_idle_backoff_ns(idle_backoff_ns(v)); },
+            "CUDA: the longest an idle block sleeps between polls of its inputs, in seconds")
         .def("__repr__", &rk::LaunchOptions::to_string)
         .def("__eq__", [](const rk::LaunchOptions &a, const rk::LaunchOptions &b) {
             return a.queue_capacity() == b.queue_capacity() && a.dedup_window() == b.dedup_window() &&
-                   a.backpressure() == b.backpressure() && a.priority() == b.priority() && a.ttl_ns() == b.ttl_ns();
+                   a.backpressure() == b.backpressure() && a.priority() == b.priority() && a.ttl_ns() == b.ttl_ns() &&
+                   a.idle_backoff_ns() == b.idle_backoff_ns();
         })
         .def("__copy__", [](const rk::LaunchOptions &o) { return o; })
         .attr("__hash__") = py::none();

@@ -60,10 +60,11 @@ CONTROL_BLOCK_DTYPE = np.dtype(
             "node",
             "messages_dropped",
             "clock_ns",
+            "blocks_started",
         ],
         "formats": ["<i4", "<i4", "<i4", "<i4", "<i8", "<i8", RING_DESC_DTYPE, RING_DESC_DTYPE, "<u8", "<u8", "<i4",
-                    "<i4", "<i4", "<u4", "<u8", "<u8"],
-        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104],
+                    "<i4", "<i4", "<u4", "<u8", "<u8", "<i4"],
+        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104, 112],
         "itemsize": 128,
     }
 )

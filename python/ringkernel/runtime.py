@@ -71,28 +71,86 @@ def batch(fn: Callable[[np.ndarray], Any], max_size: int = 1024) -> _Batch:
 
 
 class Buffer:
-    """Memory kernels reach by ``handle``; ``numpy()`` views it (zero-copy)."""
+    """Memory kernels reach by ``handle``.
 
-    def __init__(self, runtime: "Runtime", handle: int, raw: np.ndarray, dtype: np.dtype, shape: tuple):
+    On the CPU and OpenCL backends it is host memory and ``numpy()`` views it (zero-copy). On CUDA it is
+    device memory: ``read()`` and ``write()`` copy, and DLPack (``torch.from_dlpack(buf)``,
+    ``cupy.from_dlpack(buf)``) and ``__cuda_array_interface__`` share it without a copy. ``read`` and
+    ``write`` work on every backend.
+    """
+
+    def __init__(self, runtime: "Runtime", handle: int, raw: Optional[np.ndarray], dtype: np.dtype, shape: tuple):
         self._runtime, self.handle, self._raw = runtime, handle, raw
         self.dtype, self.shape = dtype, shape
+        self._address, self._nbytes, self.device = runtime._rt.buffer_info(handle)
+        if raw is not None:
+            self._nbytes = int(raw.nbytes)  # a view of the array it was made from
+        else:
+            self._nbytes = min(int(self._nbytes), int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
 
     @property
     def nbytes(self) -> int:
-        return int(self._raw.nbytes)
+        return int(self._nbytes)
+
+    @property
+    def on_device(self) -> bool:
+        """Whether the memory is a GPU's (CUDA), reached from the host only through copies or DLPack."""
+        return self.device >= 0
 
     def numpy(self, dtype: Any = None) -> np.ndarray:
         """A view of the buffer: the dtype and shape it was made with, or reinterpreted as ``dtype``."""
+        if self._raw is None:
+            raise TypeError(f"this buffer is in the memory of CUDA device {self.device}, which the host cannot view: "
+                            "use read() / write(), or share it through DLPack (torch.from_dlpack, cupy.from_dlpack) "
+                            "or __cuda_array_interface__")
         if dtype is None:
             return self._raw.view(self.dtype).reshape(self.shape)
         return self._raw.view(np.dtype(dtype))
+
+    def read(self, dtype: Any = None) -> np.ndarray:
+        """A copy of the buffer: the dtype and shape it was made with, or as a flat array of ``dtype``."""
+        raw = self._runtime._rt.read_buffer(self.handle, 0, self.nbytes)
+        if dtype is None:
+            return raw.view(self.dtype).reshape(self.shape)
+        return raw.view(np.dtype(dtype))
+
+    def write(self, data: Any, offset: int = 0) -> None:
+        """Copy ``data`` (an array or any buffer) into the buffer at byte ``offset``."""
+        arr = np.ascontiguousarray(data)
+        if arr.dtype.hasobject:
+            raise TypeError("write() takes arrays of fixed-size types, not Python objects")
+        self._runtime._rt.write_buffer(self.handle, int(offset), arr.reshape(-1).view(np.uint8))
+
+    def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
+                   copy: Optional[bool] = None) -> Any:
+        """A DLPack capsule sharing the buffer (kDLCUDA on CUDA, kDLCPU elsewhere); never a copy."""
+        if copy:
+            raise BufferError("Buffer.__dlpack__ shares the buffer's memory; it does not copy (copy=True)")
+        if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
+            raise BufferError(f"the buffer is on DLPack device {self.__dlpack_device__()}, not {tuple(dl_device)}")
+        try:
+            return self._runtime._rt.buffer_dlpack(self.handle, self.dtype.str, list(self.shape))
+        except ValueError as e:
+            raise BufferError(str(e)) from None
+
+    def __dlpack_device__(self) -> tuple:
+        return (2, self.device) if self.device >= 0 else (1, 0)  # kDLCUDA, kDLCPU
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The CUDA array interface (version 3) of a buffer in device memory (CuPy, Numba, PyTorch)."""
+        if self.device < 0:
+            raise AttributeError("__cuda_array_interface__: this buffer is host memory (use numpy())")
+        return {"shape": tuple(self.shape), "typestr": self.dtype.str, "data": (self._address, False),
+                "version": 3, "strides": None, "stream": None}
 
     def release(self) -> None:
         """Stop the handle from resolving (the memory is freed with the runtime)."""
         self._runtime._rt.release_buffer(self.handle)
 
     def __repr__(self) -> str:
-        return f"Buffer(handle={self.handle:#x}, nbytes={self.nbytes}, dtype={self.dtype}, shape={self.shape})"
+        where = f", device=cuda:{self.device}" if self.device >= 0 else ""
+        return f"Buffer(handle={self.handle:#x}, nbytes={self.nbytes}, dtype={self.dtype}, shape={self.shape}{where})"
 
 
 class Topic:
@@ -446,6 +504,10 @@ class Runtime:
             if arr.dtype.hasobject:
                 raise TypeError("buffer() takes arrays of fixed-size types, not Python objects")
             handle, raw = self._rt.buffer(max(arr.nbytes, 1))
+            if raw is None:  # device memory
+                if arr.nbytes:
+                    self._rt.write_buffer(handle, 0, arr.reshape(-1).view(np.uint8))
+                return Buffer(self, handle, None, arr.dtype, arr.shape)
             raw[: arr.nbytes] = arr.reshape(-1).view(np.uint8)
             return Buffer(self, handle, raw[: arr.nbytes] if arr.nbytes else raw, arr.dtype, arr.shape)
         if isinstance(data, bool) or not isinstance(data, (int, np.integer)):

@@ -14,12 +14,11 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 
-#include "../../core/kernel_core.hpp"
+#include "../device_common.hpp"
 #include "cl_api.hpp"
 #include "ringkernel/clock.hpp"
 #include "rk_builtins.h"
@@ -101,20 +100,6 @@ private:
 
 std::string cl_error(const char *what, cl_int err) { return std::string(what) + " failed (OpenCL error " + std::to_string(err) + ")"; }
 
-std::string read_text(const std::string &path) {
-    std::ifstream f(path);
-    std::ostringstream o;
-    o << f.rdbuf();
-    return o.str();
-}
-
-const char *builtin_entry(const std::string &name) {
-    if (name == "echo") return "rk_builtin_echo";
-    if (name == "vector_add") return "rk_builtin_vector_add";
-    if (name == "count") return "rk_builtin_count";
-    return nullptr;
-}
-
 constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply buffers in local memory)
 
 // Tell OpenCL which SVM allocations the kernel reaches through pointers: control block, telemetry,
@@ -139,20 +124,6 @@ void declare_svm(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *para
     cl.SetKernelExecInfo(kernel, CL_KERNEL_EXEC_INFO_SVM_PTRS, ptrs.size() * sizeof(void *), ptrs.data());
 }
 
-// The launch parameters every mode shares (addresses are left 0: each mode sets its own).
-rk_kernel_params kernel_params(const KernelCore &core) {
-    const KernelSpec &spec = core.spec;
-    rk_kernel_params p{};
-    p.ttl_ns = spec.options.ttl_ns();
-    p.reply_id_base = core.reply_id_base;
-    p.in_size = spec.input_size;
-    p.out_size = spec.output_size;
-    p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
-    p.out_type = spec.output_type;
-    p.node = static_cast<rk_u16>(core.cb->node);
-    return p;
-}
-
 // Fill the launch parameters and declare the SVM the kernel reaches.
 void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
     rk_kernel_params &p = *params;
@@ -165,32 +136,6 @@ void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *p
     declare_svm(cl, kernel, params, core);
     const cl_int err = cl.SetKernelArgSVMPointer(kernel, 0, params);
     if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
-}
-
-// Wake host threads waiting on the kernel's rings: receivers of every output that moved since the
-// last call, senders of every input that moved. `seen` remembers the cursors.
-bool notify_progress(const KernelCore &core, std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> &seen) {
-    bool moved = false;
-    const rk_routes &r = core.routes();
-    auto check = [&](const rk_route &route, bool input) {
-        auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
-        const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
-        const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
-        auto &last = seen[route.ring];
-        if (input && head != last.first) {
-            if (q) q->notify_space();
-            moved = true;
-        }
-        if (!input && tail != last.second) {
-            if (q) q->notify_readable();
-            moved = true;
-        }
-        last = {head, tail};
-    };
-    for (rk_u32 i = 0; i < r.n_inputs; ++i) check(r.inputs[i], true);
-    for (rk_u32 c = 0; c < r.n_channels; ++c)
-        for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
-    return moved;
 }
 
 class OpenClBlocks final : public BlockRunner {
@@ -273,7 +218,7 @@ private:
     // `stop` is shared: when this thread drops the last reference to the core, the runner is destroyed
     // under it (it detaches this thread and sets stop), and the loop must not touch `this` again.
     static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop) {
-        std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen;  // head, tail
+        RingCursors seen;
         auto interval = std::chrono::microseconds(20);
         while (!stop->load()) {
             auto core = weak.lock();
@@ -481,7 +426,7 @@ private:
     void on_exit(KernelCore &core) override { notify_progress(core, seen_); }
 
     rk_kernel_params *params_ = nullptr;
-    std::map<const rk_ring_header *, std::pair<std::uint64_t, std::uint64_t>> seen_;
+    RingCursors seen_;
 };
 
 // Dispatch mode with copies, for devices that cannot share memory with the host while a kernel runs
@@ -714,36 +659,8 @@ public:
 
     void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
         const KernelSpec &spec = core.spec;
-        const Handler &h = spec.handler;
-        std::string code, entry;
-        switch (h.kind) {
-        case Handler::Kind::Builtin:
-            if (!builtin_entry(h.name)) {
-                std::string names;
-                for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
-                throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
-            }
-            if (h.name == "echo" && spec.input_size != spec.output_size)
-                throw std::invalid_argument("the echo handler needs input and output of one size, got " +
-                                            std::to_string(spec.input_size) + " and " +
-                                            std::to_string(spec.output_size) + " bytes");
-            if (h.name == "vector_add" && (spec.input_size != sizeof(rk_vector_add_request) ||
-                                           spec.output_size != sizeof(rk_vector_add_response)))
-                throw std::invalid_argument("the vector_add handler takes VectorAddRequest (" +
-                                            std::to_string(sizeof(rk_vector_add_request)) +
-                                            " bytes) and answers VectorAddResponse (" +
-                                            std::to_string(sizeof(rk_vector_add_response)) + " bytes)");
-            entry = builtin_entry(h.name);
-            break;
-        case Handler::Kind::Source:
-            code = h.code;
-            entry = h.entry;
-            break;
-        case Handler::Kind::Host:
-            throw std::invalid_argument(
-                "host (Python or C++) handlers run on the CPU backend only; on opencl use a built-in handler or "
-                "an rk.Source in the device dialect");
-        }
+        const std::string entry = device_handler_entry(spec, "opencl");
+        const std::string code = spec.handler.kind == Handler::Kind::Source ? spec.handler.code : std::string();
         const opencl::Device &dev = c_->device;
         if (dev.max_work_group && spec.block > dev.max_work_group)
             throw std::invalid_argument("block must be in [1, " + std::to_string(dev.max_work_group) +
@@ -816,13 +733,9 @@ private:
         std::string options = c_->device.version.rfind("OpenCL 3.", 0) == 0   ? "-cl-std=CL3.0"
                               : c_->device.version.rfind("OpenCL 2.", 0) == 0 ? "-cl-std=CL2.0"
                                                                               : "-cl-std=CL1.2";
-        std::string headers;
-        for (const auto &d : dialect_include_dirs(cfg)) {
-            options += " -I " + d;
-            for (const char *h : {"rk_kernel.h", "rk_builtins.h", "rk_ring.h", "rk_atomic.h", "rk_target.h",
-                                  "ringkernel/layout.h", "ringkernel/rk_types.h"})
-                headers += read_text(d + "/" + h);  // a changed dialect is a different program
-        }
+        const std::vector<std::string> incs = dialect_include_dirs(cfg);
+        for (const auto &d : incs) options += " -I " + d;
+        const std::string headers = dialect_identity(incs);  // a changed dialect is a different program
         const std::string key = source + '\0' + options + '\0' + headers;
         std::lock_guard<std::mutex> lock(c_->mu);
         auto it = c_->programs.find(key);

@@ -97,7 +97,8 @@ typedef struct rk_control_block {
     rk_u32 node;                 /* the kernel's id: HLC node and envelope source_kernel */
     rk_u64 messages_dropped;     /* replies discarded or evicted, inputs expired (always counted) */
     rk_u64 clock_ns;             /* wall-clock ns the host publishes for devices without a clock */
-    rk_u8 reserved[128 - 112];
+    rk_i32 blocks_started;       /* blocks that have entered the persistent loop (CUDA) */
+    rk_u8 reserved[128 - 116];
 } rk_control_block;
 
 /* ---- telemetry: exactly 64 bytes -------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <memory>
 
 namespace rk {
@@ -16,6 +17,13 @@ public:
     virtual void *allocate(std::size_t bytes, std::size_t align) = 0;
     virtual void deallocate(void *p, std::size_t bytes) noexcept = 0;
     virtual const char *name() const noexcept = 0;
+    // -1: host memory the CPU reads and writes directly. Otherwise the ordinal of the CUDA device whose
+    // memory this is: the host reaches it only through copy_in/copy_out (or DLPack and
+    // __cuda_array_interface__ in Python).
+    virtual int device() const noexcept { return -1; }
+    // Copy n bytes from host memory into an allocation of this resource, and back out.
+    virtual void copy_in(void *dst, const void *src, std::size_t n) { std::memcpy(dst, src, n); }
+    virtual void copy_out(void *dst, const void *src, std::size_t n) { std::memcpy(dst, src, n); }
 };
 
 // Aligned host heap memory.

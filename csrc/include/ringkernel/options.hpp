@@ -50,6 +50,8 @@ struct QueueConfig {
     }
 };
 
+constexpr std::uint64_t kMaxIdleBackoffNs = 1'000'000;  // 1 ms
+
 class LaunchOptions {
 public:
     LaunchOptions() = default;  // the production preset
@@ -66,12 +68,15 @@ public:
     Backpressure backpressure() const noexcept { return backpressure_; }
     bool priority() const noexcept { return priority_; }
     std::uint64_t ttl_ns() const noexcept { return ttl_ns_; }
+    // Device backends that can sleep (CUDA): the longest an idle block waits between polls of its inputs.
+    std::uint64_t idle_backoff_ns() const noexcept { return idle_backoff_ns_; }
 
     LaunchOptions &set_queue_capacity(std::uint64_t v);
     LaunchOptions &set_dedup_window(std::uint64_t v);
     LaunchOptions &set_backpressure(Backpressure v) noexcept { backpressure_ = v; return *this; }
     LaunchOptions &set_priority(bool v) noexcept { priority_ = v; return *this; }
     LaunchOptions &set_ttl_ns(std::uint64_t v) noexcept { ttl_ns_ = v; return *this; }
+    LaunchOptions &set_idle_backoff_ns(std::uint64_t v);  // [0, kMaxIdleBackoffNs]
 
     // The queue configuration these options give for records of `payload_size` bytes.
     QueueConfig queue_config(std::uint32_t payload_size) const;
@@ -83,6 +88,7 @@ private:
     Backpressure backpressure_ = Backpressure::Block;
     bool priority_ = false;
     std::uint64_t ttl_ns_ = 0;
+    std::uint64_t idle_backoff_ns_ = 1000;
 };
 
 }  // namespace rk

@@ -38,6 +38,21 @@ typedef double rk_f64;
 #else
 #define RK_STATIC_ASSERT(cond, name) typedef char rk_static_assert_##name[(cond) ? 1 : -1]
 #endif
+#elif defined(__CUDACC_RTC__)
+/* NVRTC has no C library headers: the same types from the compiler's own. */
+typedef unsigned char rk_u8;
+typedef unsigned short rk_u16;
+typedef unsigned int rk_u32;
+typedef unsigned long long rk_u64;
+typedef signed char rk_i8;
+typedef short rk_i16;
+typedef int rk_i32;
+typedef long long rk_i64;
+typedef float rk_f32;
+typedef double rk_f64;
+#define RK_HAS_F64 1
+#define RK_OFFSETOF(type, field) __builtin_offsetof(type, field)
+#define RK_STATIC_ASSERT(cond, name) static_assert(cond, #name)
 #else
 #include <stddef.h>
 #include <stdint.h>

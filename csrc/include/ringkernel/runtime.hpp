@@ -171,6 +171,7 @@ struct Buffer {
     std::uint64_t handle = 0;
     void *data = nullptr;
     std::size_t bytes = 0;
+    int device = -1;  // -1: host memory (data is a host pointer); else the CUDA device whose memory it is
 };
 
 // A topic: publish once, every subscriber's input gets a copy.
@@ -252,6 +253,11 @@ public:
     Buffer buffer(std::size_t bytes);
     void release_buffer(std::uint64_t handle);  // invalid_argument for an unknown handle
     Buffer resolve(std::uint64_t handle) const;  // invalid_argument for an unknown handle
+    // Copy between host memory and bytes [offset, offset + n) of a buffer: the way into device memory
+    // (CUDA) from the host; plain copies elsewhere. invalid_argument for an unknown handle or a range
+    // outside the buffer.
+    void write_buffer(std::uint64_t handle, std::size_t offset, const void *src, std::size_t n);
+    void read_buffer(std::uint64_t handle, std::size_t offset, void *dst, std::size_t n) const;
     // Owns the memory of every buffer: hold it to keep a view valid after the runtime closes.
     std::shared_ptr<const void> buffer_keepalive() const;
 

@@ -1,0 +1,84 @@
+// device_common.cpp — host-side pieces the device backends share (see device_common.hpp).
+#include "device_common.hpp"
+
+#include <stdexcept>
+
+#include "ringkernel/queue.hpp"
+#include "rk_builtins.h"
+
+namespace rk {
+
+const char *builtin_entry(const std::string &name) {
+    if (name == "echo") return "rk_builtin_echo";
+    if (name == "vector_add") return "rk_builtin_vector_add";
+    if (name == "count") return "rk_builtin_count";
+    return nullptr;
+}
+
+std::string device_handler_entry(const KernelSpec &spec, const char *backend) {
+    const Handler &h = spec.handler;
+    switch (h.kind) {
+    case Handler::Kind::Builtin:
+        if (!builtin_entry(h.name)) {
+            std::string names;
+            for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
+            throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
+        }
+        if (h.name == "echo" && spec.input_size != spec.output_size)
+            throw std::invalid_argument("the echo handler needs input and output of one size, got " +
+                                        std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size) +
+                                        " bytes");
+        if (h.name == "vector_add" && (spec.input_size != sizeof(rk_vector_add_request) ||
+                                       spec.output_size != sizeof(rk_vector_add_response)))
+            throw std::invalid_argument("the vector_add handler takes VectorAddRequest (" +
+                                        std::to_string(sizeof(rk_vector_add_request)) +
+                                        " bytes) and answers VectorAddResponse (" +
+                                        std::to_string(sizeof(rk_vector_add_response)) + " bytes)");
+        return builtin_entry(h.name);
+    case Handler::Kind::Source:
+        return h.entry;
+    case Handler::Kind::Host:
+        break;
+    }
+    throw std::invalid_argument(std::string("host (Python or C++) handlers run on the CPU backend only; on ") + backend +
+                                " use a built-in handler or an rk.Source in the device dialect");
+}
+
+rk_kernel_params kernel_params(const KernelCore &core) {
+    const KernelSpec &spec = core.spec;
+    rk_kernel_params p{};
+    p.ttl_ns = spec.options.ttl_ns();
+    p.reply_id_base = core.reply_id_base;
+    p.in_size = spec.input_size;
+    p.out_size = spec.output_size;
+    p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
+    p.out_type = spec.output_type;
+    p.node = static_cast<rk_u16>(core.cb->node);
+    return p;
+}
+
+bool notify_progress(const KernelCore &core, RingCursors &seen) {
+    bool moved = false;
+    const rk_routes &r = core.routes();
+    auto check = [&](const rk_route &route, bool input) {
+        auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
+        const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
+        const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
+        auto &last = seen[route.ring];
+        if (input && head != last.first) {
+            if (q) q->notify_space();
+            moved = true;
+        }
+        if (!input && tail != last.second) {
+            if (q) q->notify_readable();
+            moved = true;
+        }
+        last = {head, tail};
+    };
+    for (rk_u32 i = 0; i < r.n_inputs; ++i) check(r.inputs[i], true);
+    for (rk_u32 c = 0; c < r.n_channels; ++c)
+        for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
+    return moved;
+}
+
+}  // namespace rk
