@@ -6,8 +6,31 @@ its public surface. Importing it never touches a GPU driver or an OpenCL runtime
 
 from __future__ import annotations
 
-from . import layout
-from .messages import (
+import importlib.util as _importlib_util
+import os as _os
+
+
+def _nvrtc_from_wheel() -> None:
+    """Point the CUDA backend at NVRTC from the nvidia-cuda-nvrtc wheel (the ``[cuda]`` extra) when it is
+    installed and $RINGKERNEL_NVRTC_LIBRARY is not set: a path lookup only, nothing is loaded here."""
+    if _os.environ.get("RINGKERNEL_NVRTC_LIBRARY"):
+        return
+    try:
+        spec = _importlib_util.find_spec("nvidia")  # a namespace package: finding it runs no code
+    except (ImportError, ValueError):
+        return
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        for rel in ("cu13/lib/libnvrtc.so.13", "cuda_nvrtc/lib/libnvrtc.so.12"):
+            path = _os.path.join(root, rel)
+            if _os.path.isfile(path):
+                _os.environ["RINGKERNEL_NVRTC_LIBRARY"] = path
+                return
+
+
+_nvrtc_from_wheel()
+
+from . import layout  # noqa: E402
+from .messages import (  # noqa: E402
     array,
     bool_,
     bytes_,
@@ -27,8 +50,8 @@ from .messages import (
     u64,
     write_header,
 )
-from .runtime import Buffer, Kernel, KernelState, Runtime, Source, Topic, batch
-from ._core import (
+from .runtime import Buffer, Kernel, KernelState, Runtime, Source, Topic, batch  # noqa: E402
+from ._core import (  # noqa: E402
     BackendInfo,
     BackendUnavailableError,
     Backpressure,

@@ -270,7 +270,7 @@ def test_vector_add_through_buffers(rt):
         assert k.send(vreq(op, a, a_buf=ba.handle, b_buf=bb.handle, out_buf=bo.handle))
         r = k.receive(timeout=2)
         assert r.status == 0 and r.length == 100 and r.out_buf == bo.handle
-        np.testing.assert_allclose(bo.numpy(np.float32), fn(a, b), rtol=1e-6)
+        np.testing.assert_allclose(bo.read(np.float32), fn(a, b), rtol=1e-6)
 
 
 def test_vector_add_bad_requests_are_answered_and_counted(rt):
@@ -298,11 +298,23 @@ def test_builtin_layouts_match_the_message_classes():
 def test_buffers(rt):
     buf = rt.buffer(np.arange(100, dtype=np.float32))
     assert buf.handle != 0 and buf.nbytes == 400
-    np.testing.assert_array_equal(buf.numpy(), np.arange(100, dtype=np.float32))
+    np.testing.assert_array_equal(buf.read(), np.arange(100, dtype=np.float32))
     raw = rt.buffer(64)
-    assert raw.numpy().dtype == np.uint8 and raw.numpy().sum() == 0
-    raw.numpy()[:] = 7
-    assert raw.numpy(np.uint8).sum() == 7 * 64
+    assert raw.read().dtype == np.uint8 and raw.read().sum() == 0
+    raw.write(np.full(16, 7, np.uint8), offset=48)
+    assert raw.read().sum() == 7 * 16 and raw.read()[47] == 0
+    with pytest.raises(ValueError, match=r"outside the buffer, whose range is \[0, 64\)"):
+        raw.write(np.zeros(32, np.uint8), offset=40)
+    if raw.on_device:  # CUDA: device memory, no host view
+        assert raw.device >= 0 and raw.__dlpack_device__() == (2, raw.device)
+        cai = buf.__cuda_array_interface__
+        assert cai["shape"] == (100,) and cai["typestr"] == "<f4" and cai["data"][0] != 0
+        with pytest.raises(TypeError, match="CUDA device"):
+            raw.numpy()
+    else:
+        raw.numpy()[:] = 7
+        assert raw.numpy(np.uint8).sum() == 7 * 64 and raw.read().sum() == 7 * 64
+        assert not hasattr(raw, "__cuda_array_interface__")
     with pytest.raises(ValueError, match="size"):
         rt.buffer(0)
     with pytest.raises(TypeError):
@@ -310,6 +322,8 @@ def test_buffers(rt):
 
 
 def test_buffer_views_outlive_the_runtime(backend):
+    if backend == "cuda":
+        pytest.skip("CUDA buffers are device memory, which has no host view to outlive the runtime")
     with rk.Runtime(backend) as runtime:
         view = runtime.buffer(np.ones(10, np.float64)).numpy()
     gc.collect()
@@ -772,7 +786,7 @@ def test_modes(rt):
         rt.launch("bad", "echo", input=REC, mode="sometimes")
     k = rt.launch("p", "echo", input=REC)
     assert k.mode == ("dispatch" if rt.backend == "opencl" and copies() else "persistent")
-    if rt.backend == "cpu":
+    if rt.backend in ("cpu", "cuda"):  # kernels there are always resident
         with pytest.raises(ValueError, match="dispatch"):
             rt.launch("d", "echo", input=REC, mode="dispatch")
         return
