@@ -18,7 +18,20 @@ cmake -S . -B build/test "${gen[@]}" -DCMAKE_BUILD_TYPE=Release -DRINGKERNEL_WER
 cmake --build build/test -j "$jobs"
 
 step "C++: ctest"
-ctest --test-dir build/test --output-on-failure -j "$jobs"
+# NVRTC from the nvidia-cuda-nvrtc wheel (pip install .[cuda]), when installed: the CUDA backend's
+# portable-source compiles run without a GPU.
+if [ -z "${RINGKERNEL_NVRTC_LIBRARY:-}" ]; then
+  nvrtc=$(python3 -c "
+import importlib.util, os
+s = importlib.util.find_spec('nvidia')
+for root in (s.submodule_search_locations if s else []):
+    for rel in ('cu13/lib/libnvrtc.so.13', 'cuda_nvrtc/lib/libnvrtc.so.12'):
+        if os.path.isfile(os.path.join(root, rel)): print(os.path.join(root, rel)); raise SystemExit
+" 2>/dev/null || true)
+  RINGKERNEL_NVRTC_LIBRARY="$nvrtc" ctest --test-dir build/test --output-on-failure -j "$jobs"
+else
+  ctest --test-dir build/test --output-on-failure -j "$jobs"
+fi
 
 if [ "$quick" = 0 ]; then
   for san in address,undefined thread; do
@@ -35,8 +48,8 @@ if [ "$quick" = 0 ]; then
   done
 fi
 
-step "Python: pip install .[test]"
-python3 -m pip install -q --disable-pip-version-check ".[test]"
+step "Python: pip install .[test,cuda]"
+python3 -m pip install -q --disable-pip-version-check ".[test,cuda]"
 
 step "Python: pytest"
 python3 -m pytest tests/python
