@@ -160,7 +160,7 @@ def _ring_kernels() -> bool:
                 adder.send(req)
                 resp = adder.receive(timeout=5.0)
                 rtt = (time.perf_counter_ns() - t0) / 1e3
-                got = None if resp is None else (resp.result[:n] if n <= 25 else bo.numpy(np.float32)[:n])
+                got = None if resp is None else (resp.result[:n] if n <= 25 else bo.read(np.float32)[:n])
                 good = resp is not None and resp.status == 0 and np.allclose(got, fn(a, b), rtol=1e-6)
                 ok &= good
                 where = "inline " if n <= 25 else "buffers"
@@ -232,7 +232,7 @@ def _other_backends(chosen: str) -> bool:
             k.send(VectorAddRequest(op=VectorOp.MULTIPLY, length=100, a_buf=ba.handle, b_buf=bb.handle,
                                     out_buf=bo.handle))
             resp = k.receive(timeout=5.0)
-            good = resp is not None and resp.status == 0 and np.allclose(bo.numpy(np.float32), a * a)
+            good = resp is not None and resp.status == 0 and np.allclose(bo.read(np.float32), a * a)
             ok &= good
             rec = VectorAddRequest(op=VectorOp.ADD, length=25, a=np.ones(25, np.float32), b=np.ones(25, np.float32))
             samples = []
