@@ -804,6 +804,10 @@ RK_FN rk_u32 rk_cuda_dynamic_smem(rk_u32 out_size, rk_u32 run_limit) {
 }
 
 #if defined(RK_TARGET_CUDA)
+/* The loop reads is_active (low half) and should_terminate (high half) as one little-endian word. */
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, is_active) == 0 && RK_OFFSETOF(rk_control_block, should_terminate) == 4,
+                 control_block_flags_word);
+
 __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, rk_run_info *run, rk_i32 *status,
                                         rk_i32 *error, rk_u8 *dynamic_smem) {
     ctx->cb = (rk_control_block *)(rk_uptr)p->control_block;
@@ -852,9 +856,12 @@ __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, 
             rk_atomic_fetch_add_i32(&ctx.cb->blocks_started, 1, RK_RELEASE, RK_SCOPE_SYSTEM);          \
         rk_u32 idle = 0;                                                                               \
         for (;;) {                                                                                     \
-            if (threadIdx.x == 0)                                                                      \
-                rk_mode_ = rk_should_terminate(&ctx) ? 2                                               \
-                           : rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? 1 : 0; \
+            if (threadIdx.x == 0) {                                                                    \
+                /* is_active and should_terminate share one 8-byte word: one read across PCIe. */      \
+                const rk_u64 flags = rk_atomic_load_u64((const rk_u64 *)&ctx.cb->is_active, RK_ACQUIRE,   \
+                                                        RK_SCOPE_SYSTEM);                              \
+                rk_mode_ = (rk_u32)(flags >> 32) != 0u ? 2 : (rk_u32)flags != 0u ? 1 : 0;              \
+            }                                                                                          \
             __syncthreads();                                                                           \
             const int m = rk_mode_;                                                                    \
             __syncthreads();                                                                           \
