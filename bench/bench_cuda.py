@@ -26,6 +26,7 @@ CUDA version and date.
 Without a GPU (no driver, no device) or without nvcc it prints why and writes nothing (exit 0),
 so it is harmless in CI. When Google Benchmark (which bench/cpp needs as a whole) is missing, the
 CUDA benchmark is built alone from a small wrapper project in build/bench-cuda.
+$RINGKERNEL_BENCH_CUDA_BINARY names an already built binary to run instead of building one.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 try:
@@ -60,7 +62,8 @@ except ImportError as _import_error:  # ringkernel (or numpy) not importable: th
         return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
                 "kernel": platform.release(), "python": platform.python_version()}
 
-    def cli(argv, doc, run_fn, table_fn, prefix, quick_help) -> int:
+    def cli(argv: list[str] | None, doc: str, run_fn: Callable[[bool], dict], table_fn: Callable[[dict], str],
+            prefix: str, quick_help: str) -> int:
         import argparse
 
         ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -180,11 +183,25 @@ def _nvidia_smi_driver() -> str:
     return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else ""
 
 
+def _prebuilt() -> tuple[Path, Path, str] | None:
+    """$RINGKERNEL_BENCH_CUDA_BINARY: an already built ringkernel_bench_cuda (scripts/gpu_run.sh passes
+    the one in build/gpu), so nothing is configured or built again."""
+    given = os.environ.get("RINGKERNEL_BENCH_CUDA_BINARY", "")
+    if not given:
+        return None
+    binary = Path(given).resolve()
+    if not binary.is_file():
+        raise SystemExit(f"RINGKERNEL_BENCH_CUDA_BINARY={given}: no such file")
+    build = next((d for d in binary.parents if (d / "CMakeCache.txt").is_file()), binary.parent)
+    return binary, build, f"prebuilt ({binary})"
+
+
 def run(quick: bool = False) -> dict:
     started = time.perf_counter()
-    binary, build, how = build_binary()
+    binary, build, how = _prebuilt() or build_binary()
     out = subprocess.run([str(binary)] + (["--quick"] if quick else []), capture_output=True, text=True,
                          timeout=3600)
+    sys.stderr.write(out.stderr)  # the benchmark's progress lines and any measurement's error
     if out.returncode != 0:
         raise SystemExit(f"{binary.name} exited with {out.returncode}:\n{out.stdout}{out.stderr[-4000:]}")
     data = json.loads(out.stdout)

@@ -213,6 +213,10 @@ RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) 
 RK_FN void rk_cpu_relax(void) {
 #if defined(__CUDA_ARCH__)
     __nanosleep(32);
+#elif defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause(); /* nvcc's host pass: the same as the host target */
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
 #endif
 }
 
