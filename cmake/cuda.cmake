@@ -27,11 +27,11 @@ endif()
 
 if(RINGKERNEL_HAS_CUDA)
   find_package(CUDAToolkit REQUIRED)
-  # Device code compiled into the library: the built-in handlers' persistent kernels (SASS for sm_80 and
-  # sm_90, PTX for later GPUs) and a compile check of the ring protocol in both scopes.
+  # Device code compiled into the library: the built-in handlers' persistent kernels (SASS for sm_75,
+  # sm_80 and sm_90, PTX for later GPUs) and a compile check of the ring protocol in both scopes.
   add_library(ringkernel_cuda_kernels OBJECT csrc/backends/cuda/cuda_kernels.cu csrc/backends/cuda/dialect_check.cu)
   set_target_properties(ringkernel_cuda_kernels PROPERTIES
-    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_ARCHITECTURES "80-real;90-real;90-virtual"
+    CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON CUDA_ARCHITECTURES "75-real;80-real;90-real;90-virtual"
     POSITION_INDEPENDENT_CODE ON)
   target_include_directories(ringkernel_cuda_kernels PRIVATE
     "${CMAKE_CURRENT_SOURCE_DIR}/csrc/include" "${CMAKE_CURRENT_SOURCE_DIR}/csrc/device")
@@ -43,5 +43,5 @@ if(RINGKERNEL_HAS_CUDA)
   target_include_directories(ringkernel SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
   target_link_libraries(ringkernel PRIVATE CUDA::cudart_static)
   target_compile_definitions(ringkernel PRIVATE RINGKERNEL_HAS_CUDA=1)
-  message(STATUS "ringkernel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}; CUDA backend built (sm_80, sm_90 + PTX, cudart static)")
+  message(STATUS "ringkernel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}; CUDA backend built (sm_75, sm_80, sm_90 + PTX, cudart static)")
 endif()

@@ -118,6 +118,8 @@ public:
     // The kernel reached TERMINATED (its blocks stopped, or never started): give back what the
     // backend reserved for it (device compute units).
     virtual void stopped() {}
+    // Why the blocks ended other than by terminate (a device fault), or empty. Asked once they stopped.
+    virtual std::string failure() const { return {}; }
 };
 
 class Backend {
@@ -128,6 +130,9 @@ public:
     virtual std::shared_ptr<MemoryResource> memory() { return host_memory(); }
     // Where buffers (Runtime::buffer) live: memory() unless the backend has device memory for them.
     virtual std::shared_ptr<MemoryResource> buffer_memory() { return memory(); }
+    // Whether the host and the kernels may both do read-modify-writes on one ring word (producers of one
+    // ring on both sides, eviction on one side while the other consumes). Empty: yes; else why not.
+    virtual std::string mixed_atomics_refusal() const { return {}; }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

@@ -253,6 +253,10 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
         fault_ = msg.str();
         final_state = KernelState::Faulted;
     } else if (core_->runner) {
+        if (std::string why = core_->runner->failure(); !why.empty()) {
+            fault_ = why;
+            final_state = KernelState::Faulted;
+        }
         core_->runner->stopped();
     }
     release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
@@ -352,11 +356,34 @@ std::uint32_t Kernel::channel_index(const std::string &channel) const {
 
 // ---- runtime ------------------------------------------------------------------------------------------------
 
+namespace {
+std::unique_ptr<Backend> make_backend(const std::string &name, const RuntimeConfig &cfg) {
+    (void)cfg;
+    if (name == "cpu") return make_cpu_backend();
+#if RINGKERNEL_HAS_OPENCL
+    if (name == "opencl") return make_opencl_backend(cfg);
+#endif
+#if RINGKERNEL_HAS_CUDA
+    if (name == "cuda") return make_cuda_backend(cfg);
+#endif
+    throw BackendUnavailableError("backend '" + name + "' has no implementation in this build");
+}
+}  // namespace
+
 Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)) {
     std::string chosen = backend;
     if (backend == "auto") {
-        for (const char *pref : {"cuda", "opencl", "cpu"})
-            if (chosen == "auto" && auto_candidate(pref)) chosen = pref;
+        // The first candidate that opens: a device that reports available but cannot start (busy, too
+        // old for this build's device code) falls through to the next.
+        for (const char *pref : {"cuda", "opencl", "cpu"}) {
+            if (backend_ || !auto_candidate(pref)) continue;
+            try {
+                backend_ = make_backend(pref, cfg_);
+                chosen = pref;
+            } catch (const BackendUnavailableError &) {
+                if (std::string(pref) == "cpu") throw;
+            }
+        }
     } else {
         bool known = false;
         for (const char *b : kBackends) known = known || backend == b;
@@ -364,15 +391,8 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
                                                 backend + "'");
         const BackendStatus s = status_of(backend);
         if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
+        backend_ = make_backend(backend, cfg_);
     }
-    if (chosen == "cpu") backend_ = make_cpu_backend();
-#if RINGKERNEL_HAS_OPENCL
-    else if (chosen == "opencl") backend_ = make_opencl_backend(cfg_);
-#endif
-#if RINGKERNEL_HAS_CUDA
-    else if (chosen == "cuda") backend_ = make_cuda_backend(cfg_);
-#endif
-    else throw BackendUnavailableError("backend '" + chosen + "' has no implementation in this build");
     backend_name_ = chosen;
     if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))
         throw std::invalid_argument("max_buffers must be in [1, 1048576], got " + std::to_string(cfg_.max_buffers));
@@ -582,7 +602,16 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
 void Kernel::launch() {
     std::lock_guard<std::mutex> lock(mu_);
     require({KernelState::Created}, "launch()", allowed_in(state()));
-    core_->runner->start(core_);
+    try {
+        core_->runner->start(core_);
+    } catch (const std::exception &e) {
+        // A start that failed half way (a device launch withdrawn) cannot be retried: the kernel is FAULTED.
+        fault_ = std::string("launch failed: ") + e.what();
+        rk_atomic_store_i32(&core_->cb->should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        release_queues("it is FAULTED: " + fault_);
+        state_.store(KernelState::Faulted, std::memory_order_release);
+        throw;
+    }
     state_.store(KernelState::Launched, std::memory_order_release);
 }
 
@@ -842,6 +871,10 @@ void Runtime::connect_topic(Kernel &src, const std::string &topic_name, const st
                                "-byte records of type id " + std::to_string(src.spec().output_type) + "; topic '" +
                                topic_name + "' carries " + std::to_string(t.info.record_size) +
                                "-byte records of type id " + std::to_string(t.info.type_id));
+        if (t.host_published)
+            if (const std::string why = backend_->mixed_atomics_refusal(); !why.empty())
+                throw std::invalid_argument("topic '" + topic_name + "' has host publishers, so kernel '" + src.name() +
+                                            "' cannot publish into it too: " + why);
         t.publishers.emplace_back(src.shared_from_this(), ch);
         rings = t.rings;
     }
@@ -855,7 +888,13 @@ std::size_t Runtime::publish(const std::string &topic_name, const void *record, 
     {
         std::lock_guard<std::mutex> lock(mu_);
         check_open("publish()");
-        rings = topic_ref(topic_name).rings;
+        Topic &t = topic_ref(topic_name);
+        if (!t.publishers.empty())
+            if (const std::string why = backend_->mixed_atomics_refusal(); !why.empty())
+                throw std::invalid_argument("topic '" + topic_name +
+                                            "' is fed by kernels, so the host cannot publish into it too: " + why);
+        t.host_published = true;
+        rings = t.rings;
     }
     std::size_t n = 0;
     for (auto &r : rings) {

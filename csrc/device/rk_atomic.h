@@ -153,7 +153,11 @@ RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int suc
 #if defined(__CUDA_ARCH__)
     const rk_u64 want = *expected;
     rk_u64 old;
-    const int order = success == RK_RELAXED && failure != RK_RELAXED ? RK_ACQUIRE : success;
+    /* The stronger of the two orders: a failure that acquires adds acquire to a relaxed or release success. */
+    const bool fail_acquires = failure == RK_ACQUIRE || failure == RK_ACQ_REL || failure == RK_SEQ_CST;
+    const int order = success == RK_RELAXED && fail_acquires   ? RK_ACQUIRE
+                      : success == RK_RELEASE && fail_acquires ? RK_ACQ_REL
+                                                               : success;
 #define RK_PTX_CAS(sem, sc)                                                                            \
     asm volatile("atom." sem "." sc ".cas.b64 %0, [%1], %2, %3;"                                       \
                  : "=l"(old)                                                                           \

@@ -871,7 +871,7 @@ __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, 
                 continue;                                                                              \
             }                                                                                          \
             if (idle == 0 && threadIdx.x == 0) rk_block_refresh(&ctx);                                 \
-            rk_u32 sleep = 64u << (idle < 6u ? idle : 6u);                                             \
+            rk_u32 sleep = 64u << (idle < 14u ? idle : 14u); /* up to ~1 ms, then the bound */      \
             if (sleep > longest_sleep) sleep = longest_sleep;                                          \
             if (sleep != 0) __nanosleep(sleep);                                                        \
             ++idle;                                                                                    \

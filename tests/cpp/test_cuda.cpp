@@ -168,6 +168,23 @@ TEST(CudaNvrtc, ErrorsCarryTheLogAndBadArgumentsAreRefused) {
     EXPECT_THROW(rk::compile_cuda_source(kTwice, "twice", 60, cfg), std::invalid_argument);
 }
 
+TEST(CudaNvrtc, CompareAndSwapTakesTheStrongerOfItsTwoOrders) {
+    if (const auto why = nvrtc_skip(); !why.empty()) GTEST_SKIP() << why;
+    // Release on success with acquire on failure must be one acq_rel atom (not a release that drops the
+    // acquire); nothing in the loop itself uses a releasing CAS, so none may appear.
+    const rk::CudaImage img = rk::compile_cuda_source(R"(
+int h(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    rk_u64 seen = 0;
+    rk_atomic_cas_u64(&ctx->cb->next_reply_id, &seen, 1, RK_RELEASE, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    return RK_NO_REPLY;
+}
+)", "h", 990, private_cache());
+    ASSERT_TRUE(img.ptx);
+    EXPECT_EQ(img.data.find("atom.release.sys.cas"), std::string::npos);
+    EXPECT_NE(img.data.find("atom.acq_rel.sys.cas.b64"), std::string::npos);
+    EXPECT_NE(img.data.find("ld.acquire.sys"), std::string::npos);  // the loop's flag reads cross PCIe
+}
+
 // ---- on a GPU ------------------------------------------------------------------------------------------
 
 #define REQUIRE_GPU()                                                                                       \

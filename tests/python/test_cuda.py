@@ -213,3 +213,30 @@ def test_launches_that_cannot_be_co_resident_are_refused(gpu):
     again.activate()
     again.send(rec(7))
     assert again.receive(timeout=5)["seq"] == 7
+
+
+@pytest.mark.cuda
+def test_cpu_and_gpu_never_race_on_one_ring_word(gpu):
+    # Without native CPU-GPU atomics (PCIe x86 hosts) the host and a kernel must not both do
+    # read-modify-writes on one ring: DROP_OLDEST and mixed topic publishers are refused there, with why.
+    native = "native CPU-GPU atomics"
+    try:
+        k = gpu.launch("evict", "echo", input=REC,
+                       options=rk.LaunchOptions(queue_capacity=16, dedup_window=0,
+                                                backpressure=rk.Backpressure.DROP_OLDEST))
+    except ValueError as e:
+        assert "DROP_OLDEST" in str(e) and native in str(e)
+    else:
+        k.activate()
+        for i in range(100):
+            k.send(rec(i))
+        assert k.receive(timeout=5) is not None
+    src = gpu.launch("src", "echo", input=REC)
+    ticks = gpu.topic("ticks", REC)
+    sink = gpu.launch("sink", "echo", input=REC)
+    ticks.subscribe(sink)
+    gpu.connect(src, ticks)
+    try:
+        ticks.publish(rec(1))
+    except ValueError as e:
+        assert "fed by kernels" in str(e) and native in str(e)

@@ -101,7 +101,9 @@ public:
 
 private:
     static constexpr std::size_t kGrain = 128;
-    static constexpr std::size_t kSlab = 4u << 20;
+    // Pinning memory may synchronise with running kernels (the programming guide lists page-locked
+    // allocations among the operations that serialise streams): large slabs, so it happens rarely.
+    static constexpr std::size_t kSlab = 16u << 20;
 
     void *fresh(std::size_t bytes) {
         use(device_);
@@ -133,6 +135,7 @@ struct DeviceState {
     int sms = 0;
     int max_threads = 0;
     std::size_t smem_optin = 0;    // dynamic shared memory a block may opt in to
+    bool host_atomics = false;     // CPU and GPU atomics on one word in mapped memory are atomic together
     std::uint64_t clock_offset = 0;  // wall clock minus %globaltimer (mod 2^64)
     std::uint64_t clock_error_ns = 0;  // half the best probe round trip
     cudaStream_t copies = nullptr;  // buffers: allocation, zeroing, copies (non-blocking)
@@ -140,6 +143,7 @@ struct DeviceState {
 
     std::mutex mu;                 // everything below
     double resident = 0;           // fraction of the GPU's block slots held by resident kernels
+    std::string broken;            // a device fault killed the context: why (the device is unusable)
     std::map<std::string, cudaKernel_t> sources;  // loaded NVRTC images, by cache path
     std::map<const void *, int> smem_set;         // dynamic shared memory each kernel was allowed
 
@@ -149,6 +153,30 @@ struct DeviceState {
                std::to_string(sms) + " SMs)";
     }
 };
+
+// Wait for the work on stream `s` with a deadline, so that an operation stalled behind a resident kernel
+// is an error instead of a hang.
+void finish(cudaStream_t s, const std::string &what, std::chrono::seconds limit = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    for (int polls = 0;; ++polls) {
+        const cudaError_t q = cudaStreamQuery(s);
+        if (q == cudaSuccess) return;
+        if (q != cudaErrorNotReady) throw Error(cuda_error(what, q));
+        if (std::chrono::steady_clock::now() > deadline)
+            throw Error(what + " did not complete within " + std::to_string(limit.count()) +
+                        " s (something on the GPU is holding it up)");
+        if (polls > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+}
+
+// Every ring kernel asks for the same shared-memory carveout, so blocks of different kernels can share
+// an SM (the co-residency arithmetic assumes they can).
+void prepare_function(const void *func, const std::string &what) {
+    check(cudaFuncSetAttribute(func, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared),
+          "cudaFuncSetAttribute(PreferredSharedMemoryCarveout) for " + what);
+    cudaFuncAttributes attr{};
+    check(cudaFuncGetAttributes(&attr, func), "cudaFuncGetAttributes for " + what);  // loads it now
+}
 
 // %globaltimer against the host's wall clock: a resident probe answers pings with its clock; the ping
 // with the shortest round trip gives the offset, within half that round trip.
@@ -200,7 +228,13 @@ std::shared_ptr<DeviceState> open_device(int index) {
     static std::map<int, std::shared_ptr<DeviceState>> devices;
     std::lock_guard<std::mutex> lock(mu);
     auto &slot = devices[index];
-    if (slot) return slot;
+    if (slot) {
+        std::lock_guard<std::mutex> dl(slot->mu);
+        if (!slot->broken.empty())
+            throw BackendUnavailableError("backend 'cuda' is unavailable: GPU " + std::to_string(index) +
+                                          " faulted earlier in this process and cannot be used again: " + slot->broken);
+        return slot;
+    }
     use(index);
     auto d = std::make_shared<DeviceState>(index);
     cudaDeviceProp prop{};
@@ -210,11 +244,24 @@ std::shared_ptr<DeviceState> open_device(int index) {
     d->sms = prop.multiProcessorCount;
     d->max_threads = prop.maxThreadsPerBlock;
     d->smem_optin = prop.sharedMemPerBlockOptin;
-    if (d->cc < 70)
-        throw BackendUnavailableError(d->describe() + " is older than compute capability 7.0, which ring kernels need "
-                                      "(__nanosleep, scoped atomics)");
+    if (d->cc < 75)
+        throw BackendUnavailableError(d->describe() + " is older than compute capability 7.5, the oldest this build "
+                                      "has device code for");
     if (!prop.unifiedAddressing || !prop.canMapHostMemory)
         throw BackendUnavailableError(d->describe() + " cannot map host memory with unified addressing");
+    int watchdog = 0;
+    cudaDeviceGetAttribute(&watchdog, cudaDevAttrKernelExecTimeout, index);
+    if (watchdog)
+        throw BackendUnavailableError(d->describe() + " has the display watchdog on (it drives a display), which kills "
+                                      "any kernel that runs for more than a few seconds; resident ring kernels need "
+                                      "a GPU without it");
+    int native = 0;
+    cudaDeviceGetAttribute(&native, cudaDevAttrHostNativeAtomicSupported, index);
+    d->host_atomics = native != 0;
+    // Load every kernel of the library now, before any is resident: loading one later (lazy loading) may
+    // need a context synchronisation, which a resident kernel would block forever.
+    for (const char *name : {"echo", "vector_add", "count"}) prepare_function(cuda_builtin_kernel(name), name);
+    prepare_function(cuda_clock_probe_kernel(), "the clock probe");
     check(cudaStreamCreateWithFlags(&d->copies, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     calibrate(*d);
     slot = d;
@@ -233,7 +280,7 @@ public:
             throw std::bad_alloc();
         }
         check(cudaMemsetAsync(p, 0, bytes, d_->copies), "cudaMemsetAsync");
-        check(cudaStreamSynchronize(d_->copies), "cudaStreamSynchronize");
+        finish(d_->copies, "zeroing a new buffer");
         return p;
     }
     void deallocate(void *p, std::size_t) noexcept override {
@@ -249,7 +296,7 @@ private:
     void copy(void *dst, const void *src, std::size_t n, cudaMemcpyKind kind) {
         use(d_->index);
         check(cudaMemcpyAsync(dst, src, n, kind, d_->copies), "cudaMemcpyAsync");
-        check(cudaStreamSynchronize(d_->copies), "cudaStreamSynchronize");
+        finish(d_->copies, kind == cudaMemcpyHostToDevice ? "copying into a buffer" : "copying out of a buffer");
     }
     std::shared_ptr<DeviceState> d_;
 };
@@ -290,6 +337,39 @@ std::chrono::milliseconds start_timeout() {
     const char *env = std::getenv("RINGKERNEL_CUDA_START_TIMEOUT_MS");
     const long ms = env && *env ? std::atol(env) : 5000;
     return std::chrono::milliseconds(ms > 0 ? ms : 5000);
+}
+
+// A device fault seen by the bridge or by terminate: the kernel's context is gone.
+struct Failure {
+    std::mutex mu;
+    std::string why;
+};
+
+// Record a device fault: the kernel says why everywhere a user looks, its queues close (senders and
+// receivers return at once instead of waiting for a kernel that is gone), and the device is marked
+// unusable for the rest of the process (a fault kills the CUDA context).
+void record_fault(KernelCore &core, DeviceState &d, Failure &f, const std::string &why) {
+    {
+        std::lock_guard<std::mutex> lock(f.mu);
+        if (!f.why.empty()) return;
+        f.why = why;
+    }
+    {
+        std::lock_guard<std::mutex> lock(d.mu);
+        if (d.broken.empty()) d.broken = why;
+    }
+    rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    {
+        std::lock_guard<std::mutex> lock(core.err_mu);
+        core.last_error_message = why;
+    }
+    std::vector<std::shared_ptr<Queue>> queues;
+    {
+        std::lock_guard<std::mutex> lock(core.routes_mu);
+        queues = core.held;
+    }
+    for (auto &q : queues) q->close("kernel '" + core.spec.name + "' faulted on the GPU: " + why);
 }
 
 class CudaBlocks final : public BlockRunner {
@@ -355,7 +435,15 @@ public:
         keepalive_ = core;
         std::weak_ptr<KernelCore> weak = core;
         auto stop = stop_;
-        bridge_ = std::thread([weak, stop] { bridge(weak, stop); });
+        auto failure = failure_;
+        auto d = d_;
+        cudaStream_t stream = stream_;
+        bridge_ = std::thread([weak, stop, failure, d, stream] { bridge(weak, stop, failure, d, stream); });
+    }
+
+    std::string failure() const override {
+        std::lock_guard<std::mutex> lock(failure_->mu);
+        return failure_->why;
     }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
@@ -363,11 +451,9 @@ public:
         for (;;) {
             const cudaError_t q = cudaStreamQuery(stream_);
             if (q != cudaErrorNotReady) {
-                if (q != cudaSuccess) {
-                    std::lock_guard<std::mutex> lock(core_.err_mu);
-                    core_.last_error_message = cuda_error("kernel '" + core_.spec.name + "' on " + d_->describe(), q);
-                }
                 stop_bridge();
+                if (q != cudaSuccess)
+                    record_fault(core_, *d_, *failure_, cuda_error("kernel '" + core_.spec.name + "' on " + d_->describe(), q));
                 return true;
             }
             if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -395,9 +481,12 @@ private:
         else bridge_.join();
     }
 
-    // Publish the host clock (for tools that read it) and turn ring progress into host wake-ups. `stop` is
-    // shared: when this thread drops the last reference to the core, the runner is destroyed under it.
-    static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop) {
+    // Publish the host clock (for tools that read it), turn ring progress into host wake-ups, and watch the
+    // kernel's stream for a device fault. `stop` is shared: when this thread drops the last reference to
+    // the core, the runner is destroyed under it.
+    static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
+                       std::shared_ptr<Failure> failure, std::shared_ptr<DeviceState> d, cudaStream_t stream) {
+        cudaSetDevice(d->index);
         RingCursors seen;
         auto interval = std::chrono::microseconds(20);
         while (!stop->load()) {
@@ -405,6 +494,12 @@ private:
             if (!core) return;
             __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
             const bool moved = notify_progress(*core, seen);
+            const cudaError_t q = cudaStreamQuery(stream);
+            if (q != cudaErrorNotReady && q != cudaSuccess) {
+                record_fault(*core, *d, *failure,
+                             cuda_error("kernel '" + core->spec.name + "' on " + d->describe(), q));
+                return;
+            }
             core.reset();
             interval = moved ? std::chrono::microseconds(20) : std::min(interval * 2, decltype(interval)(1000));
             std::this_thread::sleep_for(interval);
@@ -421,6 +516,7 @@ private:
     std::weak_ptr<KernelCore> keepalive_;
     std::thread bridge_;
     std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<Failure> failure_ = std::make_shared<Failure>();
     std::shared_ptr<KernelCore> *keep_forever_ = nullptr;  // deliberately leaked: see abandon()
 };
 
@@ -442,11 +538,36 @@ public:
         if (wanted == "dispatch")
             throw std::invalid_argument("the CUDA backend runs ring kernels resident (mode 'persistent' or 'auto'); "
                                         "'dispatch' is a mode of the OpenCL backend");
+        if (spec.options.backpressure() == Backpressure::DropOldest && !d_->host_atomics)
+            throw std::invalid_argument("backpressure DROP_OLDEST evicts from a ring while the other side (host or GPU) "
+                                        "takes from it, which needs CPU and GPU atomics on one word; " +
+                                        mixed_atomics_refusal() + ": use BLOCK, REJECT or DROP_NEW");
+        {
+            std::lock_guard<std::mutex> lock(d_->mu);
+            if (!d_->broken.empty())
+                throw BackendUnavailableError("GPU " + std::to_string(d_->index) + " faulted earlier in this process: " +
+                                              d_->broken);
+        }
         use(d_->index);
         const void *func = spec.handler.kind == Handler::Kind::Builtin ? cuda_builtin_kernel(spec.handler.name.c_str())
                                                                        : load_source(spec.handler.code, entry, cfg);
         cudaFuncAttributes attr{};
         check(cudaFuncGetAttributes(&attr, func), "cudaFuncGetAttributes");
+        // Per-thread local memory (stack): growing the device's reservation can synchronise the context,
+        // which resident kernels would block. Grow it only while none is resident.
+        std::size_t stack = 0;
+        check(cudaDeviceGetLimit(&stack, cudaLimitStackSize), "cudaDeviceGetLimit(StackSize)");
+        if (attr.localSizeBytes > stack) {
+            std::lock_guard<std::mutex> lock(d_->mu);
+            if (d_->resident > 0)
+                throw std::invalid_argument(
+                    "the handler needs " + std::to_string(attr.localSizeBytes) + " bytes of local memory per thread; " +
+                    d_->describe() + " reserves " + std::to_string(stack) +
+                    " and cannot grow the reservation while ring kernels are resident: launch this kernel first, "
+                    "or use less local memory (smaller arrays in the handler)");
+            check(cudaDeviceSetLimit(cudaLimitStackSize, (attr.localSizeBytes + 1023) / 1024 * 1024),
+                  "cudaDeviceSetLimit(StackSize)");
+        }
         if (spec.block > static_cast<std::uint32_t>(attr.maxThreadsPerBlock))
             throw std::invalid_argument("block must be in [1, " + std::to_string(attr.maxThreadsPerBlock) +
                                         "] threads for this handler on " + d_->describe() + " (its registers limit it), got " +
@@ -495,15 +616,28 @@ public:
         core.uses_barrier = true;
     }
 
+    std::string mixed_atomics_refusal() const override {
+        if (d_->host_atomics) return {};
+        return d_->describe() + " and this host have no native CPU-GPU atomics (cudaDevAttrHostNativeAtomicSupported "
+                                "is 0, as on PCIe x86 machines)";
+    }
+
 private:
     // A portable-source handler: NVRTC (cached on disk), loaded once per process and device.
     const void *load_source(const std::string &code, const std::string &entry, const RuntimeConfig &cfg) {
-        const CudaImage img = compile_cuda_source(code, entry, d_->cc, cfg);
+        CudaImage img = compile_cuda_source(code, entry, d_->cc, cfg);
         std::lock_guard<std::mutex> lock(d_->mu);
         auto it = d_->sources.find(img.path);
         if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
         cudaLibrary_t lib = nullptr;
         cudaError_t e = cudaLibraryLoadData(&lib, img.data.c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+        if (e == cudaErrorInvalidKernelImage || e == cudaErrorInvalidPtx || e == cudaErrorInvalidSource) {
+            // A damaged cache entry: compile again, once.
+            cudaGetLastError();
+            std::remove(img.path.c_str());
+            img = compile_cuda_source(code, entry, d_->cc, cfg);
+            e = cudaLibraryLoadData(&lib, img.data.c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+        }
         if (e != cudaSuccess) {
             cudaGetLastError();
             throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", e), "");
@@ -511,6 +645,7 @@ private:
         cudaKernel_t k = nullptr;
         e = cudaLibraryGetKernel(&k, lib, kCudaSourceKernel);
         if (e != cudaSuccess) throw CompileError(cuda_error("finding the handler's kernel", e), "");
+        prepare_function(reinterpret_cast<const void *>(k), "the handler's kernel");
         d_->sources[img.path] = k;  // loaded for the life of the process (kernels may outlive runtimes)
         return reinterpret_cast<const void *>(k);
     }
@@ -522,8 +657,6 @@ private:
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg) {
-    // Load every module at once: lazy loading may synchronise the context, which resident kernels block.
-    setenv("CUDA_MODULE_LOADING", "EAGER", 0);
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {
@@ -555,6 +688,13 @@ std::string cuda_runtime_detail(bool *available) {
     std::string first = "device 0";
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
         first = std::string(prop.name) + ", sm_" + std::to_string(prop.major * 10 + prop.minor);
+    // Whether this build has device code the GPU can run (SASS for it, or PTX it can compile).
+    cudaFuncAttributes attr{};
+    if (const cudaError_t fe = cudaFuncGetAttributes(&attr, cuda_clock_probe_kernel()); fe != cudaSuccess) {
+        cudaGetLastError();
+        return "CUDA backend unavailable: this build has no device code for " + first + " (" +
+               cuda_error("cudaFuncGetAttributes", fe) + ")";
+    }
     int driver = 0;
     cudaDriverGetVersion(&driver);
     *available = true;

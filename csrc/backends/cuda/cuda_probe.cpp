@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 
 #include <cstdlib>
+#include <mutex>
 #include <string>
 
 #include "../../core/kernel_core.hpp"
@@ -42,6 +43,13 @@ std::string probe_driver() {
 std::string cuda_status_detail(bool *available) {
     *available = false;
     const std::string nvrtc = nvrtc_status();
+#if RINGKERNEL_HAS_CUDA
+    // Load every module at once, before anything initialises CUDA in this process: lazy loading may need
+    // a context synchronisation, which a resident kernel blocks forever. (The backend also loads its own
+    // kernels before any is resident; this covers the user's kernels too. A user's setting is kept.)
+    static std::once_flag eager;
+    std::call_once(eager, [] { setenv("CUDA_MODULE_LOADING", "EAGER", 0); });
+#endif
     const std::string driver = probe_driver();
 #if RINGKERNEL_HAS_CUDA
     if (!driver.empty()) return "CUDA backend unavailable: " + driver + "; " + nvrtc;

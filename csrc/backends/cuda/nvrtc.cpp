@@ -151,8 +151,8 @@ CudaImage compile_cuda_source(const std::string &code, const std::string &entry,
     if (!valid_identifier(entry))
         throw std::invalid_argument("entry must be a C identifier naming the handler function, got '" + entry + "'");
     if (code.empty()) throw std::invalid_argument("handler source is empty");
-    if (cc < 70 || cc > 1000)
-        throw std::invalid_argument("compute capability must be in [70, 1000] (7.0 and later), got " + std::to_string(cc));
+    if (cc < 75 || cc > 1000)
+        throw std::invalid_argument("compute capability must be in [75, 1000] (7.5 and later), got " + std::to_string(cc));
     const NvrtcApi &a = api();
     if (!a.lib) throw BackendUnavailableError("CUDA portable-source handlers need NVRTC: " + a.why);
     bool exact = false;
@@ -223,12 +223,24 @@ CudaImage compile_cuda_source(const std::string &code, const std::string &entry,
     }
     a.DestroyProgram(&prog);
     if (rc != 0) throw Error(nvrtc_error(a, img.ptx ? "nvrtcGetPTX" : "nvrtcGetCUBIN", rc));
-    const std::string tmp = img.path + "." + std::to_string(::getpid()) + ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary);
-        f.write(img.data.data(), static_cast<std::streamsize>(img.data.size()));
-        if (!f) throw Error("cannot write the compiled handler to " + tmp);
+    // A private temporary name (mkstemp), then an atomic rename: concurrent compiles of one source in
+    // threads or processes never write one file together.
+    std::string tmp = img.path + ".XXXXXX";
+    const int fd = ::mkstemp(tmp.data());
+    if (fd < 0) throw Error("cannot create a temporary file next to " + img.path);
+    const char *p = img.data.data();
+    std::size_t left = img.data.size();
+    while (left > 0) {
+        const ssize_t w = ::write(fd, p, left);
+        if (w <= 0) {
+            ::close(fd);
+            std::remove(tmp.c_str());
+            throw Error("cannot write the compiled handler to " + tmp);
+        }
+        p += w;
+        left -= static_cast<std::size_t>(w);
     }
+    ::close(fd);
     if (std::rename(tmp.c_str(), img.path.c_str()) != 0) {
         std::remove(tmp.c_str());
         throw Error("cannot move the compiled handler into the cache at " + img.path);

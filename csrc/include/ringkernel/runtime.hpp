@@ -287,6 +287,7 @@ private:
         TopicInfo info;
         std::vector<std::shared_ptr<Queue>> rings;
         std::vector<std::pair<std::weak_ptr<Kernel>, std::uint32_t>> publishers;  // kernels connected to it
+        bool host_published = false;  // the host has published into it
     };
     std::map<std::string, Topic> topics_;
     struct BufferTable;
