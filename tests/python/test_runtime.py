@@ -21,7 +21,8 @@ from ringkernel.builtins import VectorAddRequest, VectorAddResponse, VectorOp
 
 # "opencl-copy": the OpenCL backend as on a device that cannot share memory with the host while a
 # kernel runs (RINGKERNEL_OPENCL_SVM=0 hides PoCL's SVM): dispatch mode with copies.
-BACKENDS = ["cpu", "opencl", "opencl-copy", "cuda"]
+# The cuda cases carry the `cuda` mark at collection, so `pytest -m cuda` selects them too.
+BACKENDS = ["cpu", "opencl", "opencl-copy", pytest.param("cuda", marks=pytest.mark.cuda)]
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
 
 
@@ -36,8 +37,6 @@ def backend(request, monkeypatch) -> str:
         monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
         name = "opencl"
     info = _availability()[name]
-    if name == "cuda":
-        request.applymarker(pytest.mark.cuda)
     if not info.available:
         pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
     return name
