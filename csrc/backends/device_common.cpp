@@ -62,6 +62,7 @@ bool notify_progress(const KernelCore &core, RingCursors &seen) {
     const rk_routes &r = core.routes();
     auto check = [&](const rk_route &route, bool input) {
         auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
+        if (q && q->device_resident()) return;  // between kernels in device memory: no host waits on it
         const std::uint64_t head = __atomic_load_n(&route.ring->head, __ATOMIC_ACQUIRE);
         const std::uint64_t tail = __atomic_load_n(&route.ring->tail, __ATOMIC_ACQUIRE);
         auto &last = seen[route.ring];

@@ -133,6 +133,8 @@ public:
     // Whether the host and the kernels may both do read-modify-writes on one ring word (producers of one
     // ring on both sides, eviction on one side while the other consumes). Empty: yes; else why not.
     virtual std::string mixed_atomics_refusal() const { return {}; }
+    // Where rings between two of the backend's kernels live when not in memory(): device memory on CUDA.
+    virtual std::shared_ptr<MemoryResource> k2k_memory() { return nullptr; }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

@@ -166,6 +166,13 @@ Queue::Queue(const QueueConfig &cfg, std::shared_ptr<HlcClock> clock, std::share
 
 Queue::~Queue() = default;
 
+void Queue::move_ring_to_device(std::shared_ptr<MemoryResource> memory, const std::string &why) {
+    if (!ring_) throw std::invalid_argument("a priority queue cannot join kernels on a device");
+    if (device_ring_) throw std::logic_error("the queue's ring is in device memory already");
+    device_ring_ = std::make_unique<Ring>(cfg_.capacity, cfg_.payload_size, ring_->header()->flags, std::move(memory));
+    close(why);
+}
+
 void Queue::close(const std::string &reason) {
     {
         std::lock_guard<std::mutex> lock(close_mu_);

@@ -5,6 +5,7 @@
 #include <new>
 #include <sstream>
 #include <stdexcept>
+#include <vector>
 
 #include "ringkernel/options.hpp"
 
@@ -43,7 +44,14 @@ Ring::Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flag
     bytes_ = static_cast<std::size_t>(rk_ring_bytes(capacity, stride));
     alloc_ = bytes_;
     hdr_ = static_cast<rk_ring_header *>(memory_->allocate(alloc_, RK_CACHE_LINE));
-    rk_ring_init(hdr_, capacity, stride, flags);
+    if (memory_->device() < 0) {
+        rk_ring_init(hdr_, capacity, stride, flags);
+    } else {
+        // Device memory: initialise an image on the host and copy it in.
+        std::vector<std::uint8_t> image(alloc_, 0);
+        rk_ring_init(reinterpret_cast<rk_ring_header *>(image.data()), capacity, stride, flags | RK_RING_FLAG_DEVICE_LOCAL);
+        memory_->copy_in(hdr_, image.data(), alloc_);
+    }
 }
 
 Ring::~Ring() { memory_->deallocate(hdr_, alloc_); }

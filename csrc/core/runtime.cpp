@@ -169,7 +169,7 @@ constexpr std::size_t kMaxQueuesPerKernel = 16;
 
 rk_route route_of(const std::shared_ptr<Queue> &q) {
     rk_route r;
-    r.ring = q->ring()->header();
+    r.ring = q->kernel_ring();
     r.cookie = static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(q.get()));
     return r;
 }
@@ -731,6 +731,10 @@ std::string Runtime::connect(Kernel &src, Kernel &dst, const std::string &channe
     cfg.dedup_window = 0;
     cfg.backpressure = src.spec().options.backpressure();  // the policy src's blocks apply to it
     auto ring = std::make_shared<Queue>(cfg, nullptr, dst.core_->doorbell, backend_->memory());
+    if (auto device = backend_->k2k_memory())
+        ring->move_ring_to_device(device, "queue '" + name + "' joins two kernels through " + backend_name_ +
+                                              " device memory, which the host cannot reach: send to '" + src.name() +
+                                              "' and receive from the end of the pipeline");
     {
         std::lock_guard<std::mutex> lock(mu_);
         register_queue(name, ring, dst.name());

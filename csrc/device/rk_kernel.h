@@ -192,7 +192,6 @@ struct rk_ctx {
  *   rk_barrier(ctx)         the same, for handlers
  */
 #if defined(RK_TARGET_HOST)
-#define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
 RK_FN rk_u64 rk_now_ns(rk_ctx *ctx) { return ctx->recent_ns = ctx->now_ns(); }
 RK_FN void rk_backoff(rk_ctx *ctx, rk_u32 attempt) { ctx->backoff(ctx, attempt); }
 RK_FN void rk_event(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n) { ctx->event(ctx, kind, cookie, n); }
@@ -201,7 +200,6 @@ RK_FN void rk_barrier(rk_ctx *ctx) {
     if (ctx->thread_count > 1) ctx->barrier(ctx);
 }
 #else
-#define RK_SCOPE_RINGS RK_SCOPE_SYSTEM
 #if defined(RK_TARGET_CUDA)
 /* %globaltimer: the GPU's nanosecond clock, moved onto the host's wall clock by the offset the
  * backend measured when it opened the device. */
@@ -253,6 +251,19 @@ RK_FN void rk_block_sync(rk_ctx *ctx) {
 }
 #endif
 RK_FN void rk_barrier(rk_ctx *ctx) { rk_block_sync(ctx); }
+#endif
+
+/* The scope of a ring's atomics: device scope for a ring in device memory between kernels of one device
+ * (CUDA), system scope for everything the host shares. Only CUDA has device-local rings. */
+#if defined(RK_TARGET_CUDA)
+RK_FN int rk_ring_scope(RK_GLOBAL const rk_ring_header *r) {
+    return (r->flags & RK_RING_FLAG_DEVICE_LOCAL) != 0u ? RK_SCOPE_DEVICE : RK_SCOPE_SYSTEM;
+}
+#else
+RK_FN int rk_ring_scope(RK_GLOBAL const rk_ring_header *r) {
+    (void)r;
+    return RK_SCOPE_SYSTEM;
+}
 #endif
 
 /* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
@@ -365,7 +376,8 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
                         RK_LOCAL const void *payload) {
     RK_GLOBAL rk_ring_header *r = route->ring;
     rk_u32 attempt = 0;
-    while (!rk_ring_push_local(r, env, (RK_LOCAL const rk_u8 *)payload, RK_SCOPE_RINGS)) {
+    const int scope = rk_ring_scope(r);
+    while (!rk_ring_push_local(r, env, (RK_LOCAL const rk_u8 *)payload, scope)) {
         if (env->payload_size > r->max_payload) {
             rk_count_dropped(ctx, 1);
             return 0;
@@ -383,13 +395,13 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
         if (ctx->backpressure == RK_BP_DROP_OLDEST) {
             /* Evict only from a ring that is really full: a push also fails while a consumer is still
              * copying out of the slot it needs, and evicting then would empty the ring. */
-            rk_u64 h = rk_atomic_load_u64(&r->head, RK_ACQUIRE, RK_SCOPE_RINGS);
-            rk_u64 t = rk_atomic_load_u64(&r->tail, RK_ACQUIRE, RK_SCOPE_RINGS);
+            rk_u64 h = rk_atomic_load_u64(&r->head, RK_ACQUIRE, scope);
+            rk_u64 t = rk_atomic_load_u64(&r->tail, RK_ACQUIRE, scope);
             if (t - h >= (rk_u64)r->capacity) {
                 rk_u64 pos;
-                RK_GLOBAL rk_envelope *old = rk_ring_acquire(r, &pos, 0, RK_SCOPE_RINGS);
+                RK_GLOBAL rk_envelope *old = rk_ring_acquire(r, &pos, 0, scope);
                 if (old != RK_NULL) {
-                    rk_ring_release(r, old, pos, RK_SCOPE_RINGS);
+                    rk_ring_release(r, old, pos, scope);
                     rk_count_dropped(ctx, 1);
                     rk_event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
                     continue;
@@ -483,7 +495,7 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
         rk_u32 i = (ctx->next_input + k) % count;
         rk_u64 first = 0;
         rk_u32 got = rk_ring_acquire_n(routes->inputs[i].ring, ctx->max_run, &first, (int)ctx->single_consumer,
-                                       RK_SCOPE_RINGS);
+                                       rk_ring_scope(routes->inputs[i].ring));
         if (got != 0) {
             ctx->next_input = (i + 1u) % count;
             run->ring = routes->inputs[i].ring;
@@ -566,7 +578,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             rk_atomic_min_nonzero_u64(&t->min_latency_ns, lo);
             rk_atomic_max_u64(&t->max_latency_ns, hi);
             rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
-            rk_u64 depth = rk_ring_size(ring, RK_SCOPE_RINGS);
+            rk_u64 depth = rk_ring_size(ring, rk_ring_scope(ring));
             rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
         }
     }
@@ -578,7 +590,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             ctx->request = slot;
             rk_deliver_at(ctx, 0, (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
         }
-        rk_ring_release(ring, slot, run->first + j, RK_SCOPE_RINGS);
+        rk_ring_release(ring, slot, run->first + j, rk_ring_scope(ring));
     }
     ctx->request = RK_NULL;
     if (expired != 0) {

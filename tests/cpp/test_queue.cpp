@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ringkernel/ids.hpp"
+#include "ringkernel/errors.hpp"
 #include "ringkernel/queue.hpp"
 
 using namespace std::chrono_literals;
@@ -455,4 +456,62 @@ TEST(Stats, LiveSnapshotsNeverGoNegative) {
     EXPECT_LE(worst, 16u);
     EXPECT_EQ(q.stats().received, 0u);
     expect_balanced(q);
+}
+
+// ---- a queue whose ring moved to device memory (CUDA kernel-to-kernel rings) -------------------------
+
+namespace {
+// Memory that says it belongs to a device: the host reaches it only through copy_in/copy_out, which
+// count their calls. (It is host memory underneath, so the test can look at what the kernels would see.)
+class DeviceLikeMemory final : public rk::MemoryResource {
+public:
+    void *allocate(std::size_t bytes, std::size_t align) override { return rk::host_memory()->allocate(bytes, align); }
+    void deallocate(void *p, std::size_t bytes) noexcept override { rk::host_memory()->deallocate(p, bytes); }
+    const char *name() const noexcept override { return "device-like"; }
+    int device() const noexcept override { return 0; }
+    void copy_in(void *dst, const void *src, std::size_t n) override {
+        ++copies_in;
+        std::memcpy(dst, src, n);
+    }
+    int copies_in = 0;
+};
+}  // namespace
+
+TEST(DeviceRing, IsInitialisedByCopyFlaggedDeviceLocalAndClosesTheHostSide) {
+    rk::QueueConfig cfg;
+    cfg.capacity = 64;
+    cfg.payload_size = 48;
+    rk::Queue q(cfg);
+    auto mem = std::make_shared<DeviceLikeMemory>();
+    rk_ring_header *host_ring = q.kernel_ring();
+    ASSERT_FALSE(q.device_resident());
+    q.move_ring_to_device(mem, "queue 'a->b' joins two kernels through device memory");
+    EXPECT_TRUE(q.device_resident());
+    EXPECT_EQ(mem->copies_in, 1);  // the header and every slot's turn counter, in one copy
+    const rk_ring_header *dev = q.kernel_ring();
+    ASSERT_NE(dev, host_ring);
+    EXPECT_EQ(dev->magic, RK_RING_MAGIC);
+    EXPECT_EQ(dev->capacity, 64u);
+    EXPECT_EQ(dev->max_payload, host_ring->max_payload);
+    EXPECT_NE(dev->flags & RK_RING_FLAG_DEVICE_LOCAL, 0u);
+    EXPECT_EQ(host_ring->flags & RK_RING_FLAG_DEVICE_LOCAL, 0u);
+    // Kernels can use it: a push and a pop through the device ring's protocol.
+    std::uint8_t payload[48] = {7};
+    rk_envelope env{};
+    env.payload_size = 48;
+    EXPECT_TRUE(rk_ring_try_push(const_cast<rk_ring_header *>(dev), &env, payload, 0, RK_SCOPE_DEVICE));
+    std::uint8_t out[48] = {};
+    rk_envelope got{};
+    EXPECT_TRUE(rk_ring_try_pop(const_cast<rk_ring_header *>(dev), &got, out, 48, 0, RK_SCOPE_DEVICE));
+    EXPECT_EQ(out[0], 7);
+    // The host side is closed, with the reason.
+    std::uint8_t rec[48] = {};
+    try {
+        q.send(rec);
+        FAIL() << "expected LifecycleError";
+    } catch (const rk::LifecycleError &e) {
+        EXPECT_NE(std::string(e.what()).find("device memory"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(q.receive(rec, nullptr, rk::Wait::for_ns(0)));
+    EXPECT_THROW(q.move_ring_to_device(mem, "again"), std::logic_error);
 }

@@ -530,6 +530,8 @@ public:
     const char *name() const noexcept override { return "cuda"; }
     std::shared_ptr<MemoryResource> memory() override { return mapped_; }
     std::shared_ptr<MemoryResource> buffer_memory() override { return device_; }
+    // Rings between two kernels on this GPU: device memory, device-scope atomics (RK_RING_FLAG_DEVICE_LOCAL).
+    std::shared_ptr<MemoryResource> k2k_memory() override { return device_; }
 
     void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
         const KernelSpec &spec = core.spec;

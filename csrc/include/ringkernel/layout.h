@@ -46,6 +46,9 @@ typedef struct rk_ring_header {
 
 #define RK_RING_FLAG_SINGLE_PRODUCER 1u
 #define RK_RING_FLAG_SINGLE_CONSUMER 2u
+/* The ring is in device memory, used only by kernels on that device (CUDA kernel-to-kernel rings): its
+ * atomics are device scope, and the host never touches it after initialising it. */
+#define RK_RING_FLAG_DEVICE_LOCAL 4u
 
 /* ---- envelope --------------------------------------------------------------------------------- */
 /* At the start of every slot; payload bytes follow it. `sequence` belongs to the ring protocol

@@ -123,6 +123,16 @@ public:
     // The ring behind a non-priority queue (nullptr for priority queues).
     Ring *ring() noexcept { return ring_.get(); }
 
+    // Kernel-to-kernel queues on a GPU: give the kernels a ring of the same shape in device memory
+    // (`memory`) instead, and close this queue to the host with `why` (sends raise it, receives return
+    // nothing): the host cannot reach that ring.
+    void move_ring_to_device(std::shared_ptr<MemoryResource> memory, const std::string &why);
+    bool device_resident() const noexcept { return device_ring_ != nullptr; }
+    // The ring kernels use: the device one after move_ring_to_device, else ring()'s.
+    rk_ring_header *kernel_ring() noexcept {
+        return device_ring_ ? device_ring_->header() : ring_ ? ring_->header() : nullptr;
+    }
+
 private:
     enum class Outcome { Accepted, Refused, TimedOut, Full };
     // probe: on a full BLOCK queue return Full at once without counting.
@@ -147,6 +157,7 @@ private:
     QueueConfig cfg_;
     std::shared_ptr<HlcClock> clock_;
     std::unique_ptr<Ring> ring_;
+    std::unique_ptr<Ring> device_ring_;
     std::unique_ptr<detail::PriorityStore> pstore_;
     std::unique_ptr<detail::DedupWindow> dedup_;
     WaitSet space_;

@@ -14,7 +14,9 @@ namespace rk {
 class Ring {
 public:
     // capacity: power of two in [16, 1048576]; max_payload: bytes in [1, 65536]. `memory`: where the
-    // ring lives (default: the host heap).
+    // ring lives (default: the host heap). In device memory (memory->device() >= 0) the ring is
+    // initialised through copy_in, flagged RK_RING_FLAG_DEVICE_LOCAL, and only header() may be used
+    // (by kernels): none of the host-side operations below.
     Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flags = 0,
          std::shared_ptr<MemoryResource> memory = nullptr);
     ~Ring();
