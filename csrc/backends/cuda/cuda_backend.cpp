@@ -417,8 +417,11 @@ public:
             const rk_i32 in = __atomic_load_n(&core->cb->blocks_started, __ATOMIC_ACQUIRE);
             if (in >= static_cast<rk_i32>(spec.grid)) break;
             const cudaError_t q = cudaStreamQuery(stream_);
-            if (q != cudaErrorNotReady && q != cudaSuccess)
-                throw Error(cuda_error("kernel '" + spec.name + "' failed as it started on " + d_->describe(), q));
+            if (q != cudaErrorNotReady && q != cudaSuccess) {
+                const std::string why = cuda_error("kernel '" + spec.name + "' failed as it started on " + d_->describe(), q);
+                record_fault(*core, *d_, *failure_, why);
+                throw Error(why);
+            }
             if (std::chrono::steady_clock::now() > deadline) {
                 // Tell the blocks that did start to leave; the others leave as soon as they start. The
                 // kernel's memory stays (the core is kept) since they may start at any time.
@@ -448,6 +451,7 @@ public:
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        cudaSetDevice(d_->index);  // terminate may come from any thread
         for (;;) {
             const cudaError_t q = cudaStreamQuery(stream_);
             if (q != cudaErrorNotReady) {
