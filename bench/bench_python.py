@@ -44,10 +44,7 @@ import datetime as _dt
 import gc
 import json
 import math
-import os
-import platform
 import queue
-import socket
 import statistics
 import sys
 import threading
@@ -58,6 +55,7 @@ from typing import Callable
 import numpy as np
 
 import ringkernel as rk
+from ringkernel.bench import machine_info  # noqa: F401  (bench/ scripts import it from here)
 
 RECORD = np.dtype([("seq", "<u8"), ("values", "<f8", (7,))])
 assert RECORD.itemsize == 64
@@ -371,20 +369,6 @@ def bench_threads(cfg: dict, batch: int = 1024) -> list[dict]:
 
 
 # ---- machine description and driver --------------------------------------------------------------
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "kernel": platform.release(), "python": platform.python_version(), "numpy": np.__version__}
 
 
 def run(quick: bool = False) -> dict:

@@ -31,10 +31,6 @@ Usage: ``python bench/bench_runtime.py [--quick] [--out DIR]``.
 from __future__ import annotations
 
 import datetime as _dt
-import gc
-import multiprocessing as mp
-import queue
-import statistics
 import sys
 import threading
 import time
@@ -47,6 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_python import cli, machine_info  # noqa: E402
 
 import ringkernel as rk  # noqa: E402
+from ringkernel.bench import MpQueueActor, PipeActor, ThreadActor  # noqa: E402  (shared with `ringkernel bench`)
+from ringkernel.bench import median_rate as _median_rate  # noqa: E402
+from ringkernel.bench import round_trips as _round_trips  # noqa: E402
 
 RECORD = np.dtype([("seq", "<u8"), ("values", "<f8", (7,))])
 assert RECORD.itemsize == 64
@@ -55,110 +54,6 @@ NORMAL = {"rtt_n": 50_000, "single_n": 200_000, "batch_total": 4_000_000, "batch
 QUICK = {"rtt_n": 5_000, "single_n": 20_000, "batch_total": 400_000, "batch": 4096, "repeats": 2}
 TARGET_P50_US = 5.0
 TARGET_BATCH_MPS = 10e6
-
-
-# ---- actors ---------------------------------------------------------------------------------------
-
-
-class ThreadActor:
-    """The plain-Python actor: a thread answering every request from one queue.Queue into another."""
-
-    def __init__(self, handler: Callable[[Any], Any] = lambda m: m):
-        self.inq: queue.Queue = queue.Queue()
-        self.outq: queue.Queue = queue.Queue()
-        self.thread = threading.Thread(target=self._run, args=(handler,), daemon=True)
-        self.thread.start()
-
-    def _run(self, handler: Callable[[Any], Any]) -> None:
-        get, put = self.inq.get, self.outq.put
-        while True:
-            m = get()
-            if m is None:
-                return
-            put(handler(m))
-
-    def close(self) -> None:
-        self.inq.put(None)
-        self.thread.join()
-
-
-def _pipe_actor(conn) -> None:
-    while True:
-        m = conn.recv_bytes()
-        if not m:
-            return
-        conn.send_bytes(m)
-
-
-def _mpq_actor(inq, outq) -> None:
-    while True:
-        m = inq.get()
-        if m is None:
-            return
-        outq.put(m)
-
-
-class PipeActor:
-    """A process echoing bytes over a multiprocessing.Pipe (the fastest multiprocessing channel)."""
-
-    def __init__(self) -> None:
-        ctx = mp.get_context("fork")
-        self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_pipe_actor, args=(child,), daemon=True)
-        self.proc.start()
-
-    def close(self) -> None:
-        self.conn.send_bytes(b"")
-        self.proc.join(10)
-
-
-class MpQueueActor:
-    def __init__(self) -> None:
-        ctx = mp.get_context("fork")
-        self.inq, self.outq = ctx.Queue(), ctx.Queue()
-        self.proc = ctx.Process(target=_mpq_actor, args=(self.inq, self.outq), daemon=True)
-        self.proc.start()
-
-    def close(self) -> None:
-        self.inq.put(None)
-        self.proc.join(10)
-
-
-# ---- measurement helpers ----------------------------------------------------------------------------
-
-
-def _percentiles(samples: list) -> dict:
-    a = np.asarray(samples, dtype=np.float64)
-    return {"p50_ns": float(np.percentile(a, 50)), "p99_ns": float(np.percentile(a, 99)),
-            "p999_ns": float(np.percentile(a, 99.9)), "mean_ns": float(a.mean()), "n": int(a.size)}
-
-
-def _round_trips(step: Callable[[], None], n: int) -> dict:
-    for _ in range(min(1000, n)):
-        step()
-    samples = [0] * n
-    clock = time.perf_counter_ns
-    gc.disable()
-    try:
-        for i in range(n):
-            t0 = clock()
-            step()
-            samples[i] = clock() - t0
-    finally:
-        gc.enable()
-    return _percentiles(samples)
-
-
-def _median_rate(run_once: Callable[[], float], repeats: int) -> dict:
-    run_once()  # warm-up
-    rates = []
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            rates.append(run_once())
-    finally:
-        gc.enable()
-    return {"msgs_per_s": statistics.median(rates), "best_msgs_per_s": max(rates), "runs": len(rates)}
 
 
 def _record() -> Any:

@@ -10,13 +10,19 @@ from . import _core
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in[:1] == ["bench"]:  # its own options: ringkernel bench --help
+        from .bench import main as bench_main
+
+        return bench_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="ringkernel", description="ringkernel command-line interface")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="show what ringkernel does on this machine")
     demo.add_argument("--messages", type=int, default=200_000, help="messages in the threaded demo (default 200000)")
     sub.add_parser("backends", help="list backends and whether they can run here")
+    sub.add_parser("bench", help="the benchmark suite on every available backend (ringkernel bench --help)")
     sub.add_parser("version", help="print the version and build facts")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
 
     if args.command == "demo":
         from .demo import run
