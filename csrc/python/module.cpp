@@ -7,10 +7,12 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -94,8 +96,63 @@ T int_in_range(const py::object &value, const char *name, long long lo, unsigned
     return value.cast<T>();
 }
 
+// ---- the GIL at interpreter exit ------------------------------------------------------------------------
+// While the interpreter finalizes, CPython (3.11-3.13) ends any other thread that takes the GIL with
+// pthread_exit. Its forced unwind through our frames (a noexcept destructor that retakes the GIL, a
+// thread state torn down under finalization) aborts the process. So a thread that comes back to Python
+// during finalization -- a daemon thread blocked in receive(), a kernel worker running a Python
+// handler -- parks instead, touching nothing of Python's, until the process ends (CPython 3.14 does
+// the same with its own threads).
+
+bool interpreter_finalizing() noexcept {
+#if PY_VERSION_HEX >= 0x030D0000
+    return Py_IsFinalizing() != 0;
+#else
+    return _Py_IsFinalizing() != 0;
+#endif
+}
+
+[[noreturn]] void park_forever() noexcept {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
+}
+
+// py::gil_scoped_release that parks instead of retaking the GIL during finalization.
+class ReleaseGil {
+public:
+    ReleaseGil() : state_(PyEval_SaveThread()) {}
+    ~ReleaseGil() {
+        if (interpreter_finalizing()) park_forever();
+        PyEval_RestoreThread(state_);
+    }
+    ReleaseGil(const ReleaseGil &) = delete;
+    ReleaseGil &operator=(const ReleaseGil &) = delete;
+
+private:
+    PyThreadState *state_;
+};
+
+// py::gil_scoped_acquire for threads that are not Python's (kernel workers): parks instead of taking
+// the GIL during finalization, and when the scope is left during finalization (CPython's forced
+// unwind: the GIL is not held then) it parks instead of touching the thread state.
+class AcquireGil {
+public:
+    AcquireGil() {
+        if (interpreter_finalizing()) park_forever();
+        gil_.emplace();
+    }
+    ~AcquireGil() {
+        if (interpreter_finalizing()) park_forever();
+    }
+    AcquireGil(const AcquireGil &) = delete;
+    AcquireGil &operator=(const AcquireGil &) = delete;
+
+private:
+    std::optional<py::gil_scoped_acquire> gil_;
+};
+
 // Called about every 100 ms while a call waits with the GIL released: lets Ctrl-C interrupt it.
 const std::function<void()> kCheckSignals = [] {
+    if (interpreter_finalizing()) park_forever();
     py::gil_scoped_acquire gil;
     if (PyErr_CheckSignals() != 0) throw py::error_already_set();
 };
@@ -241,7 +298,7 @@ public:
         const auto attempt = q_->try_send(data, o);
         if (attempt != rk::Queue::Attempt::Full) return attempt == rk::Queue::Attempt::Accepted;
         // `record` stays alive (the caller holds it) while the GIL is released.
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         return q_->send(data, o, wait_for(ns));
     }
 
@@ -270,7 +327,7 @@ public:
         rk_envelope *env_out = with_envelope ? &env : nullptr;
         bool ok = q_->receive(dst, env_out, rk::Wait::none());
         if (!ok && ns != 0) {
-            py::gil_scoped_release nogil;
+            ReleaseGil nogil;
             ok = q_->receive(dst, env_out, wait_for(ns));
         }
         if (!ok) return py::none();
@@ -303,7 +360,7 @@ public:
         const std::int64_t ns = timeout_ns(timeout);
         const void *src = arr.data();
         const std::size_t stride = static_cast<std::size_t>(arr.strides(0));
-        py::gil_scoped_release nogil;
+        ReleaseGil nogil;
         return q_->send_batch(src, n, stride, id_ptr, prio, wait_for(ns));
     }
 
@@ -331,7 +388,7 @@ public:
                 if (alloc <= 256) {  // a short copy is cheaper than releasing the GIL
                     got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
                 } else {
-                    py::gil_scoped_release nogil;
+                    ReleaseGil nogil;
                     got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
                 }
                 if (got > 0) return batch_result(out, envs, got, alloc, with_envelopes);
@@ -339,10 +396,12 @@ public:
             if (n == 0 || ns == 0 || deadline.passed()) break;
             bool readable;
             {
-                py::gil_scoped_release nogil;
+                ReleaseGil nogil;
                 readable = q_->wait_readable(wait_for(deadline.remaining_ns()));
             }
-            if (!readable) break;
+            // Not readable: the deadline passed, the queue closed, or another receiver took what woke us
+            // (then wait again for the rest of the time).
+            if (!readable && (deadline.passed() || q_->closed())) break;
         }
         py::array none(dtype_, std::vector<py::ssize_t>{0});
         if (!with_envelopes) return std::move(none);
@@ -764,7 +823,7 @@ public:
     ~PyHostHandler() override {
         // The last owner can be an abandoned worker thread: drop the Python references under the GIL,
         // or leak them when the interpreter is already gone.
-        if (Py_IsInitialized()) {
+        if (Py_IsInitialized() && !interpreter_finalizing()) {
             py::gil_scoped_acquire gil;
             fn_ = py::object();
             in_q_ = py::object();
@@ -780,7 +839,7 @@ public:
     bool concurrent() const override { return false; }
 
     int handle(rk_ctx *ctx, const void *in, void *out) override {
-        py::gil_scoped_acquire gil;
+        AcquireGil gil;
         try {
             py::object request = queue_of(in_q_.ptr()).decode(in);
             py::object result = fn_(request);
@@ -794,7 +853,7 @@ public:
     }
 
     long handle_batch(rk_ctx *, const void *in, std::size_t n, std::size_t stride, void *out) override {
-        py::gil_scoped_acquire gil;
+        AcquireGil gil;
         try {
             PyQueue &iq = queue_of(in_q_.ptr());
             PyQueue &oq = queue_of(out_q_.ptr());
@@ -838,7 +897,7 @@ private:
                 if (channels_[i] == name) idx = static_cast<std::uint32_t>(i + 1);
             if (idx == 0) throw py::key_error("the handler answered on channel '" + name + "', which the kernel does not declare");
             oq.encode(py::reinterpret_borrow<py::object>(item.second), tmp.data());
-            py::gil_scoped_release nogil;  // a full channel may make this wait
+            ReleaseGil nogil;  // a full channel may make this wait
             rk_emit(ctx, idx, tmp.data());
         }
         return rc;
@@ -865,7 +924,7 @@ struct PyRuntime {
     ~PyRuntime() {
         // Closing waits for kernels whose Python handlers need the GIL to finish.
         if (rt && Py_IsInitialized() && PyGILState_Check()) {
-            py::gil_scoped_release nogil;
+            ReleaseGil nogil;
             rt.reset();
         }
     }
@@ -928,7 +987,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     }
     std::shared_ptr<rk::Kernel> k;
     {
-        py::gil_scoped_release nogil;  // compiling a source handler takes a while
+        ReleaseGil nogil;  // compiling a source handler takes a while
         k = self.rt->create(spec);
     }
     PyKernel pk;
@@ -1016,18 +1075,18 @@ void bind_runtime(py::module_ &m) {
         })
         // Lifecycle calls drop the GIL: they may wait for a lock a terminating kernel's Python handler
         // needs the GIL to release.
-        .def("launch", [](PyKernel &k) { k.k->launch(); }, py::call_guard<py::gil_scoped_release>())
-        .def("activate", [](PyKernel &k) { k.k->activate(); }, py::call_guard<py::gil_scoped_release>())
-        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); }, py::call_guard<py::gil_scoped_release>())
+        .def("launch", [](PyKernel &k) { k.k->launch(); }, py::call_guard<ReleaseGil>())
+        .def("activate", [](PyKernel &k) { k.k->activate(); }, py::call_guard<ReleaseGil>())
+        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); }, py::call_guard<ReleaseGil>())
         .def("terminate", [](PyKernel &k, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
-            py::gil_scoped_release nogil;  // a Python handler may need the GIL to finish
+            ReleaseGil nogil;  // a Python handler may need the GIL to finish
             return k.k->terminate(ns < 0 ? -1 : ns);
         }, "timeout"_a = 5.0)
         .def_property_readonly("fault", [](const PyKernel &k) {
             std::string f;
             {
-                py::gil_scoped_release nogil;
+                ReleaseGil nogil;
                 f = k.k->fault();
             }
             return f;
@@ -1068,7 +1127,7 @@ void bind_runtime(py::module_ &m) {
                  cfg.mode = mode;
                  PyRuntime r;
                  {
-                     py::gil_scoped_release nogil;  // probing a device backend can take a while
+                     ReleaseGil nogil;  // probing a device backend can take a while
                      r.rt = std::make_unique<rk::Runtime>(backend, cfg);
                  }
                  return r;
@@ -1124,7 +1183,7 @@ void bind_runtime(py::module_ &m) {
             queue_of(queue_view.ptr()).encode(record, bytes.data());
             const std::int64_t ns = timeout_ns(timeout);
             return key_error_for_missing([&] {
-                py::gil_scoped_release nogil;
+                ReleaseGil nogil;
                 return r.rt->publish(topic, bytes.data(), {}, wait_for(ns));
             });
         })
@@ -1150,14 +1209,14 @@ void bind_runtime(py::module_ &m) {
                 expect *= info.shape[d];
             }
             const std::size_t n = static_cast<std::size_t>(info.size * info.itemsize);
-            py::gil_scoped_release nogil;
+            ReleaseGil nogil;
             r.rt->write_buffer(handle, offset, info.ptr, n);
         }, "handle"_a, "offset"_a, "data"_a)
         .def("read_buffer", [](PyRuntime &r, std::uint64_t handle, std::size_t offset, std::size_t nbytes) {
             py::array_t<std::uint8_t> out(static_cast<py::ssize_t>(nbytes));
             void *dst = out.mutable_data();
             {
-                py::gil_scoped_release nogil;
+                ReleaseGil nogil;
                 r.rt->read_buffer(handle, offset, dst, nbytes);
             }
             return out;
@@ -1169,7 +1228,7 @@ void bind_runtime(py::module_ &m) {
         .def("release_buffer", [](PyRuntime &r, std::uint64_t handle) { r.rt->release_buffer(handle); })
         .def("close", [](PyRuntime &r, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
-            py::gil_scoped_release nogil;
+            ReleaseGil nogil;
             r.rt->close(ns < 0 ? -1 : ns);
         }, "timeout"_a = 5.0);
 
