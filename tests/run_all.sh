@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: C++ (ctest: unit, stress, installed-package consumer; then again under
-# ASan+UBSan and under TSan) and Python (pytest against the package installed with pip).
+# ASan+UBSan and under TSan; then the libFuzzer targets for a short run) and Python (pytest against the
+# package installed with pip).
 #   bash tests/run_all.sh            everything
-#   bash tests/run_all.sh --quick    skip the sanitizer builds
+#   bash tests/run_all.sh --quick    skip the sanitizer builds and the fuzzing
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -46,6 +47,9 @@ if [ "$quick" = 0 ]; then
     TSAN_OPTIONS="halt_on_error=1" UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
       ctest --test-dir "$dir" --output-on-failure -j "$jobs" -LE opencl
   done
+
+  step "C++: libFuzzer targets on their committed corpus, 20 s each (tests/fuzz)"
+  bash tests/fuzz/run.sh 20
 fi
 
 step "Python: pip install .[test,cuda]"

@@ -397,7 +397,7 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
 
 bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
     LazyDeadline deadline(wait);
-    rk_envelope env;
+    rk_envelope env{};  // the ring copies the travelling bytes only: `sequence` must not be stack garbage
     for (;;) {
         while (try_take(env, record)) {
             space_.notify();

@@ -83,7 +83,11 @@ RK_FN RK_GLOBAL rk_envelope *rk_ring_claim(RK_GLOBAL rk_ring_header *r, rk_u64 *
         } else if (dif < 0) {
             return RK_NULL; /* the consumer of the previous lap has not released this slot */
         } else {
-            p = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
+            /* Another producer took p: the cursor has moved (its update precedes the publish we saw).
+             * A cursor that has not moved means a corrupted turn counter: report full, never spin. */
+            rk_u64 q = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
+            if (q == p) return RK_NULL;
+            p = q;
         }
     }
 }
@@ -110,7 +114,9 @@ RK_FN rk_u32 rk_ring_claim_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *firs
         }
         if (k == 0) {
             if (dif < 0) return 0;
-            p = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
+            rk_u64 q = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
+            if (q == p) return 0; /* a corrupted turn counter (see rk_ring_claim) */
+            p = q;
             continue;
         }
         if (single_producer) {
@@ -129,7 +135,9 @@ RK_FN rk_u32 rk_ring_claim_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *firs
 RK_FN int rk_ring_can_claim(RK_GLOBAL rk_ring_header *r, int scope) {
     rk_u64 p = rk_atomic_load_u64(&r->tail, RK_RELAXED, scope);
     rk_u64 seq = rk_atomic_load_u64(&rk_ring_slot(r, p)->sequence, RK_ACQUIRE, scope);
-    return (rk_i64)(seq - p) >= 0;
+    rk_i64 dif = (rk_i64)(seq - p);
+    /* Ahead: another producer took p, so the cursor moved -- unless the turn counter is corrupted. */
+    return dif == 0 || (dif > 0 && rk_atomic_load_u64(&r->tail, RK_RELAXED, scope) != p);
 }
 
 /* ---- consumer side ------------------------------------------------------------------------------ */
@@ -155,7 +163,11 @@ RK_FN RK_GLOBAL rk_envelope *rk_ring_acquire(RK_GLOBAL rk_ring_header *r, rk_u64
         } else if (dif < 0) {
             return RK_NULL; /* nothing published at this position yet */
         } else {
-            p = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
+            /* Another consumer took p (see rk_ring_claim): a cursor that has not moved means a corrupted
+             * turn counter; report empty, never spin. */
+            rk_u64 q = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
+            if (q == p) return RK_NULL;
+            p = q;
         }
     }
 }
@@ -182,7 +194,9 @@ RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *fi
         }
         if (k == 0) {
             if (dif < 0) return 0;
-            p = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
+            rk_u64 q = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
+            if (q == p) return 0; /* a corrupted turn counter (see rk_ring_acquire) */
+            p = q;
             continue;
         }
         if (single_consumer) {
@@ -201,7 +215,9 @@ RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *fi
 RK_FN int rk_ring_can_acquire(RK_GLOBAL rk_ring_header *r, int scope) {
     rk_u64 p = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
     rk_u64 seq = rk_atomic_load_u64(&rk_ring_slot(r, p)->sequence, RK_ACQUIRE, scope);
-    return (rk_i64)(seq - (p + 1)) >= 0;
+    rk_i64 dif = (rk_i64)(seq - (p + 1));
+    /* Ahead: another consumer took p, so the cursor moved -- unless the turn counter is corrupted. */
+    return dif == 0 || (dif > 0 && rk_atomic_load_u64(&r->head, RK_RELAXED, scope) != p);
 }
 
 /* Messages between the cursors, clamped to [0, capacity] (exact only when quiescent). */
@@ -263,7 +279,10 @@ RK_FN int rk_ring_try_pop(RK_GLOBAL rk_ring_header *r, RK_GLOBAL rk_envelope *en
     RK_GLOBAL rk_envelope *slot = rk_ring_acquire(r, &pos, single_consumer, scope);
     if (slot == RK_NULL) return 0;
     rk_envelope_copy(env, slot);
-    rk_copy_bytes(payload, rk_envelope_payload(slot), slot->payload_size < cap ? slot->payload_size : cap);
+    /* Never past the slot, whatever payload_size claims (a corrupted envelope), nor past `cap`. */
+    rk_u32 n = slot->payload_size < cap ? slot->payload_size : cap;
+    if (n > r->max_payload) n = r->max_payload;
+    rk_copy_bytes(payload, rk_envelope_payload(slot), n);
     rk_ring_release(r, slot, pos, scope);
     return 1;
 }

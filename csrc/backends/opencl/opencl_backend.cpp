@@ -618,7 +618,9 @@ private:
         rk_envelope env;
         while (rk_ring_try_pop(out, &env, payload.data(), static_cast<rk_u32>(payload.size()), 1, RK_SCOPE_SYSTEM)) {
             const rk_routes &r = core.routes();
-            if (r.n_channels == 0 || r.channels[0].count == 0) {
+            // A reply whose envelope does not say the kernel's record size was corrupted on the device:
+            // drop it (counted) rather than push bytes the buffer does not have.
+            if (r.n_channels == 0 || r.channels[0].count == 0 || env.payload_size != core.spec.output_size) {
                 rk_atomic_fetch_add_u64(&core.cb->messages_dropped, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
                 continue;
             }
