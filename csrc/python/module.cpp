@@ -6,15 +6,19 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cxxabi.h>
+
 #include <array>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <map>
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 #include "ringkernel/ringkernel.hpp"
 #if RINGKERNEL_HAS_DLPACK
@@ -116,11 +120,14 @@ bool interpreter_finalizing() noexcept {
     for (;;) std::this_thread::sleep_for(std::chrono::hours(24));
 }
 
-// py::gil_scoped_release that parks instead of retaking the GIL during finalization.
+// py::gil_scoped_release that parks instead of retaking the GIL during finalization. If finalization
+// begins while it waits for the GIL, CPython ends the thread from inside PyEval_RestoreThread with a
+// forced unwind, which must be free to leave this destructor (hence noexcept(false), and without_gil
+// below, so that no other exception is unwinding at that moment).
 class ReleaseGil {
 public:
     ReleaseGil() : state_(PyEval_SaveThread()) {}
-    ~ReleaseGil() {
+    ~ReleaseGil() noexcept(false) {
         if (interpreter_finalizing()) park_forever();
         PyEval_RestoreThread(state_);
     }
@@ -130,6 +137,41 @@ public:
 private:
     PyThreadState *state_;
 };
+
+// Run `f` without the GIL. What it throws is carried out of the GIL-less region and rethrown with the
+// GIL back, so the GIL is never retaken while an exception unwinds (see ReleaseGil).
+template <typename F>
+auto without_gil(F &&f) -> decltype(f()) {
+    using R = decltype(f());
+    std::exception_ptr error;
+    if constexpr (std::is_void_v<R>) {
+        {
+            ReleaseGil nogil;
+            try {
+                f();
+            } catch (abi::__forced_unwind &) {
+                throw;  // thread cancellation must unwind
+            } catch (...) {
+                error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+    } else {
+        std::optional<R> result;
+        {
+            ReleaseGil nogil;
+            try {
+                result.emplace(f());
+            } catch (abi::__forced_unwind &) {
+                throw;
+            } catch (...) {
+                error = std::current_exception();
+            }
+        }
+        if (error) std::rethrow_exception(error);
+        return std::move(*result);
+    }
+}
 
 // py::gil_scoped_acquire for threads that are not Python's (kernel workers): parks instead of taking
 // the GIL during finalization, and when the scope is left during finalization (CPython's forced
@@ -228,6 +270,8 @@ template <class Body>
 PyObject *guarded(Body &&body) {
     try {
         return body();
+    } catch (abi::__forced_unwind &) {
+        throw;  // CPython ending this thread at exit: let it unwind
     } catch (...) {
         py::detail::try_translate_exceptions();
         return nullptr;
@@ -298,8 +342,7 @@ public:
         const auto attempt = q_->try_send(data, o);
         if (attempt != rk::Queue::Attempt::Full) return attempt == rk::Queue::Attempt::Accepted;
         // `record` stays alive (the caller holds it) while the GIL is released.
-        ReleaseGil nogil;
-        return q_->send(data, o, wait_for(ns));
+        return without_gil([&] { return q_->send(data, o, wait_for(ns)); });
     }
 
     int try_send(const py::object &record, const py::object &id, const py::object &priority,
@@ -327,8 +370,7 @@ public:
         rk_envelope *env_out = with_envelope ? &env : nullptr;
         bool ok = q_->receive(dst, env_out, rk::Wait::none());
         if (!ok && ns != 0) {
-            ReleaseGil nogil;
-            ok = q_->receive(dst, env_out, wait_for(ns));
+            ok = without_gil([&] { return q_->receive(dst, env_out, wait_for(ns)); });
         }
         if (!ok) return py::none();
         // A numpy scalar (np.void for structured dtypes) that owns a copy of the bytes.
@@ -360,8 +402,7 @@ public:
         const std::int64_t ns = timeout_ns(timeout);
         const void *src = arr.data();
         const std::size_t stride = static_cast<std::size_t>(arr.strides(0));
-        ReleaseGil nogil;
-        return q_->send_batch(src, n, stride, id_ptr, prio, wait_for(ns));
+        return without_gil([&] { return q_->send_batch(src, n, stride, id_ptr, prio, wait_for(ns)); });
     }
 
     py::object receive_batch(const py::object &n_obj, const py::object &timeout, bool with_envelopes) {
@@ -388,16 +429,14 @@ public:
                 if (alloc <= 256) {  // a short copy is cheaper than releasing the GIL
                     got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
                 } else {
-                    ReleaseGil nogil;
-                    got = q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none());
+                    got = without_gil([&] { return q_->receive_batch(dst, alloc, itemsize, env_ptr, rk::Wait::none()); });
                 }
                 if (got > 0) return batch_result(out, envs, got, alloc, with_envelopes);
             }
             if (n == 0 || ns == 0 || deadline.passed()) break;
             bool readable;
             {
-                ReleaseGil nogil;
-                readable = q_->wait_readable(wait_for(deadline.remaining_ns()));
+                readable = without_gil([&] { return q_->wait_readable(wait_for(deadline.remaining_ns())); });
             }
             // Not readable: the deadline passed, the queue closed, or another receiver took what woke us
             // (then wait again for the rest of the time).
@@ -897,8 +936,7 @@ private:
                 if (channels_[i] == name) idx = static_cast<std::uint32_t>(i + 1);
             if (idx == 0) throw py::key_error("the handler answered on channel '" + name + "', which the kernel does not declare");
             oq.encode(py::reinterpret_borrow<py::object>(item.second), tmp.data());
-            ReleaseGil nogil;  // a full channel may make this wait
-            rk_emit(ctx, idx, tmp.data());
+            without_gil([&] { rk_emit(ctx, idx, tmp.data()); });  // a full channel may make this wait
         }
         return rc;
     }
@@ -924,8 +962,7 @@ struct PyRuntime {
     ~PyRuntime() {
         // Closing waits for kernels whose Python handlers need the GIL to finish.
         if (rt && Py_IsInitialized() && PyGILState_Check()) {
-            ReleaseGil nogil;
-            rt.reset();
+            without_gil([&] { rt.reset(); });
         }
     }
 };
@@ -987,8 +1024,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     }
     std::shared_ptr<rk::Kernel> k;
     {
-        ReleaseGil nogil;  // compiling a source handler takes a while
-        k = self.rt->create(spec);
+        k = without_gil([&] { return self.rt->create(spec); });  // compiling a source handler takes a while
     }
     PyKernel pk;
     pk.k = k;
@@ -1075,19 +1111,18 @@ void bind_runtime(py::module_ &m) {
         })
         // Lifecycle calls drop the GIL: they may wait for a lock a terminating kernel's Python handler
         // needs the GIL to release.
-        .def("launch", [](PyKernel &k) { k.k->launch(); }, py::call_guard<ReleaseGil>())
-        .def("activate", [](PyKernel &k) { k.k->activate(); }, py::call_guard<ReleaseGil>())
-        .def("deactivate", [](PyKernel &k) { k.k->deactivate(); }, py::call_guard<ReleaseGil>())
+        .def("launch", [](PyKernel &k) { without_gil([&] { k.k->launch(); }); })
+        .def("activate", [](PyKernel &k) { without_gil([&] { k.k->activate(); }); })
+        .def("deactivate", [](PyKernel &k) { without_gil([&] { k.k->deactivate(); }); })
         .def("terminate", [](PyKernel &k, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
-            ReleaseGil nogil;  // a Python handler may need the GIL to finish
-            return k.k->terminate(ns < 0 ? -1 : ns);
+            // A Python handler may need the GIL to finish.
+            return without_gil([&] { return k.k->terminate(ns < 0 ? -1 : ns); });
         }, "timeout"_a = 5.0)
         .def_property_readonly("fault", [](const PyKernel &k) {
             std::string f;
             {
-                ReleaseGil nogil;
-                f = k.k->fault();
+                f = without_gil([&] { return k.k->fault(); });
             }
             return f;
         })
@@ -1127,8 +1162,8 @@ void bind_runtime(py::module_ &m) {
                  cfg.mode = mode;
                  PyRuntime r;
                  {
-                     ReleaseGil nogil;  // probing a device backend can take a while
-                     r.rt = std::make_unique<rk::Runtime>(backend, cfg);
+                     // Probing a device backend can take a while.
+                     r.rt = without_gil([&] { return std::make_unique<rk::Runtime>(backend, cfg); });
                  }
                  return r;
              }),
@@ -1183,8 +1218,7 @@ void bind_runtime(py::module_ &m) {
             queue_of(queue_view.ptr()).encode(record, bytes.data());
             const std::int64_t ns = timeout_ns(timeout);
             return key_error_for_missing([&] {
-                ReleaseGil nogil;
-                return r.rt->publish(topic, bytes.data(), {}, wait_for(ns));
+                return without_gil([&] { return r.rt->publish(topic, bytes.data(), {}, wait_for(ns)); });
             });
         })
         .def("buffer", [](PyRuntime &r, std::size_t nbytes) {
@@ -1209,15 +1243,13 @@ void bind_runtime(py::module_ &m) {
                 expect *= info.shape[d];
             }
             const std::size_t n = static_cast<std::size_t>(info.size * info.itemsize);
-            ReleaseGil nogil;
-            r.rt->write_buffer(handle, offset, info.ptr, n);
+            without_gil([&] { r.rt->write_buffer(handle, offset, info.ptr, n); });
         }, "handle"_a, "offset"_a, "data"_a)
         .def("read_buffer", [](PyRuntime &r, std::uint64_t handle, std::size_t offset, std::size_t nbytes) {
             py::array_t<std::uint8_t> out(static_cast<py::ssize_t>(nbytes));
             void *dst = out.mutable_data();
             {
-                ReleaseGil nogil;
-                r.rt->read_buffer(handle, offset, dst, nbytes);
+                without_gil([&] { r.rt->read_buffer(handle, offset, dst, nbytes); });
             }
             return out;
         }, "handle"_a, "offset"_a, "nbytes"_a)
@@ -1228,8 +1260,7 @@ void bind_runtime(py::module_ &m) {
         .def("release_buffer", [](PyRuntime &r, std::uint64_t handle) { r.rt->release_buffer(handle); })
         .def("close", [](PyRuntime &r, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
-            ReleaseGil nogil;
-            r.rt->close(ns < 0 ? -1 : ns);
+            without_gil([&] { r.rt->close(ns < 0 ? -1 : ns); });
         }, "timeout"_a = 5.0);
 
     m.def("builtin_handlers", &rk::builtin_handlers, "the names of the built-in handler catalog");
