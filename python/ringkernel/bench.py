@@ -386,11 +386,31 @@ def find_source(explicit: Optional[str]) -> Optional[Path]:
     return None
 
 
+class _StdoutToStderr:
+    """Send file descriptor 1 to stderr for a while: the build tools bench_native runs write there, and
+    stdout is for the table."""
+
+    def __enter__(self) -> None:
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        os.dup2(2, 1)
+
+    def __exit__(self, *exc: Any) -> None:
+        sys.stdout.flush()
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+
+
 def bench_native(source: Optional[Path], quick: bool, progress: Progress) -> tuple:
     """The C++ ring against boost::lockfree and moodycamel (Google Benchmark), from a checkout."""
     progress.step("native: C++ ring vs boost::lockfree and moodycamel")
     if source is None:
         return [], "skipped: needs a source checkout (run from it, or pass --source)"
+    with _StdoutToStderr():
+        return _bench_native(source, quick)
+
+
+def _bench_native(source: Path, quick: bool) -> tuple:
     sys.path.insert(0, str(source / "bench"))
     try:
         import bench_native  # type: ignore[import-not-found]
