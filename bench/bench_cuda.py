@@ -34,54 +34,14 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-try:
-    from bench_python import cli, machine_info  # noqa: E402
-except ImportError as _import_error:  # ringkernel (or numpy) not importable: the C++ benchmark needs neither
-    _IMPORT_NOTE = f"bench_python not importable ({_import_error}); using a local command line"
-
-    def machine_info() -> dict:
-        cpu = platform.processor() or "unknown"
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        cpu = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-                "kernel": platform.release(), "python": platform.python_version()}
-
-    def cli(argv: list[str] | None, doc: str, run_fn: Callable[[bool], dict], table_fn: Callable[[dict], str],
-            prefix: str, quick_help: str) -> int:
-        import argparse
-
-        ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
-        ap.add_argument("--quick", action="store_true", help=quick_help)
-        ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
-                        help="directory for the JSON results (default: bench/results)")
-        args = ap.parse_args(argv)
-        results = run_fn(args.quick)
-        print(table_fn(results))
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stamp = _dt.date.today().strftime("%Y%m%d")
-        path = out_dir / f"{prefix}-{results['machine']['hostname']}-{stamp}.json"
-        path.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {path} ({results['elapsed_s']} s)")
-        return 0
-else:
-    _IMPORT_NOTE = ""
+from bench_python import cli, machine_info  # noqa: E402  (needs ringkernel importable: PYTHONPATH=python)
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "bench"
@@ -228,7 +188,6 @@ def run(quick: bool = False) -> dict:
         "aims": data.get("aims", {}),
         "target": {"ringkernel_over_floor_at_most": 1.5, "launch_over_ringkernel_at_least": 3.0,
                    "batched_msgs_per_s_at_least": 10e6},
-        **({"note": _IMPORT_NOTE} if _IMPORT_NOTE else {}),
         "elapsed_s": round(time.perf_counter() - started, 2),
     }
 
