@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "ringkernel/clock.hpp"
 #include "ringkernel/queue.hpp"
 #include "rk_builtins.h"
 
@@ -80,6 +81,12 @@ bool notify_progress(const KernelCore &core, RingCursors &seen) {
     for (rk_u32 c = 0; c < r.n_channels; ++c)
         for (rk_u32 i = 0; i < r.channels[c].count; ++i) check(r.channels[c].targets[i], false);
     return moved;
+}
+
+std::chrono::microseconds bridge_round(KernelCore &core, RingCursors &seen, std::chrono::microseconds last) {
+    __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+    if (notify_progress(core, seen)) return std::chrono::microseconds(20);
+    return std::min(last * 2, std::chrono::microseconds(1000));
 }
 
 }  // namespace rk

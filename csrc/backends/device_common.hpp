@@ -1,6 +1,7 @@
 // device_common.hpp — internal: what the device backends (OpenCL, CUDA) share on the host side.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -27,5 +28,10 @@ using RingCursors = std::map<const rk_ring_header *, std::pair<std::uint64_t, st
 // Wake host threads waiting on the kernel's rings: receivers of every output that moved since the last
 // call, senders of every input that moved. Returns whether anything moved.
 bool notify_progress(const KernelCore &core, RingCursors &seen);
+
+// One round of a device kernel's bridge thread: publish the host clock into the control block and wake
+// the host waiters of rings that moved. Returns how long to sleep before the next round: 20 µs while
+// messages flow, doubling from `last` to 1 ms while they do not.
+std::chrono::microseconds bridge_round(KernelCore &core, RingCursors &seen, std::chrono::microseconds last);
 
 }  // namespace rk

@@ -660,18 +660,20 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
  * barrier a block can miss. The last block out sets has_terminated. out_bytes and run_limit size
  * the block's reply buffers in local memory (compile-time constants in OpenCL C).
  */
-#if defined(RK_TARGET_OPENCL)
-RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, RK_LOCAL rk_run_info *run,
+#if !defined(RK_TARGET_HOST)
+/* A device block's context from its launch parameters; the target says where the block is. */
+RK_FN void rk_device_ctx_init(rk_ctx *ctx, RK_GLOBAL const rk_kernel_params *p, rk_u32 block_index, rk_u32 grid,
+                              rk_u32 thread_rank, rk_u32 thread_count, RK_LOCAL rk_run_info *run,
                               RK_LOCAL rk_i32 *status, RK_LOCAL rk_i32 *error, RK_LOCAL void *out,
                               RK_LOCAL void *shared, rk_u32 run_limit) {
-    ctx->cb = (__global rk_control_block *)(rk_uptr)p->control_block;
-    ctx->tel = (__global rk_telemetry *)(rk_uptr)p->telemetry;
-    ctx->routes = (__global rk_u64 *)(rk_uptr)p->routes_word;
-    ctx->buffers = (__global rk_buffer_table *)(rk_uptr)p->buffers;
-    ctx->block_index = (rk_u32)get_group_id(0);
-    ctx->grid = (rk_u32)get_num_groups(0);
-    ctx->thread_rank = (rk_u32)get_local_id(0);
-    ctx->thread_count = (rk_u32)get_local_size(0);
+    ctx->cb = (RK_GLOBAL rk_control_block *)(rk_uptr)p->control_block;
+    ctx->tel = (RK_GLOBAL rk_telemetry *)(rk_uptr)p->telemetry;
+    ctx->routes = (RK_GLOBAL rk_u64 *)(rk_uptr)p->routes_word;
+    ctx->buffers = (RK_GLOBAL rk_buffer_table *)(rk_uptr)p->buffers;
+    ctx->block_index = block_index;
+    ctx->grid = grid;
+    ctx->thread_rank = thread_rank;
+    ctx->thread_count = thread_count;
     ctx->in_size = p->in_size;
     ctx->out_size = p->out_size;
     ctx->out_type = p->out_type;
@@ -693,8 +695,11 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
     ctx->out = out;
     ctx->shared = shared;
     ctx->uses_barrier = 1u;
+    ctx->clock_offset = p->clock_offset_ns;
 }
+#endif
 
+#if defined(RK_TARGET_OPENCL)
 /* A block's local memory (run bookkeeping, reply buffers, rk_shared) and its context. */
 #define RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                                 \
     __local rk_run_info rk_run_;                                                                       \
@@ -703,7 +708,8 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, __global const rk_kernel_params *p, R
     __local rk_u64 rk_out_[((out_bytes) * (run_limit) + 7) / 8];                                       \
     __local rk_u64 rk_shared_[RK_SHARED_BYTES / 8];                                                    \
     rk_ctx ctx;                                                                                        \
-    rk_device_ctx_init(&ctx, params, &rk_run_, rk_status_, rk_error_, rk_out_, rk_shared_, (run_limit));
+    rk_device_ctx_init(&ctx, params, (rk_u32)get_group_id(0), (rk_u32)get_num_groups(0), (rk_u32)get_local_id(0), \
+                       (rk_u32)get_local_size(0), &rk_run_, rk_status_, rk_error_, rk_out_, rk_shared_, (run_limit));
 
 #define RK_DEFINE_OPENCL_KERNEL(kernel_name, step_name, out_bytes, run_limit)                             \
     __kernel void kernel_name(__global const rk_kernel_params *params) {                             \
@@ -822,36 +828,9 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, is_active) == 0 && RK_OFFSETOF(rk
 
 __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, rk_run_info *run, rk_i32 *status,
                                         rk_i32 *error, rk_u8 *dynamic_smem) {
-    ctx->cb = (rk_control_block *)(rk_uptr)p->control_block;
-    ctx->tel = (rk_telemetry *)(rk_uptr)p->telemetry;
-    ctx->routes = (rk_u64 *)(rk_uptr)p->routes_word;
-    ctx->buffers = (rk_buffer_table *)(rk_uptr)p->buffers;
-    ctx->block_index = blockIdx.x;
-    ctx->grid = gridDim.x;
-    ctx->thread_rank = threadIdx.x;
-    ctx->thread_count = blockDim.x;
-    ctx->in_size = p->in_size;
-    ctx->out_size = p->out_size;
-    ctx->out_type = p->out_type;
-    ctx->node = p->node;
-    ctx->single_consumer = 0u;
-    ctx->next_input = 0u;
-    ctx->backpressure = p->backpressure;
-    ctx->ttl_ns = p->ttl_ns;
-    ctx->reply_id_base = p->reply_id_base;
-    ctx->request = RK_NULL;
-    ctx->stamp = 0;
-    ctx->recent_ns = 0;
-    ctx->run_started_ns = 0;
-    ctx->max_run = 1u;
-    ctx->run_limit = p->run_limit < 1u ? 1u : p->run_limit > RK_MAX_RUN ? RK_MAX_RUN : p->run_limit;
-    ctx->run = run;
-    ctx->run_status = status;
-    ctx->run_error = error;
-    ctx->out = dynamic_smem;
-    ctx->shared = dynamic_smem + rk_cuda_reply_bytes(p->out_size, ctx->run_limit);
-    ctx->uses_barrier = 1u;
-    ctx->clock_offset = p->clock_offset_ns;
+    const rk_u32 run_limit = p->run_limit < 1u ? 1u : p->run_limit > RK_MAX_RUN ? RK_MAX_RUN : p->run_limit;
+    rk_device_ctx_init(ctx, p, blockIdx.x, gridDim.x, threadIdx.x, blockDim.x, run, status, error, dynamic_smem,
+                       dynamic_smem + rk_cuda_reply_bytes(p->out_size, run_limit), run_limit);
 }
 
 #define RK_DEFINE_CUDA_KERNEL(kernel_name, step_name)                                                     \

@@ -496,8 +496,7 @@ private:
         while (!stop->load()) {
             auto core = weak.lock();
             if (!core) return;
-            __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-            const bool moved = notify_progress(*core, seen);
+            interval = bridge_round(*core, seen, interval);
             const cudaError_t q = cudaStreamQuery(stream);
             if (q != cudaErrorNotReady && q != cudaSuccess) {
                 record_fault(*core, *d, *failure,
@@ -505,7 +504,6 @@ private:
                 return;
             }
             core.reset();
-            interval = moved ? std::chrono::microseconds(20) : std::min(interval * 2, decltype(interval)(1000));
             std::this_thread::sleep_for(interval);
         }
     }

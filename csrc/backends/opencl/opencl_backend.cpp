@@ -223,10 +223,8 @@ private:
         while (!stop->load()) {
             auto core = weak.lock();
             if (!core) return;
-            __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-            const bool moved = notify_progress(*core, seen);
+            interval = bridge_round(*core, seen, interval);
             core.reset();
-            interval = moved ? std::chrono::microseconds(20) : std::min(interval * 2, decltype(interval)(1000));
             std::this_thread::sleep_for(interval);
         }
     }
