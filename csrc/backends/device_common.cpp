@@ -83,6 +83,33 @@ bool notify_progress(const KernelCore &core, RingCursors &seen) {
     return moved;
 }
 
+void ResidentRunner::start_bridge(const std::shared_ptr<KernelCore> &core, std::function<bool(KernelCore &)> check) {
+    keepalive_ = core;
+    std::weak_ptr<KernelCore> weak = core;
+    auto stop = stop_;
+    // `stop` is shared: when this thread drops the last reference to the core, the runner is destroyed
+    // under it (stop_bridge detaches this thread and sets stop), and the loop must not touch `this` again.
+    bridge_ = std::thread([weak, stop, check = std::move(check)] {
+        RingCursors seen;
+        auto interval = std::chrono::microseconds(20);
+        while (!stop->load()) {
+            auto c = weak.lock();
+            if (!c) return;
+            interval = bridge_round(*c, seen, interval);
+            if (check && !check(*c)) return;
+            c.reset();
+            std::this_thread::sleep_for(interval);
+        }
+    });
+}
+
+void ResidentRunner::stop_bridge() {
+    stop_->store(true);
+    if (!bridge_.joinable()) return;
+    if (bridge_.get_id() == std::this_thread::get_id()) bridge_.detach();  // the bridge dropped the last core
+    else bridge_.join();
+}
+
 std::chrono::microseconds bridge_round(KernelCore &core, RingCursors &seen, std::chrono::microseconds last) {
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
     if (notify_progress(core, seen)) return std::chrono::microseconds(20);

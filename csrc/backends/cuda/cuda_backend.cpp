@@ -372,11 +372,12 @@ void record_fault(KernelCore &core, DeviceState &d, Failure &f, const std::strin
     for (auto &q : queues) q->close("kernel '" + core.spec.name + "' faulted on the GPU: " + why);
 }
 
-class CudaBlocks final : public BlockRunner {
+class CudaBlocks final : public ResidentRunner {
 public:
     CudaBlocks(std::shared_ptr<DeviceState> d, const void *func, std::uint32_t smem, std::uint32_t run_limit,
                KernelCore &core, std::unique_ptr<Reservation> units)
-        : d_(std::move(d)), func_(func), smem_(smem), run_limit_(run_limit), core_(core), units_(std::move(units)) {
+        : ResidentRunner(core), d_(std::move(d)), func_(func), smem_(smem), run_limit_(run_limit),
+          units_(std::move(units)) {
         params_ = static_cast<rk_kernel_params *>(core_.memory->allocate(sizeof(rk_kernel_params), 128));
     }
 
@@ -426,7 +427,7 @@ public:
                 // Tell the blocks that did start to leave; the others leave as soon as they start. The
                 // kernel's memory stays (the core is kept) since they may start at any time.
                 __atomic_store_n(&core->cb->should_terminate, 1, __ATOMIC_RELEASE);
-                keep_forever_ = new std::shared_ptr<KernelCore>(core);
+                keep_forever(core);
                 throw Error("kernel '" + spec.name + "': only " + std::to_string(in) + " of its " +
                             std::to_string(spec.grid) + " blocks became resident on " + d_->describe() + " within " +
                             std::to_string(start_timeout().count()) +
@@ -435,13 +436,17 @@ public:
             }
             std::this_thread::sleep_for(std::chrono::microseconds(50));
         }
-        keepalive_ = core;
-        std::weak_ptr<KernelCore> weak = core;
-        auto stop = stop_;
+        // The bridge also watches the stream: a device fault ends it, recorded.
         auto failure = failure_;
         auto d = d_;
         cudaStream_t stream = stream_;
-        bridge_ = std::thread([weak, stop, failure, d, stream] { bridge(weak, stop, failure, d, stream); });
+        start_bridge(core, [failure, d, stream](KernelCore &c) {
+            cudaSetDevice(d->index);  // the bridge thread's device (cheap: a thread-local setting)
+            const cudaError_t q = cudaStreamQuery(stream);
+            if (q == cudaErrorNotReady || q == cudaSuccess) return true;
+            record_fault(c, *d, *failure, cuda_error("kernel '" + c.spec.name + "' on " + d->describe(), q));
+            return false;
+        });
     }
 
     std::string failure() const override {
@@ -465,61 +470,14 @@ public:
         }
     }
 
-    void abandon() override {
-        // A resident kernel cannot be killed: it keeps its memory (the core stays alive on purpose) and its
-        // block slots; the bridge stops.
-        stop_bridge();
-        keep_forever_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
-    }
-
-    std::uint32_t alive() const override {
-        const rk_i32 exited = __atomic_load_n(&core_.cb->blocks_exited, __ATOMIC_ACQUIRE);
-        return core_.spec.grid - static_cast<std::uint32_t>(exited);
-    }
-
 private:
-    void stop_bridge() {
-        stop_->store(true);
-        if (!bridge_.joinable()) return;
-        if (bridge_.get_id() == std::this_thread::get_id()) bridge_.detach();  // it dropped the last core
-        else bridge_.join();
-    }
-
-    // Publish the host clock (for tools that read it), turn ring progress into host wake-ups, and watch the
-    // kernel's stream for a device fault. `stop` is shared: when this thread drops the last reference to
-    // the core, the runner is destroyed under it.
-    static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop,
-                       std::shared_ptr<Failure> failure, std::shared_ptr<DeviceState> d, cudaStream_t stream) {
-        cudaSetDevice(d->index);
-        RingCursors seen;
-        auto interval = std::chrono::microseconds(20);
-        while (!stop->load()) {
-            auto core = weak.lock();
-            if (!core) return;
-            interval = bridge_round(*core, seen, interval);
-            const cudaError_t q = cudaStreamQuery(stream);
-            if (q != cudaErrorNotReady && q != cudaSuccess) {
-                record_fault(*core, *d, *failure,
-                             cuda_error("kernel '" + core->spec.name + "' on " + d->describe(), q));
-                return;
-            }
-            core.reset();
-            std::this_thread::sleep_for(interval);
-        }
-    }
-
     std::shared_ptr<DeviceState> d_;
     const void *func_;
     std::uint32_t smem_, run_limit_;
-    KernelCore &core_;
     std::unique_ptr<Reservation> units_;
     rk_kernel_params *params_ = nullptr;
     cudaStream_t stream_ = nullptr;
-    std::weak_ptr<KernelCore> keepalive_;
-    std::thread bridge_;
-    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<Failure> failure_ = std::make_shared<Failure>();
-    std::shared_ptr<KernelCore> *keep_forever_ = nullptr;  // deliberately leaked: see abandon()
 };
 
 constexpr std::uint32_t kRunLimit = 8;  // messages per run (reply buffers in shared memory)

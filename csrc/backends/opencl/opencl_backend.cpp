@@ -138,10 +138,10 @@ void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *p
     if (err != CL_SUCCESS) throw Error(cl_error("clSetKernelArgSVMPointer", err));
 }
 
-class OpenClBlocks final : public BlockRunner {
+class OpenClBlocks final : public ResidentRunner {
 public:
     OpenClBlocks(std::shared_ptr<Context> c, cl_program prog, KernelCore &core, std::unique_ptr<Reservation> units)
-        : c_(std::move(c)), core_(core), units_(std::move(units)) {
+        : ResidentRunner(core), c_(std::move(c)), units_(std::move(units)) {
         cl_int err;
         kernel_ = c_->cl->CreateKernel(prog, "rk_persistent", &err);
         if (err != CL_SUCCESS) throw Error(cl_error("clCreateKernel", err));
@@ -169,10 +169,7 @@ public:
         err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &event_);
         if (err != CL_SUCCESS) throw Error(cl_error("clEnqueueNDRangeKernel", err));
         cl.Flush(queue_);
-        core_keepalive_ = core;
-        std::weak_ptr<KernelCore> weak = core;
-        auto stop = stop_;
-        bridge_ = std::thread([weak, stop] { bridge(weak, stop); });
+        start_bridge(core);
     }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
@@ -187,18 +184,6 @@ public:
         return false;
     }
 
-    void abandon() override {
-        // A resident kernel cannot be killed: it keeps its memory (the core is kept alive on purpose)
-        // and its work-groups; the bridge stops.
-        stop_bridge();
-        leaked_ = new std::shared_ptr<KernelCore>(core_keepalive_.lock());
-    }
-
-    std::uint32_t alive() const override {
-        const rk_i32 exited = __atomic_load_n(&core_.cb->blocks_exited, __ATOMIC_ACQUIRE);
-        return core_.spec.grid - static_cast<std::uint32_t>(exited);
-    }
-
 private:
     bool complete() {
         if (!event_) return true;
@@ -207,39 +192,12 @@ private:
         return status == CL_COMPLETE || status < 0;
     }
 
-    void stop_bridge() {
-        stop_->store(true);
-        if (!bridge_.joinable()) return;
-        if (bridge_.get_id() == std::this_thread::get_id()) bridge_.detach();  // the bridge dropped the last core
-        else bridge_.join();
-    }
-
-    // Publish the clock; turn ring progress into host wake-ups.
-    // `stop` is shared: when this thread drops the last reference to the core, the runner is destroyed
-    // under it (it detaches this thread and sets stop), and the loop must not touch `this` again.
-    static void bridge(std::weak_ptr<KernelCore> weak, std::shared_ptr<std::atomic<bool>> stop) {
-        RingCursors seen;
-        auto interval = std::chrono::microseconds(20);
-        while (!stop->load()) {
-            auto core = weak.lock();
-            if (!core) return;
-            interval = bridge_round(*core, seen, interval);
-            core.reset();
-            std::this_thread::sleep_for(interval);
-        }
-    }
-
     std::shared_ptr<Context> c_;
-    KernelCore &core_;
-    std::weak_ptr<KernelCore> core_keepalive_;
     cl_kernel kernel_ = nullptr;
     cl_command_queue queue_ = nullptr;
     cl_event event_ = nullptr;
     rk_kernel_params *params_ = nullptr;
     std::unique_ptr<Reservation> units_;
-    std::thread bridge_;
-    std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
-    std::shared_ptr<KernelCore> *leaked_ = nullptr;
 };
 
 // The runners of the dispatch modes: a host thread waits until the kernel may run (messages wait, it
