@@ -45,6 +45,7 @@ from bench_python import cli, machine_info  # noqa: E402
 import ringkernel as rk  # noqa: E402
 from ringkernel.bench import MpQueueActor, PipeActor, ThreadActor  # noqa: E402  (shared with `ringkernel bench`)
 from ringkernel.bench import median_rate as _median_rate  # noqa: E402
+from ringkernel.bench import pipelined_batches as _batched  # noqa: E402
 from ringkernel.bench import round_trips as _round_trips  # noqa: E402
 
 RECORD = np.dtype([("seq", "<u8"), ("values", "<f8", (7,))])
@@ -140,26 +141,6 @@ def bench_single(cfg: dict) -> list:
 
 
 # ---- Q3: batched ------------------------------------------------------------------------------------------
-
-
-def _batched(send_batch: Callable[[np.ndarray], Any], receive_batch: Callable[[], int], total: int,
-             batch: np.ndarray) -> float:
-    b = len(batch)
-    batches = total // b
-
-    def producer() -> None:
-        for _ in range(batches):
-            send_batch(batch)
-
-    t = threading.Thread(target=producer)
-    got = 0
-    t0 = time.perf_counter()
-    t.start()
-    while got < batches * b:
-        got += receive_batch()
-    elapsed = time.perf_counter() - t0
-    t.join()
-    return got / elapsed
 
 
 def bench_batched(cfg: dict) -> list:

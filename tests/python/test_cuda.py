@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import ringkernel as rk
+from test_runtime import DOUBLE  # the shared suite's source handler (tests/python is on sys.path)
 
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
 
@@ -84,17 +85,6 @@ def test_cuda_detail_names_the_driver_and_nvrtc():
 
 
 # ---- on a GPU --------------------------------------------------------------------------------------------
-
-DOUBLE = r"""
-typedef struct { rk_u64 seq; rk_f64 value; } rec;
-int twice(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
-    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
-    RK_LOCAL rec *o = (RK_LOCAL rec *)out;
-    o->seq = r->seq;
-    o->value = 2.0 * r->value;
-    return RK_REPLY;
-}
-"""
 
 # Busy for `value` milliseconds of device clock per message, then echoes.
 BUSY = r"""
