@@ -553,7 +553,16 @@ def write_charts(charts: dict, out: Path) -> list:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    def save(fig: Any, ax: Any, name: str, title: str) -> None:
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(out / name)
+
+    written: list = []
     if charts.get("latency"):
         fig, ax = plt.subplots(figsize=(8, 5))
         for name, samples in charts["latency"].items():
@@ -562,13 +571,7 @@ def write_charts(charts: dict, out: Path) -> list:
         ax.set_xscale("log")
         ax.set_xlabel("round trip from Python (us, log scale)")
         ax.set_ylabel("percentile")
-        ax.set_title("Round-trip distribution, 64-byte messages")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "latency.png", dpi=110)
-        plt.close(fig)
-        written.append(out / "latency.png")
+        save(fig, ax, "latency.png", "Round-trip distribution, 64-byte messages")
     if charts.get("throughput"):
         fig, ax = plt.subplots(figsize=(8, 5))
         for name, points in charts["throughput"].items():
@@ -578,13 +581,7 @@ def write_charts(charts: dict, out: Path) -> list:
         ax.set_yscale("log")
         ax.set_xlabel("batch size (messages)")
         ax.set_ylabel("throughput (M messages/s, log scale)")
-        ax.set_title("Throughput against batch size, 64-byte messages")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "throughput.png", dpi=110)
-        plt.close(fig)
-        written.append(out / "throughput.png")
+        save(fig, ax, "throughput.png", "Throughput against batch size, 64-byte messages")
     return written
 
 
