@@ -144,8 +144,8 @@ def _nvidia_smi_driver() -> str:
 
 
 def _prebuilt() -> tuple[Path, Path, str] | None:
-    """$RINGKERNEL_BENCH_CUDA_BINARY: an already built ringkernel_bench_cuda (scripts/gpu_run.sh passes
-    the one in build/gpu), so nothing is configured or built again."""
+    """$RINGKERNEL_BENCH_CUDA_BINARY: an already built ringkernel_bench_cuda (scripts/gpu_check.sh passes
+    the bundle's), so nothing is configured or built again."""
     given = os.environ.get("RINGKERNEL_BENCH_CUDA_BINARY", "")
     if not given:
         return None

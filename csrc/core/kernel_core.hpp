@@ -144,6 +144,11 @@ std::unique_ptr<Backend> make_cpu_backend();
 // Whether the CUDA backend can run here, and what it runs on or why not: the driver (opened without
 // linking it), the GPUs the CUDA runtime sees, and NVRTC.
 std::string cuda_status_detail(bool *available);
+// How the CUDA driver loads modules in this process, once it is initialised (cuModuleGetLoadingMode).
+// Lazy loading, chosen by whoever initialised CUDA first (CUDA_MODULE_LOADING), can make loading a module
+// wait for resident kernels; ringkernel asks for eager loading when it comes first.
+enum class CudaModuleLoading { Unknown, Eager, Lazy };
+CudaModuleLoading cuda_module_loading();
 #if RINGKERNEL_HAS_CUDA
 // The CUDA runtime's view (cuda_backend.cpp), called once the driver is known to be there.
 std::string cuda_runtime_detail(bool *available);

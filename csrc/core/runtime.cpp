@@ -981,6 +981,8 @@ void Runtime::read_buffer(std::uint64_t handle, std::size_t offset, void *dst, s
     buffers_->data->copy_out(dst, buffer_range(b, offset, n), n);
 }
 
+void Runtime::order_buffers_before(std::intptr_t stream) const { buffers_->data->order_before(stream); }
+
 std::shared_ptr<const void> Runtime::buffer_keepalive() const { return buffers_; }
 
 void Runtime::close(std::int64_t timeout_ns) {

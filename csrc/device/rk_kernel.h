@@ -159,6 +159,7 @@ struct rk_ctx {
     rk_u64 run_started_ns;               /* when the current run began */
     rk_u32 max_run;                      /* length of the next run (adapted to the handler) */
     rk_u32 run_limit;                    /* at most this many (the reply buffers' size) */
+    rk_u32 reply_mask;                   /* thread 0: bit j set when message j of the run answered RK_REPLY */
     /* Block-shared state (block-local memory on devices): */
     RK_LOCAL rk_run_info *run;           /* the current run */
     RK_LOCAL rk_i32 *run_status;         /* thread 0's handler result per message of the run */
@@ -166,7 +167,8 @@ struct rk_ctx {
     RK_LOCAL void *out;                  /* the block's reply buffers (run_limit * out_size bytes) */
     RK_LOCAL void *shared;               /* RK_SHARED_BYTES per block */
     rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
-    rk_u64 clock_offset;                 /* CUDA: added to %globaltimer to give wall-clock ns */
+    rk_u64 clock_offset;                 /* CUDA: added to %globaltimer to give wall-clock ns (the host keeps
+                                            the control block's clock_offset_ns current; blocks reload it) */
 #if defined(RK_TARGET_HOST)
     /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
     void *host;                          /* the backend's per-block state */
@@ -506,6 +508,7 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
         }
     }
     if (run->n == 0) return;
+    ctx->reply_mask = 0u;
     rk_u64 now = rk_now_ns(ctx);
     ctx->run_started_ns = now;
     rk_u64 remote = 0;
@@ -525,9 +528,11 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
 }
 
 /* Every thread, after running the handler for message j: record its result. Thread 0's result is the
- * message's, unless some thread returned an error (the lowest code wins). */
+ * message's, unless some thread returned an error (the lowest code wins). Thread 0 keeps whether it
+ * answered in its own reply_mask rather than in run_status, which the other threads are still reading
+ * (no barrier separates their reads from this write: the handler need not have one). */
 RK_FN void rk_note_result(rk_ctx *ctx, rk_u32 j, int rc) {
-    if (ctx->thread_rank == 0) ctx->run_status[j] = rc;
+    if (ctx->thread_rank == 0 && rc == RK_REPLY) ctx->reply_mask |= 1u << j;
     if (rc < 0) {
 #if defined(RK_TARGET_OPENCL)
         atomic_min((volatile RK_LOCAL int *)&ctx->run_error[j], rc);
@@ -554,7 +559,9 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             ++expired;
             continue;
         }
-        if (ctx->run_error[j] < 0) ctx->run_status[j] = rc = ctx->run_error[j];
+        /* Every thread has passed the block sync before this: run_status is thread 0's to write again. */
+        rc = ctx->run_error[j] < 0 ? ctx->run_error[j] : ((ctx->reply_mask >> j) & 1u) != 0u ? RK_REPLY : RK_NO_REPLY;
+        ctx->run_status[j] = rc;
         ++handled;
         if (rc < 0) rk_record_error(ctx, rc);
         rk_u64 enq = rk_ring_slot(ring, run->first + j)->enqueue_ns;
@@ -689,6 +696,7 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, RK_GLOBAL const rk_kernel_params *p, 
     ctx->run_started_ns = 0;
     ctx->max_run = 1u;
     ctx->run_limit = run_limit;
+    ctx->reply_mask = 0u;
     ctx->run = run;
     ctx->run_status = status;
     ctx->run_error = error;
@@ -833,6 +841,13 @@ __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, 
                        dynamic_smem + rk_cuda_reply_bytes(p->out_size, run_limit), run_limit);
 }
 
+/* The device clock's offset onto the host's wall clock drifts: the host re-measures it and publishes it in
+ * the control block, and every thread of a block reloads it as the block goes idle and every 1024 busy
+ * steps (one read across PCIe, shared by the warp). */
+__device__ inline void rk_cuda_reload_clock(rk_ctx *ctx) {
+    ctx->clock_offset = rk_atomic_load_u64(&ctx->cb->clock_offset_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+}
+
 #define RK_DEFINE_CUDA_KERNEL(kernel_name, step_name)                                                     \
     extern "C" __global__ void kernel_name(const rk_kernel_params *params) {                           \
         __shared__ rk_run_info rk_run_;                                                                \
@@ -845,7 +860,7 @@ __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, 
         const rk_u32 longest_sleep = params->idle_backoff_ns;                                          \
         if (threadIdx.x == 0)                                                                          \
             rk_atomic_fetch_add_i32(&ctx.cb->blocks_started, 1, RK_RELEASE, RK_SCOPE_SYSTEM);          \
-        rk_u32 idle = 0;                                                                               \
+        rk_u32 idle = 0, busy = 0;                                                                     \
         for (;;) {                                                                                     \
             if (threadIdx.x == 0) {                                                                    \
                 /* is_active and should_terminate share one 8-byte word: one read across PCIe. */      \
@@ -859,9 +874,13 @@ __device__ inline void rk_cuda_ctx_init(rk_ctx *ctx, const rk_kernel_params *p, 
             if (m == 2) break;                                                                         \
             if (m == 1 && step_name(&ctx) != RK_STEP_IDLE) {                                           \
                 idle = 0;                                                                              \
+                if ((++busy & 1023u) == 0u) rk_cuda_reload_clock(&ctx);                                \
                 continue;                                                                              \
             }                                                                                          \
-            if (idle == 0 && threadIdx.x == 0) rk_block_refresh(&ctx);                                 \
+            if (idle == 0) {                                                                           \
+                rk_cuda_reload_clock(&ctx);                                                            \
+                if (threadIdx.x == 0) rk_block_refresh(&ctx);                                          \
+            }                                                                                          \
             rk_u32 sleep = 64u << (idle < 14u ? idle : 14u); /* up to ~1 ms, then the bound */      \
             if (sleep > longest_sleep) sleep = longest_sleep;                                          \
             if (sleep != 0) __nanosleep(sleep);                                                        \

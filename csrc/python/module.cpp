@@ -20,10 +20,8 @@
 #include <thread>
 #include <type_traits>
 
+#include "dlpack_abi.hpp"
 #include "ringkernel/ringkernel.hpp"
-#if RINGKERNEL_HAS_DLPACK
-#include <dlpack/dlpack.h>
-#endif
 #include "rk_builtins.h"
 
 // The numpy C API, for the per-record paths: reading an np.void's bytes and making one without
@@ -668,6 +666,7 @@ py::dict layout_info() {
         RK_FIELD(rk_control_block, messages_dropped);
         RK_FIELD(rk_control_block, clock_ns);
         RK_FIELD(rk_control_block, blocks_started);
+        RK_FIELD(rk_control_block, clock_offset_ns);
         out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
     }
     {
@@ -686,9 +685,13 @@ py::dict layout_info() {
 }
 #undef RK_FIELD
 
-#if RINGKERNEL_HAS_DLPACK
 // DLPack export of a buffer. The managed tensor owns a reference to the runtime's buffer memory, so the
 // consumer's view stays valid after the runtime closes (as the numpy view does).
+using rkdl::DLDataType;
+using rkdl::DLDevice;
+using rkdl::DLManagedTensor;
+using rkdl::DLTensor;
+
 struct DlpackHolder {
     DLManagedTensor tensor{};
     std::vector<std::int64_t> shape;
@@ -705,13 +708,11 @@ DLDataType dlpack_type(const std::string &typestr) {
     t.lanes = 1;
     t.bits = static_cast<std::uint8_t>(bytes * 8);
     switch (kind) {
-    case 'i': t.code = kDLInt; break;
-    case 'u': t.code = kDLUInt; break;
-    case 'f': t.code = kDLFloat; break;
-#if DLPACK_VERSION >= 80
-    case 'b': t.code = kDLBool; break;
-#endif
-    case 'c': t.code = kDLComplex; break;
+    case 'i': t.code = rkdl::kDLInt; break;
+    case 'u': t.code = rkdl::kDLUInt; break;
+    case 'f': t.code = rkdl::kDLFloat; break;
+    case 'b': t.code = rkdl::kDLBool; break;
+    case 'c': t.code = rkdl::kDLComplex; break;
     default:
         throw py::value_error("DLPack export supports bool, integer, float and complex dtypes, got '" + typestr + "'");
     }
@@ -737,7 +738,7 @@ py::capsule buffer_dlpack(rk::Runtime &rt, std::uint64_t handle, const std::stri
     h->keep = rt.buffer_keepalive();
     DLTensor &t = h->tensor.dl_tensor;
     t.data = b.data;
-    t.device = b.device >= 0 ? DLDevice{kDLCUDA, b.device} : DLDevice{kDLCPU, 0};
+    t.device = b.device >= 0 ? DLDevice{rkdl::kDLCUDA, b.device} : DLDevice{rkdl::kDLCPU, 0};
     t.ndim = static_cast<std::int32_t>(h->shape.size());
     t.dtype = type;
     t.shape = h->shape.data();
@@ -752,12 +753,6 @@ py::capsule buffer_dlpack(rk::Runtime &rt, std::uint64_t handle, const std::stri
         if (m && m->deleter) m->deleter(m);
     });
 }
-#else
-py::capsule buffer_dlpack(rk::Runtime &, std::uint64_t, const std::string &, const std::vector<std::int64_t> &) {
-    throw py::buffer_error("this build of ringkernel has no DLPack support (dlpack/dlpack.h was not found at build "
-                           "time; Debian/Ubuntu: apt-get install libdlpack-dev)");
-}
-#endif
 
 struct BackendInfo {
     std::string name;
@@ -1257,6 +1252,9 @@ void bind_runtime(py::module_ &m) {
                                  const std::vector<std::int64_t> &shape) { return buffer_dlpack(*r.rt, handle, typestr, shape); },
              "handle"_a, "typestr"_a, "shape"_a,
              "a DLPack capsule (legacy 'dltensor') viewing the buffer as `shape` of numpy type `typestr`")
+        .def("order_buffers_before", [](PyRuntime &r, std::intptr_t stream) {
+            without_gil([&] { r.rt->order_buffers_before(stream); });
+        }, "stream"_a, "order the buffer copies issued so far before work queued next on `stream` (DLPack's convention)")
         .def("release_buffer", [](PyRuntime &r, std::uint64_t handle) { r.rt->release_buffer(handle); })
         .def("close", [](PyRuntime &r, const py::object &timeout) {
             const std::int64_t ns = timeout_ns(timeout);
@@ -1617,6 +1615,8 @@ PYBIND11_MODULE(_core, m) {
             "records"_a, "zero padding and unused bytes/string storage in place (a writable buffer)");
     bind_runtime(m);
     m.def("backends", &backends, "every backend this build knows, with availability and the reason; never raises");
+    m.def("cuda_module_loading", &rk::cuda_module_loading_mode,
+          "how the CUDA driver loads modules in this process: 'eager', 'lazy', or 'unknown' (CUDA not started)");
     m.def("layout_info", &layout_info, "sizes and (offset, size) of every field of the layout.h structs");
     m.def("build_info", [] {
         return py::dict("version"_a = RINGKERNEL_VERSION, "cuda_compiled"_a = bool(RINGKERNEL_HAS_CUDA_COMPILER),

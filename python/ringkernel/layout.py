@@ -61,10 +61,11 @@ CONTROL_BLOCK_DTYPE = np.dtype(
             "messages_dropped",
             "clock_ns",
             "blocks_started",
+            "clock_offset_ns",
         ],
         "formats": ["<i4", "<i4", "<i4", "<i4", "<i8", "<i8", RING_DESC_DTYPE, RING_DESC_DTYPE, "<u8", "<u8", "<i4",
-                    "<i4", "<i4", "<u4", "<u8", "<u8", "<i4"],
-        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104, 112],
+                    "<i4", "<i4", "<u4", "<u8", "<u8", "<i4", "<u8"],
+        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104, 112, 120],
         "itemsize": 128,
     }
 )

@@ -123,11 +123,24 @@ class Buffer:
 
     def __dlpack__(self, *, stream: Any = None, max_version: Any = None, dl_device: Any = None,
                    copy: Optional[bool] = None) -> Any:
-        """A DLPack capsule sharing the buffer (kDLCUDA on CUDA, kDLCPU elsewhere); never a copy."""
+        """A DLPack capsule sharing the buffer (kDLCUDA on CUDA, kDLCPU elsewhere); never a copy.
+
+        On CUDA, ``stream`` is the consumer's stream in DLPack's convention (None or 1: the legacy default
+        stream, 2: the per-thread default stream, another int: a ``cudaStream_t``, -1: no ordering): the
+        buffer's pending copies are ordered before the work the consumer queues on it next."""
         if copy:
             raise BufferError("Buffer.__dlpack__ shares the buffer's memory; it does not copy (copy=True)")
         if dl_device is not None and tuple(dl_device) != self.__dlpack_device__():
             raise BufferError(f"the buffer is on DLPack device {self.__dlpack_device__()}, not {tuple(dl_device)}")
+        if self.device >= 0:
+            s = 1 if stream is None else stream
+            if not isinstance(s, int) or isinstance(s, bool) or s == 0 or s < -1:
+                raise BufferError(f"stream must be None, -1 (no ordering), 1 (legacy default), 2 (per-thread default) "
+                                  f"or a cudaStream_t handle > 2 for a CUDA buffer, got {stream!r} (DLPack forbids 0)")
+            if s != -1:
+                self._runtime._rt.order_buffers_before(s)
+        elif stream is not None and stream != -1:
+            raise BufferError(f"stream must be None or -1 for a buffer in host memory, got {stream!r}")
         try:
             return self._runtime._rt.buffer_dlpack(self.handle, self.dtype.str, list(self.shape))
         except ValueError as e:
@@ -399,6 +412,13 @@ class Runtime:
         self._kernels: dict = {}
         self._topics: dict = {}
         _open_runtimes.add(self)
+        if self._rt.backend == "cuda" and _core.cuda_module_loading() == "lazy":
+            warnings.warn("CUDA loads modules lazily in this process (a library such as CuPy or PyTorch initialised "
+                          "CUDA before ringkernel, without CUDA_MODULE_LOADING=EAGER): loading a module while ring "
+                          "kernels are resident can wait for them forever, so rk.Source kernels must be launched "
+                          "before the others, and other libraries' kernels should be loaded (run once) before ring "
+                          "kernels are resident. Set CUDA_MODULE_LOADING=EAGER before CUDA starts to avoid this.",
+                          RuntimeWarning, stacklevel=2)
 
     @property
     def backend(self) -> str:

@@ -174,7 +174,10 @@ def test_a_handler_that_never_returns_is_reported_faulted():
     code = (
         "import numpy as np, ringkernel as rk, warnings\n"
         "REC = np.dtype([('seq', '<u8'), ('value', '<f8')])\n"
-        "src = 'int spin(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) { for (;;) {} return 0; }'\n"
+        # Sleeps in its loop: NVRTC compiles handlers as C++, where an empty infinite loop is undefined
+        # behaviour and may be deleted.
+        "src = 'int spin(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) "
+        "{ for (;;) __nanosleep(1000); return 0; }'\n"
         "rt = rk.Runtime('cuda')\n"
         "k = rt.launch('spin', rk.Source(src, entry='spin'), input=REC)\n"
         "k.activate(); k.send(np.zeros(1, REC)[0])\n"

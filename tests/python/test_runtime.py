@@ -382,7 +382,8 @@ def test_source_handler_threads_cooperate_across_barriers(rt):
 
 
 def test_source_compile_error_carries_the_log(rt):
-    with pytest.raises(rk.CompileError, match="undeclared") as info:
+    # gcc and clang say "undeclared"; NVRTC says "identifier ... is undefined"; PoCL's clang "undeclared".
+    with pytest.raises(rk.CompileError, match="undeclared|undefined") as info:
         rt.launch("bad", rk.Source("int h(rk_ctx *c, const void *i, void *o) { return missing_thing; }",
                                    entry="h"), input=REC)
     assert "missing_thing" in str(info.value)
@@ -565,10 +566,18 @@ def test_topic_fans_out(rt):
         k.activate()
     for i in range(5):
         src.send(rec(i))
-    assert t.publish(rec(100)) == 3
+    expected = [0, 1, 2, 3, 4, 100]
+    try:
+        assert t.publish(rec(100)) == 3
+    except ValueError as e:
+        # The host and a kernel both publishing into one topic's rings needs CPU-GPU atomics on one ring
+        # word; CUDA on PCIe x86 hosts has none, and refuses the host's publish with why (test_cuda).
+        if rt.backend != "cuda" or "native CPU-GPU atomics" not in str(e):
+            raise
+        expected.remove(100)
     for s in subs:
-        seqs = sorted(s.receive(timeout=2)["seq"] for _ in range(6))
-        assert seqs == [0, 1, 2, 3, 4, 100]
+        seqs = sorted(s.receive(timeout=2)["seq"] for _ in range(len(expected)))
+        assert seqs == expected
     assert t.subscribers == ["s0", "s1", "s2"]
 
 

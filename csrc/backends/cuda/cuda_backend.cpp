@@ -32,8 +32,10 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -57,6 +59,45 @@ void check(cudaError_t e, const std::string &what) {
 
 // Make `device` current on this thread (every thread that calls CUDA for a runtime does this first).
 void use(int device) { check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")"); }
+
+// Every deadline of this backend stretches by $RINGKERNEL_CUDA_TIMEOUT_SCALE (at least 1): under
+// compute-sanitizer, instrumented kernels run many times slower (scripts/gpu_check.sh sets it there).
+std::chrono::milliseconds scaled(std::chrono::milliseconds ms) {
+    static const double scale = [] {
+        const char *env = std::getenv("RINGKERNEL_CUDA_TIMEOUT_SCALE");
+        const double v = env && *env ? std::atof(env) : 1.0;
+        return v >= 1.0 && v <= 1000.0 ? v : 1.0;
+    }();
+    return std::chrono::milliseconds(static_cast<std::int64_t>(static_cast<double>(ms.count()) * scale));
+}
+
+// Run `fn`, a CUDA call that can stall behind resident kernels (pinning memory, loading a module), on a
+// helper thread and wait for it at most `limit`: a call that does not return in time becomes an Error
+// naming `what` instead of a hang. The helper is then left to finish (or stall) on its own, and what it
+// returns is dropped; `fn` must therefore own everything it touches (capture by value).
+template <class T>
+T within_deadline(int device, const std::string &what, std::chrono::milliseconds limit, std::function<T()> fn) {
+    struct Shared {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        T value{};
+    };
+    auto shared = std::make_shared<Shared>();
+    std::thread([shared, device, fn = std::move(fn)] {
+        cudaSetDevice(device);
+        T v = fn();
+        std::lock_guard<std::mutex> lock(shared->mu);
+        shared->value = std::move(v);
+        shared->done = true;
+        shared->cv.notify_all();
+    }).detach();
+    std::unique_lock<std::mutex> lock(shared->mu);
+    if (!shared->cv.wait_for(lock, limit, [&] { return shared->done; }))
+        throw Error(what + " did not return within " + std::to_string(limit.count()) +
+                    " ms (it may be waiting for the resident ring kernels, which never finish); nothing was changed");
+    return std::move(shared->value);
+}
 
 // Page-locked, device-mapped host memory, recycled by size and never given back to CUDA (see above).
 class MappedPool {
@@ -102,22 +143,27 @@ public:
 private:
     static constexpr std::size_t kGrain = 128;
     // Pinning memory may synchronise with running kernels (the programming guide lists page-locked
-    // allocations among the operations that serialise streams): large slabs, so it happens rarely.
+    // allocations among the operations that serialise streams): large slabs, so it happens rarely (the
+    // first is taken when the device opens, before any kernel is resident), and each under a deadline.
     static constexpr std::size_t kSlab = 16u << 20;
 
     void *fresh(std::size_t bytes) {
+        using Result = std::pair<cudaError_t, void *>;
+        const Result r = within_deadline<Result>(device_, "cudaHostAlloc of " + std::to_string(bytes >> 10) + " KiB",
+                                                 scaled(std::chrono::seconds(10)), [bytes] {
+                                                     void *p = nullptr;
+                                                     const cudaError_t e = cudaHostAlloc(
+                                                         &p, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
+                                                     if (e != cudaSuccess) cudaGetLastError();
+                                                     return Result{e, p};
+                                                 });
+        if (r.first != cudaSuccess) throw std::bad_alloc();
         use(device_);
-        void *p = nullptr;
-        const cudaError_t e = cudaHostAlloc(&p, bytes, cudaHostAllocMapped | cudaHostAllocPortable);
-        if (e != cudaSuccess) {
-            cudaGetLastError();
-            throw std::bad_alloc();
-        }
         void *dev = nullptr;
-        if (cudaHostGetDevicePointer(&dev, p, 0) != cudaSuccess || dev != p)
+        if (cudaHostGetDevicePointer(&dev, r.second, 0) != cudaSuccess || dev != r.second)
             throw Error("mapped host memory has a different address on the device (no unified addressing); the "
                         "CUDA backend needs a 64-bit platform with unified addressing");
-        return p;
+        return r.second;
     }
 
     int device_;
@@ -136,10 +182,19 @@ struct DeviceState {
     int max_threads = 0;
     std::size_t smem_optin = 0;    // dynamic shared memory a block may opt in to
     bool host_atomics = false;     // CPU and GPU atomics on one word in mapped memory are atomic together
-    std::uint64_t clock_offset = 0;  // wall clock minus %globaltimer (mod 2^64)
-    std::uint64_t clock_error_ns = 0;  // half the best probe round trip
-    cudaStream_t copies = nullptr;  // buffers: allocation, zeroing, copies (non-blocking)
+    bool lazy_loading = false;     // CUDA was initialised (by another library first) with lazy module loading
+    cudaStream_t copies = nullptr;  // buffers: allocation, zeroing, copies (ordered after the legacy stream)
     MappedPool pool;
+
+    // The device clock on the host's wall clock: wall clock minus %globaltimer (mod 2^64), measured when the
+    // device opens and again from the bridge threads every few seconds (the two clocks drift apart), and
+    // published to the kernels through their control blocks.
+    std::atomic<std::uint64_t> clock_offset{0};
+    std::atomic<std::uint64_t> clock_error_ns{0};  // half the best probe round trip
+    std::mutex calibration;        // one calibration at a time; guards the three below
+    cudaStream_t probe_stream = nullptr;
+    rk_u64 *mailbox = nullptr;     // the probe's (nullptr while a probe that never answered may still start)
+    std::chrono::steady_clock::time_point calibrated;
 
     std::mutex mu;                 // everything below
     double resident = 0;           // fraction of the GPU's block slots held by resident kernels
@@ -156,7 +211,8 @@ struct DeviceState {
 
 // Wait for the work on stream `s` with a deadline, so that an operation stalled behind a resident kernel
 // is an error instead of a hang.
-void finish(cudaStream_t s, const std::string &what, std::chrono::seconds limit = std::chrono::seconds(10)) {
+void finish(cudaStream_t s, const std::string &what, std::chrono::milliseconds limit = std::chrono::seconds(10)) {
+    limit = scaled(limit);
     const auto deadline = std::chrono::steady_clock::now() + limit;
     for (int polls = 0;; ++polls) {
         const cudaError_t q = cudaStreamQuery(s);
@@ -164,7 +220,7 @@ void finish(cudaStream_t s, const std::string &what, std::chrono::seconds limit 
         if (q != cudaErrorNotReady) throw Error(cuda_error(what, q));
         if (std::chrono::steady_clock::now() > deadline)
             throw Error(what + " did not complete within " + std::to_string(limit.count()) +
-                        " s (something on the GPU is holding it up)");
+                        " ms (something on the GPU is holding it up)");
         if (polls > 100) std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
 }
@@ -178,24 +234,27 @@ void prepare_function(const void *func, const std::string &what) {
     check(cudaFuncGetAttributes(&attr, func), "cudaFuncGetAttributes for " + what);  // loads it now
 }
 
-// %globaltimer against the host's wall clock: a resident probe answers pings with its clock; the ping
-// with the shortest round trip gives the offset, within half that round trip.
-void calibrate(DeviceState &d) {
-    auto *box = static_cast<rk_u64 *>(d.pool.allocate(3 * sizeof(rk_u64), 64));
-    cudaStream_t s = nullptr;
-    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+// %globaltimer against the host's wall clock: a probe kernel (one thread) answers `pings` pings with its
+// clock; the ping with the shortest round trip gives the offset, within half that round trip. Returns
+// false when the probe did not answer within `first` (the GPU is full), keeping the old offset. Called
+// with d.calibration held.
+bool calibrate(DeviceState &d, int pings, std::chrono::milliseconds first) {
+    if (!d.mailbox) d.mailbox = static_cast<rk_u64 *>(d.pool.allocate(3 * sizeof(rk_u64), 64));
+    rk_u64 *box = d.mailbox;
+    __atomic_store_n(&box[0], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&box[2], 0, __ATOMIC_RELEASE);
     void *args[] = {&box};
-    const cudaError_t e = cudaLaunchKernel(cuda_clock_probe_kernel(), dim3(1), dim3(1), args, 0, s);
+    const cudaError_t e = cudaLaunchKernel(cuda_clock_probe_kernel(), dim3(1), dim3(1), args, 0, d.probe_stream);
     if (e != cudaSuccess) {
-        cudaStreamDestroy(s);
+        cudaGetLastError();
         throw BackendUnavailableError(cuda_error("launching the clock probe on " + d.describe(), e));
     }
-    std::uint64_t best = ~0ull;
+    std::uint64_t best = ~0ull, offset = 0;
     bool answered = true;
-    for (rk_u64 ping = 1; ping <= 32 && answered; ++ping) {
+    for (rk_u64 ping = 1; ping <= static_cast<rk_u64>(pings) && answered; ++ping) {
         const std::uint64_t t0 = wall_ns();
         __atomic_store_n(&box[0], ping, __ATOMIC_RELEASE);
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(ping == 1 ? 10 : 1);
+        const auto deadline = std::chrono::steady_clock::now() + (ping == 1 ? first : scaled(std::chrono::seconds(1)));
         while (__atomic_load_n(&box[2], __ATOMIC_ACQUIRE) != ping) {
             if (std::chrono::steady_clock::now() > deadline) {
                 answered = false;
@@ -205,29 +264,69 @@ void calibrate(DeviceState &d) {
         const std::uint64_t t1 = wall_ns();
         if (answered && t1 - t0 < best) {
             best = t1 - t0;
-            d.clock_offset = t0 + (t1 - t0) / 2 - __atomic_load_n(&box[1], __ATOMIC_RELAXED);
-            d.clock_error_ns = best / 2;
+            offset = t0 + (t1 - t0) / 2 - __atomic_load_n(&box[1], __ATOMIC_RELAXED);
         }
     }
     __atomic_store_n(&box[0], ~0ull, __ATOMIC_RELEASE);  // the probe leaves (or never starts its loop)
-    // Wait for it to leave before the mailbox goes back to the pool (a probe that never answered keeps it).
+    // Wait for it to leave before the mailbox is used again (one that never answered keeps its mailbox).
     bool left = false;
     for (int i = 0; i < 1000 && !left; ++i) {
-        left = cudaStreamQuery(s) != cudaErrorNotReady;
+        left = cudaStreamQuery(d.probe_stream) != cudaErrorNotReady;
         if (!left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
-    cudaStreamDestroy(s);
-    if (left) d.pool.deallocate(box, 3 * sizeof(rk_u64));
-    if (!answered)
-        throw BackendUnavailableError("the clock probe kernel did not run on " + d.describe() +
-                                      " within 10 s (is the GPU busy with other work, or in exclusive mode?)");
+    if (!left) d.mailbox = nullptr;
+    d.calibrated = std::chrono::steady_clock::now();
+    if (best == ~0ull) return false;
+    d.clock_offset.store(offset, std::memory_order_relaxed);
+    d.clock_error_ns.store(best / 2, std::memory_order_relaxed);
+    return true;
+}
+
+// Measure the clock offset again when the last measurement is older than $RINGKERNEL_CUDA_RECALIBRATE_MS
+// (default 2000; 0 turns it off). Bridge threads call this every round; one of them does the work, the
+// others go on. A probe that cannot start (the GPU full with other work) costs that bridge round at most
+// 200 ms, and the previous offset stays.
+void recalibrate_if_due(DeviceState &d) {
+    static const long interval_ms = [] {
+        const char *env = std::getenv("RINGKERNEL_CUDA_RECALIBRATE_MS");
+        const long v = env && *env ? std::atol(env) : 2000;
+        return v >= 0 ? v : 2000;
+    }();
+    if (interval_ms == 0) return;
+    std::unique_lock<std::mutex> lock(d.calibration, std::try_to_lock);
+    if (!lock.owns_lock() || std::chrono::steady_clock::now() - d.calibrated < std::chrono::milliseconds(interval_ms))
+        return;
+    try {
+        calibrate(d, 16, std::chrono::milliseconds(200));
+    } catch (const std::exception &) {
+        d.calibrated = std::chrono::steady_clock::now();  // a launch that failed: the bridge sees the fault itself
+    }
+}
+
+// Every GPU this process has opened, for the life of the process (kernels may outlive runtimes).
+struct Devices {
+    std::mutex mu;
+    std::map<int, std::shared_ptr<DeviceState>> by_index;
+};
+Devices &devices() {
+    static Devices *all = new Devices;  // never destroyed: bridge threads may use it during exit
+    return *all;
+}
+
+// Why GPU `index` cannot be used again (a device fault killed its context), or "".
+std::string broken_reason(int index) {
+    Devices &all = devices();
+    std::lock_guard<std::mutex> lock(all.mu);
+    auto it = all.by_index.find(index);
+    if (it == all.by_index.end()) return {};
+    std::lock_guard<std::mutex> dl(it->second->mu);
+    return it->second->broken;
 }
 
 std::shared_ptr<DeviceState> open_device(int index) {
-    static std::mutex mu;
-    static std::map<int, std::shared_ptr<DeviceState>> devices;
-    std::lock_guard<std::mutex> lock(mu);
-    auto &slot = devices[index];
+    Devices &all = devices();
+    std::lock_guard<std::mutex> lock(all.mu);
+    auto &slot = all.by_index[index];
     if (slot) {
         std::lock_guard<std::mutex> dl(slot->mu);
         if (!slot->broken.empty())
@@ -245,8 +344,8 @@ std::shared_ptr<DeviceState> open_device(int index) {
     d->max_threads = prop.maxThreadsPerBlock;
     d->smem_optin = prop.sharedMemPerBlockOptin;
     if (d->cc < 75)
-        throw BackendUnavailableError(d->describe() + " is older than compute capability 7.5, the oldest this build "
-                                      "has device code for");
+        throw BackendUnavailableError(d->describe() + " is older than compute capability 7.5, the oldest the CUDA "
+                                      "backend supports");
     if (!prop.unifiedAddressing || !prop.canMapHostMemory)
         throw BackendUnavailableError(d->describe() + " cannot map host memory with unified addressing");
     int watchdog = 0;
@@ -258,12 +357,19 @@ std::shared_ptr<DeviceState> open_device(int index) {
     int native = 0;
     cudaDeviceGetAttribute(&native, cudaDevAttrHostNativeAtomicSupported, index);
     d->host_atomics = native != 0;
+    d->lazy_loading = cuda_module_loading() == CudaModuleLoading::Lazy;
     // Load every kernel of the library now, before any is resident: loading one later (lazy loading) may
     // need a context synchronisation, which a resident kernel would block forever.
     for (const char *name : {"echo", "vector_add", "count"}) prepare_function(cuda_builtin_kernel(name), name);
     prepare_function(cuda_clock_probe_kernel(), "the clock probe");
-    check(cudaStreamCreateWithFlags(&d->copies, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
-    calibrate(*d);
+    check(cudaStreamCreateWithFlags(&d->copies, cudaStreamDefault), "cudaStreamCreateWithFlags");
+    check(cudaStreamCreateWithFlags(&d->probe_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
+    {
+        std::lock_guard<std::mutex> cl(d->calibration);
+        if (!calibrate(*d, 32, scaled(std::chrono::seconds(10))))
+            throw BackendUnavailableError("the clock probe kernel did not run on " + d->describe() +
+                                          " within 10 s (is the GPU busy with other work, or in exclusive mode?)");
+    }
     slot = d;
     return d;
 }
@@ -291,6 +397,19 @@ public:
     int device() const noexcept override { return d_->index; }
     void copy_in(void *dst, const void *src, std::size_t n) override { copy(dst, src, n, cudaMemcpyHostToDevice); }
     void copy_out(void *dst, const void *src, std::size_t n) override { copy(dst, src, n, cudaMemcpyDeviceToHost); }
+    // DLPack's producer side: the consumer's stream waits for everything queued on `copies` so far.
+    void order_before(std::intptr_t stream) override {
+        use(d_->index);
+        const cudaStream_t consumer = stream == 1   ? cudaStreamLegacy
+                                      : stream == 2 ? cudaStreamPerThread
+                                                    : reinterpret_cast<cudaStream_t>(stream);
+        cudaEvent_t ev = nullptr;
+        check(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+        cudaError_t e = cudaEventRecord(ev, d_->copies);
+        if (e == cudaSuccess) e = cudaStreamWaitEvent(consumer, ev, 0);
+        cudaEventDestroy(ev);  // released once the wait has been satisfied
+        check(e, "ordering the buffer's copies before the consumer's stream " + std::to_string(stream));
+    }
 
 private:
     void copy(void *dst, const void *src, std::size_t n, cudaMemcpyKind kind) {
@@ -336,7 +455,7 @@ private:
 std::chrono::milliseconds start_timeout() {
     const char *env = std::getenv("RINGKERNEL_CUDA_START_TIMEOUT_MS");
     const long ms = env && *env ? std::atol(env) : 5000;
-    return std::chrono::milliseconds(ms > 0 ? ms : 5000);
+    return scaled(std::chrono::milliseconds(ms > 0 ? ms : 5000));
 }
 
 // A device fault seen by the bridge or by terminate: the kernel's context is gone.
@@ -397,7 +516,8 @@ public:
         p.telemetry = reinterpret_cast<std::uintptr_t>(core->tel);
         p.routes_word = reinterpret_cast<std::uintptr_t>(core->routes_word);
         p.buffers = core->buffers ? reinterpret_cast<std::uintptr_t>(core->buffers->table) : 0;
-        p.clock_offset_ns = d_->clock_offset;
+        p.clock_offset_ns = d_->clock_offset.load(std::memory_order_relaxed);
+        __atomic_store_n(&core->cb->clock_offset_ns, p.clock_offset_ns, __ATOMIC_RELAXED);
         p.run_limit = run_limit_;
         p.idle_backoff_ns = static_cast<rk_u32>(core->spec.options.idle_backoff_ns());
         __atomic_store_n(&core->cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
@@ -443,7 +563,12 @@ public:
         start_bridge(core, [failure, d, stream](KernelCore &c) {
             cudaSetDevice(d->index);  // the bridge thread's device (cheap: a thread-local setting)
             const cudaError_t q = cudaStreamQuery(stream);
-            if (q == cudaErrorNotReady || q == cudaSuccess) return true;
+            if (q == cudaErrorNotReady || q == cudaSuccess) {
+                recalibrate_if_due(*d);
+                __atomic_store_n(&c.cb->clock_offset_ns, d->clock_offset.load(std::memory_order_relaxed),
+                                 __ATOMIC_RELAXED);
+                return true;
+            }
             record_fault(c, *d, *failure, cuda_error("kernel '" + c.spec.name + "' on " + d->describe(), q));
             return false;
         });
@@ -585,36 +710,74 @@ public:
     }
 
 private:
-    // A portable-source handler: NVRTC (cached on disk), loaded once per process and device.
+    // A portable-source handler: NVRTC (cached on disk), loaded once per process and device. Loading a
+    // module while kernels are resident may wait for them (always under lazy loading, which then needs a
+    // context synchronisation): refused up front under lazy loading, and under a deadline otherwise.
     const void *load_source(const std::string &code, const std::string &entry, const RuntimeConfig &cfg) {
         CudaImage img = compile_cuda_source(code, entry, d_->cc, cfg);
         std::lock_guard<std::mutex> lock(d_->mu);
         auto it = d_->sources.find(img.path);
         if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
-        cudaLibrary_t lib = nullptr;
-        cudaError_t e = cudaLibraryLoadData(&lib, img.data.c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
-        if (e == cudaErrorInvalidKernelImage || e == cudaErrorInvalidPtx || e == cudaErrorInvalidSource) {
+        if (d_->lazy_loading && d_->resident > 0)
+            throw Error("CUDA in this process loads modules lazily (another library initialised CUDA before "
+                        "ringkernel, without CUDA_MODULE_LOADING=EAGER), and loading this handler's module while ring "
+                        "kernels are resident could wait for them forever: set CUDA_MODULE_LOADING=EAGER in the "
+                        "environment before CUDA starts, or launch rk.Source kernels before the others");
+        using Result = std::pair<cudaError_t, cudaKernel_t>;
+        auto load = [this](const std::string &data) {
+            auto image = std::make_shared<std::string>(data);
+            return within_deadline<Result>(d_->index, "loading the compiled handler (cudaLibraryLoadData)",
+                                           scaled(std::chrono::seconds(10)), [image] {
+                cudaLibrary_t lib = nullptr;
+                cudaError_t e = cudaLibraryLoadData(&lib, image->c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+                cudaKernel_t k = nullptr;
+                if (e == cudaSuccess) e = cudaLibraryGetKernel(&k, lib, kCudaSourceKernel);
+                if (e == cudaSuccess) {
+                    cudaFuncAttributes attr{};
+                    e = cudaFuncGetAttributes(&attr, reinterpret_cast<const void *>(k));  // loads it now
+                }
+                if (e != cudaSuccess) cudaGetLastError();
+                return Result{e, k};
+            });
+        };
+        Result r = load(img.data);
+        if (r.first == cudaErrorInvalidKernelImage || r.first == cudaErrorInvalidPtx || r.first == cudaErrorInvalidSource) {
             // A damaged cache entry: compile again, once.
-            cudaGetLastError();
             std::remove(img.path.c_str());
             img = compile_cuda_source(code, entry, d_->cc, cfg);
-            e = cudaLibraryLoadData(&lib, img.data.c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+            r = load(img.data);
         }
-        if (e != cudaSuccess) {
-            cudaGetLastError();
-            throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", e), "");
-        }
-        cudaKernel_t k = nullptr;
-        e = cudaLibraryGetKernel(&k, lib, kCudaSourceKernel);
-        if (e != cudaSuccess) throw CompileError(cuda_error("finding the handler's kernel", e), "");
-        prepare_function(reinterpret_cast<const void *>(k), "the handler's kernel");
-        d_->sources[img.path] = k;  // loaded for the life of the process (kernels may outlive runtimes)
-        return reinterpret_cast<const void *>(k);
+        if (r.first != cudaSuccess)
+            throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", r.first),
+                               "");
+        prepare_function(reinterpret_cast<const void *>(r.second), "the handler's kernel");
+        d_->sources[img.path] = r.second;  // loaded for the life of the process (kernels may outlive runtimes)
+        return reinterpret_cast<const void *>(r.second);
     }
 
     std::shared_ptr<DeviceState> d_;
     std::shared_ptr<MemoryResource> mapped_, device_;
 };
+
+}  // namespace
+
+namespace {
+
+std::string version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
+
+// cudaGetDeviceCount's failure in words; an old driver gets the versions and what to do.
+std::string device_count_error(cudaError_t e) {
+    if (e == cudaErrorInsufficientDriver) {
+        int driver = 0, runtime = 0;
+        cudaDriverGetVersion(&driver);
+        cudaRuntimeGetVersion(&runtime);
+        return "the NVIDIA driver supports CUDA " + version_text(driver) + ", older than the CUDA " +
+               version_text(runtime) + " runtime this build links statically" +
+               (runtime >= 13000 ? " (CUDA 13 needs driver 580 or later)" : "") +
+               ": update the driver, or build ringkernel with an older CUDA toolkit";
+    }
+    return cuda_error("cudaGetDeviceCount", e);
+}
 
 }  // namespace
 
@@ -624,7 +787,7 @@ std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg) {
     if (e != cudaSuccess || n == 0) {
         cudaGetLastError();
         throw BackendUnavailableError("backend 'cuda' is unavailable: " +
-                                      (e != cudaSuccess ? cuda_error("cudaGetDeviceCount", e) : std::string("no GPU")));
+                                      (e != cudaSuccess ? device_count_error(e) : std::string("no GPU")));
     }
     int index = cfg.device;
     if (index < 0) {
@@ -643,9 +806,18 @@ std::string cuda_runtime_detail(bool *available) {
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        return "CUDA backend unavailable: " + cuda_error("cudaGetDeviceCount", e);
+        return "CUDA backend unavailable: " + device_count_error(e);
     }
     if (n == 0) return "CUDA backend unavailable: the CUDA runtime sees no GPU";
+    // A GPU whose context a device fault killed stays unusable for the rest of the process.
+    int usable = 0;
+    std::string broken;
+    for (int i = 0; i < n; ++i) {
+        const std::string why = broken_reason(i);
+        if (why.empty()) ++usable;
+        else if (broken.empty()) broken = "GPU " + std::to_string(i) + " faulted earlier in this process: " + why;
+    }
+    if (usable == 0) return "CUDA backend unavailable: " + broken;
     cudaDeviceProp prop{};
     std::string first = "device 0";
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
@@ -660,8 +832,13 @@ std::string cuda_runtime_detail(bool *available) {
     int driver = 0;
     cudaDriverGetVersion(&driver);
     *available = true;
-    return "ring kernels on " + std::to_string(n) + " GPU(s) (" + first + "; driver CUDA " +
-           std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10) + ")";
+    std::string detail = "ring kernels on " + std::to_string(usable) + " GPU(s) (" + first + "; driver CUDA " +
+                         version_text(driver) + ")";
+    if (!broken.empty()) detail += "; " + broken;
+    if (cuda_module_loading() == CudaModuleLoading::Lazy)
+        detail += "; CUDA loads modules lazily in this process (initialised before ringkernel without "
+                  "CUDA_MODULE_LOADING=EAGER): rk.Source kernels must be launched before others are resident";
+    return detail;
 }
 
 }  // namespace rk

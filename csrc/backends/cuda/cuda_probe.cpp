@@ -40,6 +40,28 @@ std::string probe_driver() {
 
 }  // namespace
 
+CudaModuleLoading cuda_module_loading() {
+    const char *env = std::getenv("RINGKERNEL_CUDA_DRIVER");
+    void *lib = dlopen(env && *env ? env : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+    if (!lib) return CudaModuleLoading::Unknown;  // the driver is not loaded: CUDA has not started here
+    using loading_mode_fn = int (*)(int *);
+    auto query = reinterpret_cast<loading_mode_fn>(dlsym(lib, "cuModuleGetLoadingMode"));
+    int mode = 0;
+    const bool ok = query && query(&mode) == 0;
+    dlclose(lib);
+    if (!ok) return CudaModuleLoading::Unknown;
+    return mode == 2 ? CudaModuleLoading::Lazy : mode == 1 ? CudaModuleLoading::Eager : CudaModuleLoading::Unknown;
+}
+
+std::string cuda_module_loading_mode() {
+    switch (cuda_module_loading()) {
+    case CudaModuleLoading::Eager: return "eager";
+    case CudaModuleLoading::Lazy: return "lazy";
+    case CudaModuleLoading::Unknown: break;
+    }
+    return "unknown";
+}
+
 std::string cuda_status_detail(bool *available) {
     *available = false;
     const std::string nvrtc = nvrtc_status();

@@ -101,7 +101,8 @@ typedef struct rk_control_block {
     rk_u64 messages_dropped;     /* replies discarded or evicted, inputs expired (always counted) */
     rk_u64 clock_ns;             /* wall-clock ns the host publishes for devices without a clock */
     rk_i32 blocks_started;       /* blocks that have entered the persistent loop (CUDA) */
-    rk_u8 reserved[128 - 116];
+    rk_u32 reserved0;
+    rk_u64 clock_offset_ns;      /* CUDA: wall-clock ns minus the device clock, kept current by the host */
 } rk_control_block;
 
 /* ---- telemetry: exactly 64 bytes -------------------------------------------------------------- */
@@ -148,6 +149,8 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, telemetry_enabled) == 80, cb_tel)
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, node) == 92, cb_node);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_dropped) == 96, cb_dropped);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, clock_ns) == 104, cb_clock);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, blocks_started) == 112, cb_started);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, clock_offset_ns) == 120, cb_clock_offset);
 
 RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);

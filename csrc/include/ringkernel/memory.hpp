@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 
@@ -24,6 +25,10 @@ public:
     // Copy n bytes from host memory into an allocation of this resource, and back out.
     virtual void copy_in(void *dst, const void *src, std::size_t n) { std::memcpy(dst, src, n); }
     virtual void copy_out(void *dst, const void *src, std::size_t n) { std::memcpy(dst, src, n); }
+    // Order the copies issued so far before the work another library queues next on `stream`, a stream of
+    // this memory's device in DLPack's convention (CUDA: 1 the legacy default stream, 2 the per-thread
+    // default stream, else a cudaStream_t). Host memory has nothing to order.
+    virtual void order_before(std::intptr_t stream) { (void)stream; }
 };
 
 // Aligned host heap memory.

@@ -202,6 +202,9 @@ struct BackendStatus {
     std::string detail;
 };
 std::vector<BackendStatus> backend_statuses();
+// How the CUDA driver loads modules in this process: "eager", "lazy" (chosen by whoever started CUDA first;
+// loading a module can then wait for resident kernels), or "unknown" (CUDA has not started here).
+std::string cuda_module_loading_mode();
 
 class Runtime {
 public:
@@ -258,6 +261,9 @@ public:
     // outside the buffer.
     void write_buffer(std::uint64_t handle, std::size_t offset, const void *src, std::size_t n);
     void read_buffer(std::uint64_t handle, std::size_t offset, void *dst, std::size_t n) const;
+    // Order the buffer copies issued so far before work another library queues next on `stream` (see
+    // MemoryResource::order_before): what Buffer.__dlpack__(stream=...) asks of a producer.
+    void order_buffers_before(std::intptr_t stream) const;
     // Owns the memory of every buffer: hold it to keep a view valid after the runtime closes.
     std::shared_ptr<const void> buffer_keepalive() const;
 
