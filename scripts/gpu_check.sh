@@ -247,22 +247,23 @@ run_gtest() {
         grep -A1 "Skipped" "$log" | head -n 20
         rc=1
     fi
-    if [ "$DRY" = 1 ] && [ "$rc" = 0 ] && [ "$GT_PASSED$GT_SKIPPED" = 00 ]; then
-        echo "!! the binary ran no test"; rc=1
+    if [ "$rc" = 0 ] && [ "$GT_PASSED$GT_SKIPPED" = 00 ]; then
+        echo "!! the binary ran no test (a filter that matches nothing passes in gtest)"; rc=1
     fi
     return "$rc"
 }
 
 step_ctest() {
-    local line rc=0
+    local line rc=0 r
     while read -r line; do
-        [ -n "$line" ] && { run_gtest "$line" "" || rc=1; }
+        [ -n "$line" ] || continue
+        run_gtest "$line" "" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
     done < <(manifest ctest)
     return "$rc"
 }
 
 sanitizer() {
-    local tool=$1 cs line rc=0 bin limit args n
+    local tool=$1 cs line rc=0 r bin limit args n
     cs=$(find_sanitizer)
     while read -r line; do
         [ -n "$line" ] || continue
@@ -279,7 +280,7 @@ sanitizer() {
         "$cs" --version | tail -n 1
         # Instrumented kernels run far slower: the backend's and the tests' deadlines stretch.
         RINGKERNEL_CUDA_TIMEOUT_SCALE=20 run_gtest "$line" \
-            "$cs --tool $tool --error-exitcode 1 --print-limit 20 --launch-timeout 60" || rc=1
+            "$cs --tool $tool --error-exitcode 1 --print-limit 20 --launch-timeout 60" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
     done < <(manifest "$tool")
     return "$rc"
 }
@@ -351,7 +352,7 @@ step_bench() {
 names=$(echo "$STEPS" | awk '{print $1}')
 for name in $names; do
     selected "$name" || continue
-    read -r _ limit _ <<<"$(echo "$STEPS" | awk -v s="$name" '$1 == s')"
+    read -r _ limit minimum <<<"$(echo "$STEPS" | awk -v s="$name" '$1 == s')"
     # Keep the minimum of every selected step still to come.
     reserve=0
     after=0
@@ -360,8 +361,11 @@ for name in $names; do
         [ "$after" = 1 ] && selected "$n" && reserve=$((reserve + m))
     done <<<"$STEPS"
     limit=$((limit * SCALE))
-    left=$((DEADLINE - $(now) - reserve))
-    [ "$left" -lt "$limit" ] && limit=$left
+    left=$((DEADLINE - $(now)))
+    avail=$((left - reserve))
+    # A step gets at least its own minimum while the budget lasts, even if later steps get less.
+    [ "$avail" -lt "$minimum" ] && { avail=$minimum; [ "$left" -lt "$avail" ] && avail=$left; }
+    [ "$avail" -lt "$limit" ] && limit=$avail
     NOTE=""
     CURRENT=$name
     t_step=$(now)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: C++ (ctest: unit, stress, installed-package consumer; then again under
-# ASan+UBSan and under TSan; then the libFuzzer targets for a short run) and Python (pytest against the
-# package installed with pip).
+# ASan+UBSan and under TSan; then the libFuzzer targets for a short run; then the GPU bundle is built and
+# dry-run) and Python (pytest against the package installed with pip).
 #   bash tests/run_all.sh            everything
-#   bash tests/run_all.sh --quick    skip the sanitizer builds and the fuzzing
+#   bash tests/run_all.sh --quick    skip the sanitizer builds, the fuzzing and the GPU bundle
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0
@@ -50,6 +50,16 @@ if [ "$quick" = 0 ]; then
 
   step "C++: libFuzzer targets on their committed corpus, 20 s each (tests/fuzz)"
   bash tests/fuzz/run.sh 20
+
+  # The GPU run is prepared here and made on a GPU machine when one is lent (README, "Verifying on a
+  # GPU"): build the bundle and run every step of the check that needs no GPU against it.
+  if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+    step "GPU bundle: scripts/gpu_prepare.sh, then scripts/gpu_check.sh --dry-run"
+    bash scripts/gpu_prepare.sh build/gpu-bundle/bundle
+    OUT=build/gpu-bundle/dry-run bash scripts/gpu_check.sh --dry-run --bundle build/gpu-bundle/bundle
+  else
+    step "GPU bundle: not prepared (no nvcc on this machine; the bundle needs the CUDA backend compiled)"
+  fi
 fi
 
 step "Python: pip install .[test,cuda]"

@@ -45,9 +45,7 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_vector_add_response, status) == 112, vector_add_
 RK_FN int rk_builtin_echo(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
     if (rk_thread_rank(ctx) == 0) {
         rk_u32 n = ctx->in_size < ctx->out_size ? ctx->in_size : ctx->out_size;
-        RK_GLOBAL const rk_u8 *src = (RK_GLOBAL const rk_u8 *)in;
-        RK_LOCAL rk_u8 *dst = (RK_LOCAL rk_u8 *)out;
-        for (rk_u32 i = 0; i < n; ++i) dst[i] = src[i];
+        rk_copy_to_local((RK_LOCAL rk_u8 *)out, (RK_GLOBAL const rk_u8 *)in, n);
     }
     return RK_REPLY;
 }

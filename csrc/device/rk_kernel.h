@@ -105,13 +105,30 @@ typedef struct rk_buffer_table {
     RK_GLOBAL rk_buffer_entry *entries;
 } rk_buffer_table;
 
-/* The run a block is working on, shared by its threads (block-local memory on devices). */
+/* An input ring as a block sees it: the ring, the host's name for it, and its geometry (read-only after
+ * initialisation), so that taking a run reads the ring's cursor and turn counters and nothing else. */
+typedef struct rk_input_view {
+    RK_GLOBAL rk_ring_header *ring;
+    rk_u64 cookie;
+    rk_u32 mask, stride, capacity;
+    rk_i32 scope;                        /* RK_SCOPE_* of the ring's atomics */
+} rk_input_view;
+
+/* The run a block is working on, shared by its threads (block-local memory on devices), and the block's
+ * view of its inputs, copied from the routes table at address `routes`. A table is never edited in place
+ * and never freed (so never reused) while the kernel runs: the address alone says whether the copy is
+ * current, and a block rereads only that word of the routes while they stay the same. */
 typedef struct rk_run_info {
     RK_GLOBAL rk_ring_header *ring;      /* the input ring it was taken from */
     rk_u64 first;                        /* position of its first message */
     rk_u64 cookie;                       /* the host's name for that ring */
     rk_u32 n;                            /* messages in the run (0: nothing was waiting) */
     rk_u32 input;                        /* index of the input */
+    rk_u32 mask, stride, capacity;       /* that ring's geometry */
+    rk_i32 scope;
+    rk_u64 routes;                       /* the routes table `inputs` was copied from (0: none yet) */
+    rk_u32 n_inputs, reserved;
+    rk_input_view inputs[RK_MAX_INPUTS];
 } rk_run_info;
 
 /* What a device launch passes to its blocks (one SVM/device-visible struct, read once): addresses as
@@ -354,7 +371,7 @@ RK_FN int rk_ring_push_local(RK_GLOBAL rk_ring_header *r, const rk_envelope *env
     slot->reserved0 = 0;
     slot->reserved1 = 0;
     slot->reserved2 = 0;
-    for (rk_u32 i = 0; i < env->payload_size; ++i) dst[i] = payload[i];
+    rk_copy_from_local(dst, payload, env->payload_size);
 #endif
     rk_ring_publish(slot, pos, scope);
     return 1;
@@ -485,23 +502,56 @@ RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
  * with a reply that carries the status. Returning a negative code records it too, without a reply. */
 RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code); }
 
+/* Message `pos` of the run's ring. */
+RK_FN RK_GLOBAL rk_envelope *rk_run_slot(RK_LOCAL const rk_run_info *run, rk_u64 pos) {
+    return rk_ring_slot_at(run->ring, pos, run->mask, run->stride);
+}
+
+/* Thread 0: bring the block's view of its inputs up to date with the current routes table (one read of
+ * the routes word while they stay the same). */
+RK_FN void rk_refresh_inputs(rk_ctx *ctx) {
+    RK_LOCAL rk_run_info *run = ctx->run;
+    rk_u64 address = rk_atomic_load_u64(ctx->routes, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    if (address == run->routes) return;
+    RK_GLOBAL rk_routes *routes = (RK_GLOBAL rk_routes *)(rk_uptr)address;
+    rk_u32 n = routes->n_inputs < RK_MAX_INPUTS ? routes->n_inputs : RK_MAX_INPUTS;
+    for (rk_u32 i = 0; i < n; ++i) {
+        RK_GLOBAL rk_ring_header *r = routes->inputs[i].ring;
+        RK_LOCAL rk_input_view *in = &run->inputs[i];
+        in->ring = r;
+        in->cookie = routes->inputs[i].cookie;
+        in->mask = r->mask;
+        in->stride = r->slot_stride;
+        in->capacity = r->capacity;
+        in->scope = rk_ring_scope(r);
+    }
+    run->n_inputs = n;
+    run->routes = address;
+    if (ctx->next_input >= n) ctx->next_input = 0;
+}
+
 /* Block-level, thread 0: take a run from the inputs (round robin) and prepare it -- TTL, the HLC
  * receive stamp (past every request of the run), zeroed replies. Leaves ctx->run->n = 0 when nothing
  * was waiting. */
 RK_FN void rk_begin_run(rk_ctx *ctx) {
-    RK_GLOBAL rk_routes *routes = rk_current_routes(ctx);
     RK_LOCAL rk_run_info *run = ctx->run;
     run->n = 0;
-    rk_u32 count = routes->n_inputs;
+    rk_refresh_inputs(ctx);
+    rk_u32 count = run->n_inputs;
     for (rk_u32 k = 0; k < count && run->n == 0; ++k) {
         rk_u32 i = (ctx->next_input + k) % count;
+        RK_LOCAL rk_input_view *in = &run->inputs[i];
         rk_u64 first = 0;
-        rk_u32 got = rk_ring_acquire_n(routes->inputs[i].ring, ctx->max_run, &first, (int)ctx->single_consumer,
-                                       rk_ring_scope(routes->inputs[i].ring));
+        rk_u32 got = rk_ring_acquire_n_at(in->ring, in->mask, in->stride, ctx->max_run, &first,
+                                          (int)ctx->single_consumer, in->scope);
         if (got != 0) {
             ctx->next_input = (i + 1u) % count;
-            run->ring = routes->inputs[i].ring;
-            run->cookie = routes->inputs[i].cookie;
+            run->ring = in->ring;
+            run->cookie = in->cookie;
+            run->mask = in->mask;
+            run->stride = in->stride;
+            run->capacity = in->capacity;
+            run->scope = in->scope;
             run->first = first;
             run->input = i;
             run->n = got;
@@ -513,7 +563,7 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
     ctx->run_started_ns = now;
     rk_u64 remote = 0;
     for (rk_u32 j = 0; j < run->n; ++j) {
-        RK_GLOBAL rk_envelope *slot = rk_ring_slot(run->ring, run->first + j);
+        RK_GLOBAL rk_envelope *slot = rk_run_slot(run, run->first + j);
         ctx->run_error[j] = 0;
         if (ctx->ttl_ns != 0 && now > slot->enqueue_ns && now - slot->enqueue_ns > ctx->ttl_ns) {
             ctx->run_status[j] = RK_STATUS_EXPIRED;
@@ -523,8 +573,7 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
         if (slot->timestamp > remote) remote = slot->timestamp;
     }
     ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);
-    RK_LOCAL rk_u8 *out = (RK_LOCAL rk_u8 *)ctx->out;
-    for (rk_u32 i = 0; i < run->n * ctx->out_size; ++i) out[i] = 0;
+    rk_zero_local((RK_LOCAL rk_u8 *)ctx->out, run->n * ctx->out_size);
 }
 
 /* Every thread, after running the handler for message j: record its result. Thread 0's result is the
@@ -564,7 +613,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
         ctx->run_status[j] = rc;
         ++handled;
         if (rc < 0) rk_record_error(ctx, rc);
-        rk_u64 enq = rk_ring_slot(ring, run->first + j)->enqueue_ns;
+        rk_u64 enq = rk_run_slot(run, run->first + j)->enqueue_ns;
         rk_u64 latency = done > enq ? done - enq : 1;
         total += latency;
         if (lo == 0 || latency < lo) lo = latency;
@@ -585,19 +634,19 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             rk_atomic_min_nonzero_u64(&t->min_latency_ns, lo);
             rk_atomic_max_u64(&t->max_latency_ns, hi);
             rk_atomic_max_u64(&t->last_processed_timestamp, ctx->stamp);
-            rk_u64 depth = rk_ring_size(ring, rk_ring_scope(ring));
+            rk_u64 depth = rk_ring_size(ring, run->scope);
             rk_atomic_store_i32((RK_GLOBAL rk_i32 *)&t->queue_depth, (rk_i32)depth, RK_RELAXED, RK_SCOPE_SYSTEM);
         }
     }
     /* Each request's slot goes back as soon as its reply is out, so a reply that waits for space does
      * not also hold the slots of the requests before it. */
     for (rk_u32 j = 0; j < n; ++j) {
-        RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, run->first + j);
+        RK_GLOBAL rk_envelope *slot = rk_run_slot(run, run->first + j);
         if (ctx->run_status[j] == RK_REPLY) {
             ctx->request = slot;
             rk_deliver_at(ctx, 0, (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, done);
         }
-        rk_ring_release(ring, slot, run->first + j, rk_ring_scope(ring));
+        rk_ring_release_at(slot, run->first + j, run->capacity, run->scope);
     }
     ctx->request = RK_NULL;
     if (expired != 0) {
@@ -644,11 +693,10 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             rk_block_sync(ctx); /* everyone has read n before thread 0 takes the next run */             \
             return RK_STEP_IDLE;                                                                       \
         }                                                                                              \
-        RK_GLOBAL rk_ring_header *ring = ctx->run->ring;                                                 \
         rk_u64 first = ctx->run->first;                                                                \
         for (rk_u32 j = 0; j < n; ++j) {                                                               \
             if (ctx->run_status[j] == RK_STATUS_EXPIRED) continue;                                     \
-            RK_GLOBAL rk_envelope *slot = rk_ring_slot(ring, first + j);                                 \
+            RK_GLOBAL rk_envelope *slot = rk_run_slot(ctx->run, first + j);                              \
             ctx->request = slot;                                                                       \
             RK_RUN_HANDLER(ctx, handler_fn, rk_envelope_payload(slot),                                 \
                            (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, j);                  \
@@ -698,6 +746,7 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, RK_GLOBAL const rk_kernel_params *p, 
     ctx->run_limit = run_limit;
     ctx->reply_mask = 0u;
     ctx->run = run;
+    if (thread_rank == 0u) run->routes = 0; /* no view of the inputs yet (block-local memory starts undefined) */
     ctx->run_status = status;
     ctx->run_error = error;
     ctx->out = out;

@@ -28,9 +28,15 @@ RK_FN RK_GLOBAL rk_u8 *rk_envelope_payload(RK_GLOBAL rk_envelope *e) {
     return (RK_GLOBAL rk_u8 *)e + sizeof(rk_envelope);
 }
 
+/* Slot `pos` given the ring's geometry (mask, slot_stride) -- read-only after initialisation, so a caller
+ * that holds it (a device block keeps it in shared memory) need not read the header again; on a GPU that
+ * read crosses PCIe again after every atomic, each a compiler barrier. */
+RK_FN RK_GLOBAL rk_envelope *rk_ring_slot_at(RK_GLOBAL rk_ring_header *r, rk_u64 pos, rk_u32 mask, rk_u32 stride) {
+    return (RK_GLOBAL rk_envelope *)((RK_GLOBAL rk_u8 *)r + sizeof(rk_ring_header) + (pos & (rk_u64)mask) * (rk_u64)stride);
+}
+
 RK_FN RK_GLOBAL rk_envelope *rk_ring_slot(RK_GLOBAL rk_ring_header *r, rk_u64 pos) {
-    return (RK_GLOBAL rk_envelope *)((RK_GLOBAL rk_u8 *)r + sizeof(rk_ring_header) +
-                                      (pos & (rk_u64)r->mask) * (rk_u64)r->slot_stride);
+    return rk_ring_slot_at(r, pos, r->mask, r->slot_stride);
 }
 
 /* Bytes one allocation needs for a ring of `capacity` slots of `slot_stride` bytes. */
@@ -172,22 +178,27 @@ RK_FN RK_GLOBAL rk_envelope *rk_ring_acquire(RK_GLOBAL rk_ring_header *r, rk_u64
     }
 }
 
-/* Give an acquired slot back to the producers of the next lap. */
-RK_FN void rk_ring_release(RK_GLOBAL rk_ring_header *r, RK_GLOBAL rk_envelope *slot, rk_u64 pos,
-                           int scope) {
-    rk_atomic_store_u64(&slot->sequence, pos + (rk_u64)r->capacity, RK_RELEASE, scope);
+/* Give an acquired slot back to the producers of the next lap (the ring's capacity in hand). */
+RK_FN void rk_ring_release_at(RK_GLOBAL rk_envelope *slot, rk_u64 pos, rk_u32 capacity, int scope) {
+    rk_atomic_store_u64(&slot->sequence, pos + (rk_u64)capacity, RK_RELEASE, scope);
 }
 
-/* Take up to `n` consecutive ready messages with one cursor update; release each afterwards. */
-RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *first,
-                               int single_consumer, int scope) {
+RK_FN void rk_ring_release(RK_GLOBAL rk_ring_header *r, RK_GLOBAL rk_envelope *slot, rk_u64 pos,
+                           int scope) {
+    rk_ring_release_at(slot, pos, r->capacity, scope);
+}
+
+/* Take up to `n` consecutive ready messages with one cursor update; release each afterwards. The
+ * ring's geometry (mask, slot_stride) in hand, as for rk_ring_slot_at. */
+RK_FN rk_u32 rk_ring_acquire_n_at(RK_GLOBAL rk_ring_header *r, rk_u32 mask, rk_u32 stride, rk_u32 n, rk_u64 *first,
+                                  int single_consumer, int scope) {
     if (n == 0) return 0;
     rk_u64 p = rk_atomic_load_u64(&r->head, RK_RELAXED, scope);
     for (;;) {
         rk_u32 k = 0;
         rk_i64 dif = 0;
         while (k < n) {
-            rk_u64 seq = rk_atomic_load_u64(&rk_ring_slot(r, p + k)->sequence, RK_ACQUIRE, scope);
+            rk_u64 seq = rk_atomic_load_u64(&rk_ring_slot_at(r, p + k, mask, stride)->sequence, RK_ACQUIRE, scope);
             dif = (rk_i64)(seq - (p + k + 1));
             if (dif != 0) break;
             ++k;
@@ -209,6 +220,11 @@ RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *fi
             return k;
         }
     }
+}
+
+RK_FN rk_u32 rk_ring_acquire_n(RK_GLOBAL rk_ring_header *r, rk_u32 n, rk_u64 *first,
+                               int single_consumer, int scope) {
+    return rk_ring_acquire_n_at(r, r->mask, r->slot_stride, n, first, single_consumer, scope);
 }
 
 /* True when the next acquire would find a message (a hint). */
@@ -255,6 +271,56 @@ RK_FN void rk_copy_bytes(RK_GLOBAL rk_u8 *dst, RK_GLOBAL const rk_u8 *src, rk_u3
     __builtin_memcpy(dst, src, n);
 #else
     for (rk_u32 i = 0; i < n; ++i) dst[i] = src[i];
+#endif
+}
+
+/* Copies between a ring slot (global memory: on a GPU host memory across PCIe, where every access is a
+ * bus transaction) and a block's local memory, in the widest words both ends are aligned for: 16 bytes
+ * on CUDA, 8 elsewhere, then bytes. RK_COPY_WORDS is the body; the address spaces differ per copy. */
+#if defined(RK_TARGET_CUDA)
+struct alignas(16) rk_u128 {
+    rk_u64 lo, hi;
+};
+#define RK_COPY_WIDE(DST_AS, SRC_AS, d, s, i, n)                                                         \
+    if (((((rk_uptr)(d)) | ((rk_uptr)(s))) & 15u) == 0u)                                               \
+        for (; (i) + 16u <= (n); (i) += 16u)                                                           \
+            *(DST_AS struct rk_u128 *)((d) + (i)) = *(SRC_AS const struct rk_u128 *)((s) + (i));
+#else
+#define RK_COPY_WIDE(DST_AS, SRC_AS, d, s, i, n)
+#endif
+#define RK_COPY_WORDS(DST_AS, SRC_AS, d, s, n)                                                           \
+    do {                                                                                               \
+        rk_u32 i_ = 0;                                                                                 \
+        RK_COPY_WIDE(DST_AS, SRC_AS, d, s, i_, n)                                                      \
+        if (((((rk_uptr)(d)) | ((rk_uptr)(s))) & 7u) == 0u)                                            \
+            for (; i_ + 8u <= (n); i_ += 8u) *(DST_AS rk_u64 *)((d) + i_) = *(SRC_AS const rk_u64 *)((s) + i_); \
+        for (; i_ < (n); ++i_) (d)[i_] = (s)[i_];                                                      \
+    } while (0)
+
+RK_FN void rk_copy_to_local(RK_LOCAL rk_u8 *dst, RK_GLOBAL const rk_u8 *src, rk_u32 n) {
+#if defined(RK_TARGET_HOST)
+    __builtin_memcpy(dst, src, n);
+#else
+    RK_COPY_WORDS(RK_LOCAL, RK_GLOBAL, dst, src, n);
+#endif
+}
+
+RK_FN void rk_copy_from_local(RK_GLOBAL rk_u8 *dst, RK_LOCAL const rk_u8 *src, rk_u32 n) {
+#if defined(RK_TARGET_HOST)
+    __builtin_memcpy(dst, src, n);
+#else
+    RK_COPY_WORDS(RK_GLOBAL, RK_LOCAL, dst, src, n);
+#endif
+}
+
+RK_FN void rk_zero_local(RK_LOCAL rk_u8 *dst, rk_u32 n) {
+#if defined(RK_TARGET_HOST)
+    __builtin_memset(dst, 0, n);
+#else
+    rk_u32 i = 0;
+    if ((((rk_uptr)dst) & 7u) == 0u)
+        for (; i + 8u <= n; i += 8u) *(RK_LOCAL rk_u64 *)(dst + i) = 0;
+    for (; i < n; ++i) dst[i] = 0;
 #endif
 }
 

@@ -56,8 +56,21 @@ def test_host_buffers_are_shared_through_dlpack():
         structured = rt.buffer(np.zeros(3, REC))
         with pytest.raises(BufferError, match="dtype"):
             np.from_dlpack(structured)
+        # DLPack's stream argument: host memory has nothing to order, so only "none" (None, -1) is valid.
+        assert type(buf.__dlpack__(stream=-1)).__name__ == "PyCapsule"
+        with pytest.raises(BufferError, match="stream must be None or -1"):
+            buf.__dlpack__(stream=7)
     del buf
     assert shared.sum() == 66 - 6 + 100 - 6 - 4  # the view outlives the runtime
+
+
+def test_cuda_module_loading_is_reported_without_touching_a_driver():
+    from ringkernel import _core
+
+    mode = _core.cuda_module_loading()
+    assert mode in ("eager", "lazy", "unknown")
+    if not {b.name: b for b in rk.backends()}["cuda"].available:
+        assert mode == "unknown"  # no driver loaded: CUDA has not started in this process
 
 
 def test_idle_backoff_option_is_validated():
@@ -113,9 +126,14 @@ def test_device_buffers_reach_kernels_and_other_libraries(gpu):
         import cupy  # noqa: F401
     except ImportError:
         return
-    view = cupy.from_dlpack(buf)
+    view = cupy.from_dlpack(buf)  # CuPy passes its current stream: the buffer's copies are ordered before it
     view *= 2
+    cupy.cuda.get_current_stream().synchronize()  # CuPy's work done before the host copies the buffer out
     np.testing.assert_array_equal(buf.read(), 2 * np.arange(256, dtype=np.float32))
+    for stream in (None, 1, 2, -1, cupy.cuda.Stream(non_blocking=True).ptr):
+        assert type(buf.__dlpack__(stream=stream)).__name__ == "PyCapsule"
+    with pytest.raises(BufferError, match="DLPack forbids 0"):
+        buf.__dlpack__(stream=0)
 
 
 @pytest.mark.cuda
@@ -192,6 +210,40 @@ def test_a_handler_that_never_returns_is_reported_faulted():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("FAULTED |"), out.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("loading", ["", "LAZY"])
+def test_lazy_module_loading_is_detected_and_made_safe(loading):
+    _cuda()
+    # In a child process, as a library that starts CUDA first would leave it: ringkernel asks for eager
+    # loading unless CUDA_MODULE_LOADING is already set; under lazy loading it warns, and refuses to load an
+    # rk.Source module while ring kernels are resident (that load could wait for them forever).
+    code = (
+        "import warnings, numpy as np, ringkernel as rk\n"
+        "from ringkernel import _core\n"
+        "REC = np.dtype([('seq', '<u8'), ('value', '<f8')])\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    rt = rk.Runtime('cuda')\n"
+        "print('mode', _core.cuda_module_loading(), 'warned', any('lazily' in str(x.message) for x in w))\n"
+        "k = rt.launch('e', 'echo', input=REC); k.activate()\n"
+        "src = 'int h(rk_ctx *c, RK_GLOBAL const void *i, RK_LOCAL void *o) { return RK_NO_REPLY; }'\n"
+        "try:\n"
+        "    rt.launch('s', rk.Source(src, entry='h'), input=REC); print('source launched')\n"
+        "except rk.RingKernelError as e:\n"
+        "    print('source refused', 'CUDA_MODULE_LOADING=EAGER' in str(e))\n"
+        "rt.close()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_MODULE_LOADING"}
+    if loading:
+        env["CUDA_MODULE_LOADING"] = loading
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    if loading == "LAZY":
+        assert "mode lazy warned True" in out.stdout and "source refused True" in out.stdout, out.stdout
+    else:
+        assert "mode eager warned False" in out.stdout and "source launched" in out.stdout, out.stdout
 
 
 @pytest.mark.cuda
