@@ -145,21 +145,29 @@ gtest_counts() {
 # ---- the steps (output goes to $LOGS/<step>.log; NOTE goes into the summary) --------------------------
 
 step_env() {
-    local rc=0 drv major
+    local rc=0 drv major built here_fp
     echo "== $(date -u +%FT%TZ) on $(hostname); kernel $(uname -r); $JOBS cores; dry run: $DRY"
     echo "== bundle"; cat "$BUNDLE/bundle.txt"
     echo "== tree: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
+    # The bundle must be built from these very sources (a stale one would test old binaries).
+    built=$(cat "$BUNDLE/sources.txt" 2>/dev/null || echo none)
+    here_fp=$(lim bash "$REPO/scripts/gpu_fingerprint.sh" || echo unknown)
+    if [ "$built" != "$here_fp" ]; then
+        echo "!! the bundle was built from sources $built, the tree here is $here_fp: run scripts/gpu_prepare.sh again"
+        note "STALE BUNDLE (built from $built, tree is $here_fp): run gpu_prepare.sh again"
+        rc=1
+    fi
     if command -v nvidia-smi >/dev/null 2>&1; then
-        lim nvidia-smi || rc=1
-        lim nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,pci.bus_id,compute_mode --format=csv || rc=1
-        drv=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 | tr -d ' ')
+        lim nvidia-smi </dev/null || rc=1
+        lim nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap,pci.bus_id,compute_mode --format=csv </dev/null || rc=1
+        drv=$(lim nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null </dev/null | head -n 1 | tr -d ' ')
         major=${drv%%.*}
         if [ -z "$major" ] || ! [ "$major" -ge 580 ] 2>/dev/null; then
             echo "!! driver '$drv': this build links the CUDA 13 runtime statically, which needs driver >= 580"
             note "driver $drv < 580 (CUDA 13 runtime needs >= 580)"
             rc=1
         else
-            note "$(nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader | head -n 1), driver $drv"
+            note "$(lim nvidia-smi --query-gpu=name,compute_cap --format=csv,noheader </dev/null | head -n 1), driver $drv"
         fi
     elif [ "$DRY" = 1 ]; then
         note "dry run: no nvidia-smi here"
@@ -168,11 +176,15 @@ step_env() {
         note "no nvidia-smi"
         rc=1
     fi
-    echo "== nvcc: $(command -v nvcc || echo 'not on PATH')"; nvcc --version 2>&1 | tail -n 2
+    echo "== nvcc: $(command -v nvcc || echo 'not on PATH')"; lim nvcc --version 2>&1 </dev/null | tail -n 2
     echo "== compute-sanitizer: $(find_sanitizer || echo 'not found')"
-    echo "== $("$PY" --version 2>&1) at $(command -v "$PY"); cmake: $(cmake --version 2>&1 | head -n 1); ninja: $(ninja --version 2>&1)"
-    "$PY" -c 'import numpy, pytest; print("numpy", numpy.__version__, "pytest", pytest.__version__)' || rc=1
-    "$PY" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1 | tail -n 1
+    echo "== $("$PY" --version 2>&1) at $(command -v "$PY"); cmake: $(lim cmake --version 2>&1 </dev/null | head -n 1); ninja: $(lim ninja --version 2>&1 </dev/null)"
+    # What the steps need from this Python: pip (install), numpy and pytest; hypothesis for --full.
+    local mods="numpy, pytest, pip"
+    [ "$FULL" = 1 ] && mods="$mods, hypothesis"
+    lim "$PY" -c "import $mods; print('numpy', numpy.__version__, 'pytest', pytest.__version__, 'pip', pip.__version__)" </dev/null ||
+        { note "$PY lacks one of: $mods"; rc=1; }
+    lim "$PY" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1 </dev/null | tail -n 1
     return "$rc"
 }
 
@@ -183,6 +195,11 @@ step_install() {
     wheel=$(ls "$BUNDLE"/wheel/*.whl 2>/dev/null | head -n 1)
     if [ "$want" != "$have" ] || [ "$REBUILD" = 1 ] || [ -z "$wheel" ]; then
         echo "== the bundle's wheel is for Python $want, this is $have (or --rebuild): building the extension here"
+        if [ -z "${CUDACXX:-}" ]; then
+            CUDACXX=$(command -v nvcc || true)
+            [ -z "$CUDACXX" ] && [ -x /usr/local/cuda/bin/nvcc ] && CUDACXX=/usr/local/cuda/bin/nvcc
+            export CUDACXX
+        fi
         lim "$PY" -m pip install -q --no-deps --no-index --no-compile --disable-pip-version-check \
             --target "$WORK/buildsite" "$BUNDLE"/build-wheels/*.whl || { note "build-time wheels did not install"; return 1; }
         t0=$(now)
@@ -218,7 +235,7 @@ if dry and "this build has no CUDA" in cuda.detail:
     [ "$rc" = 0 ] || { note "$(tail -n 1 "$WORK/backends.txt")"; return 1; }
     # NVRTC for the C++ binaries too: where the package finds it (the nvidia-cuda-nvrtc wheel), unless set.
     if [ -z "${RINGKERNEL_NVRTC_LIBRARY:-}" ]; then
-        RINGKERNEL_NVRTC_LIBRARY=$("$PY" -c 'import os, ringkernel; print(os.environ.get("RINGKERNEL_NVRTC_LIBRARY", ""))')
+        RINGKERNEL_NVRTC_LIBRARY=$(lim "$PY" -c 'import os, ringkernel; print(os.environ.get("RINGKERNEL_NVRTC_LIBRARY", ""))' </dev/null)
         export RINGKERNEL_NVRTC_LIBRARY
     fi
     echo "== NVRTC for the C++ binaries: ${RINGKERNEL_NVRTC_LIBRARY:-the one of the toolkit, found by the backend}"
@@ -235,9 +252,9 @@ run_gtest() {
     log="$LOGS/$(basename "$bin")-$CURRENT.out"
     # shellcheck disable=SC2086  # args: gtest flags from the manifest, split on purpose
     if [ -n "$wrapper" ]; then
-        lim $wrapper "$BUNDLE/$bin" $args --gtest_output="xml:$LOGS/$CURRENT.xml" 2>&1 | tee "$log"
+        lim $wrapper "$BUNDLE/$bin" $args --gtest_output="xml:$LOGS/$CURRENT.xml" </dev/null 2>&1 | tee "$log"
     else
-        lim "$BUNDLE/$bin" $args --gtest_output="xml:$LOGS/$CURRENT.xml" 2>&1 | tee "$log"
+        lim "$BUNDLE/$bin" $args --gtest_output="xml:$LOGS/$CURRENT.xml" </dev/null 2>&1 | tee "$log"
     fi
     rc=${PIPESTATUS[0]}
     gtest_counts "$log"
@@ -270,14 +287,14 @@ sanitizer() {
         read -r limit bin args <<<"$line"
         if [ "$DRY" = 1 ]; then
             # shellcheck disable=SC2086
-            n=$("$BUNDLE/$bin" $args --gtest_list_tests | grep -c '^  ' || true)
+            n=$(lim "$BUNDLE/$bin" $args --gtest_list_tests </dev/null | grep -c '^  ' || true)
             echo "$bin $args: the filter selects $n test(s); compute-sanitizer: ${cs:-not found here}"
             note "dry run: filter selects $n test(s)"
             [ "$n" -gt 0 ] || rc=1
             continue
         fi
         [ -n "$cs" ] || { note "compute-sanitizer not found"; return 1; }
-        "$cs" --version | tail -n 1
+        lim "$cs" --version </dev/null | tail -n 1
         # Instrumented kernels run far slower: the backend's and the tests' deadlines stretch.
         RINGKERNEL_CUDA_TIMEOUT_SCALE=20 run_gtest "$line" \
             "$cs --tool $tool --error-exitcode 1 --print-limit 20 --launch-timeout 60" || { r=$?; [ "$rc" = 0 ] && rc=$r; }
@@ -289,11 +306,12 @@ step_racecheck() { sanitizer racecheck; }
 step_synccheck() { sanitizer synccheck; }
 
 step_pytest() {
-    local rc marks=(-m cuda) extra=()
-    [ "$FULL" = 1 ] && marks=()
+    # The files with cuda cases (test_cuda.py and the backend-parametrised suite), or all of them (--full).
+    local rc marks=(-m cuda) extra=() files=(tests/python/test_cuda.py tests/python/test_runtime.py)
+    [ "$FULL" = 1 ] && marks=() && files=(tests/python)
     cd "$BUNDLE" || return 1
     if [ "$DRY" = 1 ]; then
-        lim "$PY" -m pytest -q -p no:cacheprovider --collect-only "${marks[@]}" tests/python 2>&1 | tee "$LOGS/pytest-collect.out"
+        lim "$PY" -m pytest -q -p no:cacheprovider --collect-only "${marks[@]}" "${files[@]}" </dev/null 2>&1 | tee "$LOGS/pytest-collect.out"
         rc=${PIPESTATUS[0]}
         local n
         n=$(grep -oE '^[0-9]+(/[0-9]+)? tests? collected' "$LOGS/pytest-collect.out" | grep -oE '^[0-9]+' | head -n 1)
@@ -304,7 +322,7 @@ step_pytest() {
     fi
     "$PY" -c 'import pytest_timeout' 2>/dev/null && extra=(--timeout=$((90 * SCALE)))
     lim "$PY" -m pytest -q -rs -p no:cacheprovider "${marks[@]}" "${extra[@]}" -o faulthandler_timeout=$((60 * SCALE)) \
-        --durations=15 --junitxml="$LOGS/pytest.xml" tests/python 2>&1 | tee "$LOGS/pytest.out"
+        --durations=15 --junitxml="$LOGS/pytest.xml" "${files[@]}" </dev/null 2>&1 | tee "$LOGS/pytest.out"
     rc=${PIPESTATUS[0]}
     note "$(grep -E '[0-9]+ (passed|failed|error)' "$LOGS/pytest.out" | tail -n 1 | tr -d '=' | sed 's/^ *//;s/ *$//')"
     if grep -q "backend cuda unavailable here" "$LOGS/pytest.out"; then
@@ -323,7 +341,7 @@ step_bench() {
     local RUN_DEADLINE=$(($(now) + limit * SCALE))
     [ "$RUN_DEADLINE" -gt "$STEP_DEADLINE" ] && RUN_DEADLINE=$STEP_DEADLINE
     mkdir -p "$WORK/bench"
-    RINGKERNEL_BENCH_CUDA_BINARY="$BUNDLE/$bin" lim "$PY" "$BUNDLE/bench/bench_cuda.py" --quick --out "$WORK/bench"
+    RINGKERNEL_BENCH_CUDA_BINARY="$BUNDLE/$bin" lim "$PY" "$BUNDLE/bench/bench_cuda.py" --quick --out "$WORK/bench" </dev/null
     rc=$?
     for f in "$WORK"/bench/cuda-*.json; do
         [ -f "$f" ] || continue
@@ -337,7 +355,7 @@ step_bench() {
             rc=1
         fi
     else
-        note "$(basename "$OUT"/cuda-*.json | head -n 1)"
+        note "$(cd "$OUT" && ls cuda-*.json | tr '\n' ' ')"
     fi
     return "$rc"
 }

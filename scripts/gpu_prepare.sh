@@ -18,6 +18,7 @@
 #   tests/, bench/, pyproject.toml
 #                   the pytest suite, the benchmark scripts and the pytest configuration, as built
 #   bundle.txt      commit, date, Python, architectures, nvcc, sizes
+#   sources.txt     the fingerprint of the sources it was built from (gpu_check.sh refuses a stale bundle)
 #
 # Environment: CMAKE_CUDA_ARCHITECTURES (default 90), JOBS (default: all cores), PYTHON (default python3).
 # Build trees stay in build/gpu-bundle/ (a second run rebuilds only what changed). Takes about 3-5 minutes
@@ -109,10 +110,12 @@ awk '!/^#/ && NF {print $3}' "$BUNDLE/manifest.txt" | sort -u | while read -r bi
     [ -x "$BUNDLE/$bin" ] || die "manifest.txt names $bin, which the bundle does not have"
 done
 
+bash scripts/gpu_fingerprint.sh >"$BUNDLE/sources.txt"
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 git diff --quiet HEAD 2>/dev/null || commit="$commit (+ local changes)"
 {
     echo "commit: $commit"
+    echo "sources: $(cat "$BUNDLE/sources.txt") (scripts/gpu_fingerprint.sh)"
     echo "built: $(date -u +%FT%TZ) on $(hostname)"
     echo "python: $(cat "$BUNDLE/python.txt") ($(basename "$BUNDLE"/wheel/*.whl))"
     echo "cuda_architectures: $ARCH"

@@ -36,6 +36,11 @@ def test_bad_arguments_are_refused_with_the_reason(tmp_path):
     assert out.returncode == 0 and "--dry-run" in out.stdout and "summary.txt" in out.stdout
 
 
+def fingerprint() -> str:
+    return subprocess.run(["bash", str(REPO / "scripts" / "gpu_fingerprint.sh")], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
 def fake_bundle(root: Path, hang_s: int, limit_s: int) -> Path:
     """A bundle whose ctest binary hangs: no wheel, so install fails fast; bench and sanitizers absent."""
     b = root / "bundle"
@@ -44,6 +49,7 @@ def fake_bundle(root: Path, hang_s: int, limit_s: int) -> Path:
     (b / "build-wheels").mkdir()
     (b / "python.txt").write_text("3.99\n")
     (b / "bundle.txt").write_text("commit: fake\npython: 3.99 (none)\n")
+    (b / "sources.txt").write_text(fingerprint() + "\n")  # built from this very tree
     hang = b / "bin" / "hang"
     hang.write_text(f"#!/bin/sh\necho '[==========] Running 1 test'\nsleep {hang_s}\n")
     hang.chmod(0o755)
@@ -86,3 +92,35 @@ def test_the_budget_caps_every_step(tmp_path):
     assert time.monotonic() - t0 < 35
     assert "rc=124" in next(line for line in (out_dir / "summary.txt").read_text().splitlines()
                             if line.startswith("ctest"))
+
+
+def test_a_bundle_built_from_other_sources_is_refused(tmp_path):
+    bundle = fake_bundle(tmp_path, hang_s=0, limit_s=5)
+    (bundle / "sources.txt").write_text("0123456789abcdef\n")
+    out_dir = tmp_path / "out"
+    out = run("--dry-run", "--bundle", str(bundle), "--only", "env", "--budget", "60",
+              env={"OUT": str(out_dir), "RK_GPU_WORK": str(tmp_path / "work"), "PYTHON": "python3"})
+    assert out.returncode == 1
+    env_line = next(line for line in (out_dir / "summary.txt").read_text().splitlines() if line.startswith("env"))
+    assert "rc=1" in env_line and "STALE BUNDLE" in env_line and "0123456789abcdef" in env_line
+
+
+def test_the_fingerprint_covers_the_sources_and_not_the_scripts(tmp_path):
+    # A copy of the tree without git gives the same fingerprint as the checkout (what travels to a GPU machine).
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True)
+    if files.returncode != 0:
+        pytest.skip("needs a git checkout to list the files that travel")
+    copy = tmp_path / "copy"
+    for name in files.stdout.splitlines():
+        if (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).write_bytes((REPO / name).read_bytes())
+    def fp(root: Path) -> str:
+        return subprocess.run(["bash", str(root / "scripts" / "gpu_fingerprint.sh")], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    base = fp(copy)
+    assert base == fingerprint() and len(base) == 16
+    (copy / "scripts" / "gpu_check.sh").write_text("# edited between two GPU calls\n")
+    assert fp(copy) == base
+    (copy / "csrc" / "device" / "rk_kernel.h").write_text("/* changed */\n")
+    assert fp(copy) != base

@@ -236,9 +236,12 @@ void prepare_function(const void *func, const std::string &what) {
 
 // %globaltimer against the host's wall clock: a probe kernel (one thread) answers `pings` pings with its
 // clock; the ping with the shortest round trip gives the offset, within half that round trip. Returns
-// false when the probe did not answer within `first` (the GPU is full), keeping the old offset. Called
-// with d.calibration held.
-bool calibrate(DeviceState &d, int pings, std::chrono::milliseconds first) {
+// false when the probe did not answer within `first` (the GPU is full), keeping the old offset; waits at
+// most `leave` for the probe to exit afterwards (one that has not keeps its mailbox, and the next
+// calibration waits until the probe stream is idle). A new offset replaces the old one only when it is
+// about as precise (within twice its error, or 10 µs), so a round trip slowed by bus traffic cannot move
+// the clock by its own error. Called with d.calibration held.
+bool calibrate(DeviceState &d, int pings, std::chrono::milliseconds first, std::chrono::milliseconds leave) {
     if (!d.mailbox) d.mailbox = static_cast<rk_u64 *>(d.pool.allocate(3 * sizeof(rk_u64), 64));
     rk_u64 *box = d.mailbox;
     __atomic_store_n(&box[0], 0, __ATOMIC_RELAXED);
@@ -268,24 +271,25 @@ bool calibrate(DeviceState &d, int pings, std::chrono::milliseconds first) {
         }
     }
     __atomic_store_n(&box[0], ~0ull, __ATOMIC_RELEASE);  // the probe leaves (or never starts its loop)
-    // Wait for it to leave before the mailbox is used again (one that never answered keeps its mailbox).
+    const auto until = std::chrono::steady_clock::now() + leave;
     bool left = false;
-    for (int i = 0; i < 1000 && !left; ++i) {
-        left = cudaStreamQuery(d.probe_stream) != cudaErrorNotReady;
-        if (!left) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    if (!left) d.mailbox = nullptr;
+    while (!(left = cudaStreamQuery(d.probe_stream) != cudaErrorNotReady) && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (!left) d.mailbox = nullptr;  // the probe may still start and read it: it keeps it
     d.calibrated = std::chrono::steady_clock::now();
     if (best == ~0ull) return false;
+    const std::uint64_t error = best / 2, old = d.clock_error_ns.load(std::memory_order_relaxed);
+    if (old != 0 && error > std::max<std::uint64_t>(2 * old, 10'000)) return false;
     d.clock_offset.store(offset, std::memory_order_relaxed);
-    d.clock_error_ns.store(best / 2, std::memory_order_relaxed);
+    d.clock_error_ns.store(error, std::memory_order_relaxed);
     return true;
 }
 
 // Measure the clock offset again when the last measurement is older than $RINGKERNEL_CUDA_RECALIBRATE_MS
 // (default 2000; 0 turns it off). Bridge threads call this every round; one of them does the work, the
-// others go on. A probe that cannot start (the GPU full with other work) costs that bridge round at most
-// 200 ms, and the previous offset stays.
+// others go on. A probe that cannot start (the GPU full with other work) costs that bridge round its first
+// ping's wait (200 ms, scaled), and the previous offset stays; while that probe has not run, no other is
+// queued behind it.
 void recalibrate_if_due(DeviceState &d) {
     static const long interval_ms = [] {
         const char *env = std::getenv("RINGKERNEL_CUDA_RECALIBRATE_MS");
@@ -296,8 +300,12 @@ void recalibrate_if_due(DeviceState &d) {
     std::unique_lock<std::mutex> lock(d.calibration, std::try_to_lock);
     if (!lock.owns_lock() || std::chrono::steady_clock::now() - d.calibrated < std::chrono::milliseconds(interval_ms))
         return;
+    if (cudaStreamQuery(d.probe_stream) == cudaErrorNotReady) {  // the last probe never ran: try again later
+        d.calibrated = std::chrono::steady_clock::now();
+        return;
+    }
     try {
-        calibrate(d, 16, std::chrono::milliseconds(200));
+        calibrate(d, 16, scaled(std::chrono::milliseconds(200)), std::chrono::milliseconds(2));
     } catch (const std::exception &) {
         d.calibrated = std::chrono::steady_clock::now();  // a launch that failed: the bridge sees the fault itself
     }
@@ -366,7 +374,7 @@ std::shared_ptr<DeviceState> open_device(int index) {
     check(cudaStreamCreateWithFlags(&d->probe_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     {
         std::lock_guard<std::mutex> cl(d->calibration);
-        if (!calibrate(*d, 32, scaled(std::chrono::seconds(10))))
+        if (!calibrate(*d, 32, scaled(std::chrono::seconds(10)), std::chrono::seconds(1)))
             throw BackendUnavailableError("the clock probe kernel did not run on " + d->describe() +
                                           " within 10 s (is the GPU busy with other work, or in exclusive mode?)");
     }
@@ -715,14 +723,18 @@ private:
     // context synchronisation): refused up front under lazy loading, and under a deadline otherwise.
     const void *load_source(const std::string &code, const std::string &entry, const RuntimeConfig &cfg) {
         CudaImage img = compile_cuda_source(code, entry, d_->cc, cfg);
-        std::lock_guard<std::mutex> lock(d_->mu);
-        auto it = d_->sources.find(img.path);
-        if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
-        if (d_->lazy_loading && d_->resident > 0)
-            throw Error("CUDA in this process loads modules lazily (another library initialised CUDA before "
+        {
+            std::lock_guard<std::mutex> lock(d_->mu);
+            auto it = d_->sources.find(img.path);
+            if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
+            if (d_->lazy_loading && d_->resident > 0)
+                throw Error("CUDA in this process loads modules lazily (another library initialised CUDA before "
                         "ringkernel, without CUDA_MODULE_LOADING=EAGER), and loading this handler's module while ring "
                         "kernels are resident could wait for them forever: set CUDA_MODULE_LOADING=EAGER in the "
                         "environment before CUDA starts, or launch rk.Source kernels before the others");
+        }
+        // Loaded without the device's lock (a load may take up to its deadline; faults and other launches
+        // must not wait for it).
         using Result = std::pair<cudaError_t, cudaKernel_t>;
         auto load = [this](const std::string &data) {
             auto image = std::make_shared<std::string>(data);
@@ -751,8 +763,10 @@ private:
             throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", r.first),
                                "");
         prepare_function(reinterpret_cast<const void *>(r.second), "the handler's kernel");
-        d_->sources[img.path] = r.second;  // loaded for the life of the process (kernels may outlive runtimes)
-        return reinterpret_cast<const void *>(r.second);
+        std::lock_guard<std::mutex> lock(d_->mu);
+        // Loaded for the life of the process (kernels may outlive runtimes); when another thread loaded the
+        // same image meanwhile, its copy serves both (this one stays loaded, unused).
+        return reinterpret_cast<const void *>(d_->sources.emplace(img.path, r.second).first->second);
     }
 
     std::shared_ptr<DeviceState> d_;
@@ -797,7 +811,15 @@ std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg) {
     if (index < 0 || index >= n)
         throw std::invalid_argument("device must be in [0, " + std::to_string(n - 1) + "] (CUDA devices found: " +
                                     std::to_string(n) + "), got " + std::to_string(index));
-    return std::make_unique<CudaBackend>(open_device(index));
+    try {
+        return std::make_unique<CudaBackend>(open_device(index));
+    } catch (const BackendUnavailableError &) {
+        throw;
+    } catch (const std::exception &failure) {
+        // Whatever stops the device from opening makes the backend unavailable here ("auto" goes on).
+        throw BackendUnavailableError("backend 'cuda' is unavailable: opening GPU " + std::to_string(index) +
+                                      " failed: " + failure.what());
+    }
 }
 
 std::string cuda_runtime_detail(bool *available) {
