@@ -288,6 +288,9 @@ struct alignas(16) rk_u128 {
 #else
 #define RK_COPY_WIDE(DST_AS, SRC_AS, d, s, i, n)
 #endif
+#if defined(RK_TARGET_HOST)
+#define RK_COPY_WORDS(DST_AS, SRC_AS, d, s, n) __builtin_memcpy((d), (s), (n))
+#else
 #define RK_COPY_WORDS(DST_AS, SRC_AS, d, s, n)                                                           \
     do {                                                                                               \
         rk_u32 i_ = 0;                                                                                 \
@@ -296,22 +299,11 @@ struct alignas(16) rk_u128 {
             for (; i_ + 8u <= (n); i_ += 8u) *(DST_AS rk_u64 *)((d) + i_) = *(SRC_AS const rk_u64 *)((s) + i_); \
         for (; i_ < (n); ++i_) (d)[i_] = (s)[i_];                                                      \
     } while (0)
-
-RK_FN void rk_copy_to_local(RK_LOCAL rk_u8 *dst, RK_GLOBAL const rk_u8 *src, rk_u32 n) {
-#if defined(RK_TARGET_HOST)
-    __builtin_memcpy(dst, src, n);
-#else
-    RK_COPY_WORDS(RK_LOCAL, RK_GLOBAL, dst, src, n);
 #endif
-}
-
-RK_FN void rk_copy_from_local(RK_GLOBAL rk_u8 *dst, RK_LOCAL const rk_u8 *src, rk_u32 n) {
-#if defined(RK_TARGET_HOST)
-    __builtin_memcpy(dst, src, n);
-#else
-    RK_COPY_WORDS(RK_GLOBAL, RK_LOCAL, dst, src, n);
-#endif
-}
+#define RK_DEFINE_COPY(name, DST_AS, SRC_AS)                                                             \
+    RK_FN void name(DST_AS rk_u8 *dst, SRC_AS const rk_u8 *src, rk_u32 n) { RK_COPY_WORDS(DST_AS, SRC_AS, dst, src, n); }
+RK_DEFINE_COPY(rk_copy_to_local, RK_LOCAL, RK_GLOBAL)
+RK_DEFINE_COPY(rk_copy_from_local, RK_GLOBAL, RK_LOCAL)
 
 RK_FN void rk_zero_local(RK_LOCAL rk_u8 *dst, rk_u32 n) {
 #if defined(RK_TARGET_HOST)

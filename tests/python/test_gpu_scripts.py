@@ -57,12 +57,17 @@ def fake_bundle(root: Path, hang_s: int, limit_s: int) -> Path:
     return b
 
 
+def dry_run(bundle: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """gpu_check.sh --dry-run on `bundle`, its output in tmp_path/out."""
+    return run("--dry-run", "--bundle", str(bundle), *args,
+               env={"OUT": str(tmp_path / "out"), "RK_GPU_WORK": str(tmp_path / "work"), "PYTHON": "python3"})
+
+
 def test_a_hung_step_is_killed_at_its_limit_and_the_run_goes_on(tmp_path):
     bundle = fake_bundle(tmp_path, hang_s=600, limit_s=4)
     out_dir = tmp_path / "out"
     t0 = time.monotonic()
-    out = run("--dry-run", "--bundle", str(bundle), "--only", "ctest", "--budget", "60",
-              env={"OUT": str(out_dir), "RK_GPU_WORK": str(tmp_path / "work"), "PYTHON": "python3"})
+    out = dry_run(bundle, tmp_path, "--only", "ctest", "--budget", "60")
     took = time.monotonic() - t0
     assert out.returncode == 1, out.stdout + out.stderr
     assert took < 40, f"the hung binary held the run for {took:.0f} s"
@@ -86,8 +91,7 @@ def test_the_budget_caps_every_step(tmp_path):
     bundle = fake_bundle(tmp_path, hang_s=600, limit_s=300)
     out_dir = tmp_path / "out"
     t0 = time.monotonic()
-    out = run("--dry-run", "--bundle", str(bundle), "--only", "ctest", "--budget", "15",
-              env={"OUT": str(out_dir), "RK_GPU_WORK": str(tmp_path / "work"), "PYTHON": "python3"})
+    out = dry_run(bundle, tmp_path, "--only", "ctest", "--budget", "15")
     assert out.returncode == 1
     assert time.monotonic() - t0 < 35
     assert "rc=124" in next(line for line in (out_dir / "summary.txt").read_text().splitlines()
@@ -98,8 +102,7 @@ def test_a_bundle_built_from_other_sources_is_refused(tmp_path):
     bundle = fake_bundle(tmp_path, hang_s=0, limit_s=5)
     (bundle / "sources.txt").write_text("0123456789abcdef\n")
     out_dir = tmp_path / "out"
-    out = run("--dry-run", "--bundle", str(bundle), "--only", "env", "--budget", "60",
-              env={"OUT": str(out_dir), "RK_GPU_WORK": str(tmp_path / "work"), "PYTHON": "python3"})
+    out = dry_run(bundle, tmp_path, "--only", "env", "--budget", "60")
     assert out.returncode == 1
     env_line = next(line for line in (out_dir / "summary.txt").read_text().splitlines() if line.startswith("env"))
     assert "rc=1" in env_line and "STALE BUNDLE" in env_line and "0123456789abcdef" in env_line
