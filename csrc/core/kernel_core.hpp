@@ -47,6 +47,9 @@ std::shared_ptr<HostModule> compile_host_source(const std::string &code, const s
                                                const RuntimeConfig &cfg);
 
 class BlockRunner;  // a backend's blocks of one kernel
+struct KernelCore;
+// The kernel whose block runs on this thread (a CPU backend worker), else null.
+extern thread_local const KernelCore *t_block_core;
 
 struct BufferTableMem {
     // The table lives in `mem` (kernels read it); the buffers themselves in `data`.
@@ -99,6 +102,8 @@ struct KernelCore {
     std::unique_ptr<BlockRunner> runner;
 
     const rk_routes &routes() const noexcept { return *reinterpret_cast<const rk_routes *>(*routes_word); }
+    // Whether the calling thread is one of this kernel's blocks (inside its handler, say).
+    bool runs_on_this_thread() const noexcept { return t_block_core == this; }
     // Publish a new routes table made from the current one by `edit`, keeping `keep` alive.
     void publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep);
     void wake() { doorbell->notify(); }

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <iomanip>
 #include <sstream>
 #include <thread>
 
@@ -137,6 +138,8 @@ struct Runtime::BufferTable : BufferTableMem {
 
 // ---- kernel core -----------------------------------------------------------------------------------------
 
+thread_local const KernelCore *t_block_core = nullptr;
+
 KernelCore::KernelCore(std::shared_ptr<MemoryResource> mem) : memory(std::move(mem)) {
     cb = static_cast<rk_control_block *>(memory->allocate(sizeof(rk_control_block), RK_CACHE_LINE));
     tel = static_cast<rk_telemetry *>(memory->allocate(sizeof(rk_telemetry), 64));
@@ -227,29 +230,70 @@ void Kernel::deactivate() {
 }
 
 KernelState Kernel::terminate(std::int64_t timeout_ns) {
+    if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
+    const auto now = std::chrono::steady_clock::now();
+    const auto deadline = now + std::chrono::nanoseconds(timeout_ns);
     KernelState s;
     {
         std::lock_guard<std::mutex> lock(mu_);
         s = state();
         if (s == KernelState::Terminated || s == KernelState::Faulted) return s;  // idempotent
-        require({KernelState::Created, KernelState::Launched, KernelState::Active, KernelState::Deactivated},
-                "terminate()", allowed_in(s));
-        state_.store(KernelState::Terminating, std::memory_order_release);
-        rk_atomic_store_i32(&core_->cb->is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
-        rk_atomic_store_i32(&core_->cb->should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        if (s == KernelState::Terminating) {
+            // Another caller is stopping it: join that, and the earlier of the two deadlines holds.
+            if (deadline < stop_by_) stop_by_ = deadline;
+        } else {
+            stopping_since_ = now;
+            stop_by_ = deadline;
+            never_started_ = s == KernelState::Created;
+            state_.store(KernelState::Terminating, std::memory_order_release);
+            rk_atomic_store_i32(&core_->cb->is_active, 0, RK_RELEASE, RK_SCOPE_SYSTEM);
+            rk_atomic_store_i32(&core_->cb->should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        }
+        if (core_->runs_on_this_thread()) {
+            // A handler stopping its own kernel: its block cannot wait for itself to return. The stop is
+            // asked for above; a helper thread waits for the blocks (within the timeout) and completes it.
+            std::thread([self = shared_from_this(), timeout_ns] { self->terminate(timeout_ns); }).detach();
+            return KernelState::Terminating;
+        }
     }
-    if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
-    // Wait without the lock: other calls on this kernel answer at once (TERMINATING) meanwhile.
-    const bool stopped = s == KernelState::Created || !core_->runner || core_->runner->wait_stopped(timeout_ns);
-    std::lock_guard<std::mutex> lock(mu_);
+    // Wait without the lock, in slices, so that other calls on this kernel answer at once (TERMINATING)
+    // and a second terminate() can shorten the wait. One caller waits on the blocks at a time.
+    for (;;) {
+        bool stopped = true;
+        {
+            std::lock_guard<std::mutex> waiting(wait_mu_);
+            if (state() != KernelState::Terminating) break;  // another caller completed it
+            std::chrono::steady_clock::time_point until;
+            {
+                std::lock_guard<std::mutex> lock(mu_);
+                until = stop_by_;
+            }
+            const auto left = until - std::chrono::steady_clock::now();
+            const std::int64_t slice = std::max<std::int64_t>(
+                0, std::min<std::int64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(left).count(), 20'000'000));
+            if (!never_started_ && core_->runner) stopped = core_->runner->wait_stopped(slice);
+            std::lock_guard<std::mutex> lock(mu_);
+            if (!stopped && std::chrono::steady_clock::now() < stop_by_) continue;
+            end_termination(stopped);
+        }
+        break;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    ended_cv_.wait(lock, [this] { return state() != KernelState::Terminating; });
+    return state();
+}
+
+void Kernel::end_termination(bool stopped) {
+    // Caller holds mu_ and wait_mu_; the kernel is TERMINATING.
     KernelState final_state = KernelState::Terminated;
     if (!stopped) {
         const std::uint32_t stuck = core_->runner->alive();
         core_->runner->abandon();
+        const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopping_since_).count();
         std::ostringstream msg;
-        msg << "kernel '" << name() << "' did not stop within " << static_cast<double>(timeout_ns) / 1e9 << " s: "
-            << stuck << " of " << spec_.grid << " block(s) still inside the handler; they were abandoned and exit "
-            << "when the handler returns (their memory is kept until then)";
+        msg << "kernel '" << name() << "' did not stop within " << std::fixed << std::setprecision(1) << waited
+            << " s: " << stuck << " of " << spec_.grid << " block(s) still inside the handler; they were abandoned "
+            << "and exit when the handler returns (their memory is kept until then)";
         fault_ = msg.str();
         final_state = KernelState::Faulted;
     } else if (core_->runner) {
@@ -262,7 +306,7 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
     release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
                                                         : "it is TERMINATED; launch a new kernel to go on");
     state_.store(final_state, std::memory_order_release);
-    return final_state;
+    ended_cv_.notify_all();
 }
 
 void Kernel::release_queues(const std::string &why) {
@@ -986,13 +1030,23 @@ void Runtime::order_buffers_before(std::intptr_t stream) const { buffers_->data-
 std::shared_ptr<const void> Runtime::buffer_keepalive() const { return buffers_; }
 
 void Runtime::close(std::int64_t timeout_ns) {
+    // One close does the work; a concurrent one returns when it is done.
+    std::lock_guard<std::mutex> closing(close_mu_);
     std::vector<std::shared_ptr<Kernel>> ks;
     {
         std::lock_guard<std::mutex> lock(mu_);
         if (closed_.exchange(true)) return;  // from here on nothing new is created
         ks = kernels_;
     }
-    for (auto &k : ks) k->terminate(timeout_ns);
+    // Every kernel stops (or is FAULTED when its blocks do not), whatever happens to the others.
+    std::exception_ptr first_error;
+    for (auto &k : ks) {
+        try {
+            k->terminate(timeout_ns);
+        } catch (...) {
+            if (!first_error) first_error = std::current_exception();
+        }
+    }
     std::vector<std::unique_ptr<Bridge>> bridges;
     {
         std::lock_guard<std::mutex> lock(mu_);
@@ -1012,6 +1066,7 @@ void Runtime::close(std::int64_t timeout_ns) {
             rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&buffers_->entries[i].live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
     }
     buffers_.reset();  // memory goes when the last holder (a view, a faulted kernel) lets go
+    if (first_error) std::rethrow_exception(first_error);
 }
 
 }  // namespace rk

@@ -444,6 +444,11 @@ class Runtime:
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
         native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch, mode or "")
         k = Kernel(self, native)
+        # Kernels that have ended are not kept here: a runtime that launches a kernel per job stays flat
+        # (a terminated kernel lives on only while its caller holds it, e.g. to drain its replies).
+        ended = (KernelState.TERMINATED, KernelState.FAULTED)
+        for old in [n for n, other in self._kernels.items() if other.state in ended]:
+            del self._kernels[old]
         self._kernels[name] = k
         return k
 

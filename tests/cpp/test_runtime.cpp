@@ -293,6 +293,79 @@ TEST(Runtime, TerminateReturnsWhenTheHandlerNeverDoes) {
     EXPECT_TRUE(k->stopped());
 }
 
+TEST(Runtime, CloseDuringAConcurrentTerminateStopsEveryKernel) {
+    // Issue 15.1: close() while another thread is terminating a kernel whose handler does not return used
+    // to raise (TERMINATING), leave the other kernels running and the runtime half closed.
+    auto stuck = std::make_shared<Stuck>();
+    std::shared_ptr<rk::Kernel> slow, echo;
+    rk::KernelState from_thread = rk::KernelState::Created;
+    {
+        rk::Runtime rt("cpu");
+        rk::KernelSpec s = echo_spec("slow");
+        s.handler = rk::Handler::on_host(stuck);
+        slow = rt.launch(s);
+        echo = rt.launch(echo_spec("echo"));
+        slow->activate();
+        echo->activate();
+        Rec r{1, 1};
+        ASSERT_TRUE(slow->input()->send(&r));
+        while (!stuck->entered) std::this_thread::sleep_for(1ms);
+        std::thread other([&] { from_thread = slow->terminate(3'000'000'000); });
+        std::this_thread::sleep_for(50ms);
+        const auto t0 = std::chrono::steady_clock::now();
+        EXPECT_NO_THROW(rt.close(300'000'000));
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);  // the earlier deadline (close's) held
+        other.join();
+        EXPECT_EQ(from_thread, rk::KernelState::Faulted);  // both callers see the one outcome
+        EXPECT_EQ(slow->state(), rk::KernelState::Faulted);
+        EXPECT_EQ(echo->state(), rk::KernelState::Terminated);
+        EXPECT_TRUE(rt.closed());
+        EXPECT_NO_THROW(rt.close(300'000'000));  // idempotent
+    }
+    stuck->release = true;  // the abandoned block returns after its runtime is gone
+    for (int i = 0; i < 400 && !slow->stopped(); ++i) std::this_thread::sleep_for(5ms);
+    EXPECT_TRUE(slow->stopped());
+    rk::Runtime again("cpu");  // the process goes on launching and terminating kernels
+    for (int i = 0; i < 50; ++i) {
+        auto k = again.launch(echo_spec("k" + std::to_string(i)));
+        k->activate();
+        Rec r{static_cast<std::uint64_t>(i), 0}, out{};
+        ASSERT_TRUE(k->input()->send(&r, {}, secs(2)));
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(2)));
+        EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    }
+}
+
+// Terminates its own kernel from inside its handler, then answers.
+struct SelfStop final : rk::HostHandler {
+    std::weak_ptr<rk::Kernel> self;
+    std::atomic<int> seen{-1};
+    int handle(rk_ctx *, const void *in, void *out) override {
+        if (auto k = self.lock()) seen = static_cast<int>(k->terminate(2'000'000'000));
+        std::memcpy(out, in, sizeof(Rec));
+        return RK_REPLY;
+    }
+};
+
+TEST(Runtime, AHandlerCanTerminateItsOwnKernel) {
+    rk::Runtime rt("cpu");
+    auto h = std::make_shared<SelfStop>();
+    rk::KernelSpec s = echo_spec("selfie");
+    s.handler = rk::Handler::on_host(h);
+    auto k = rt.launch(s);
+    h->self = k;
+    k->activate();
+    Rec r{7, 7}, out{};
+    ASSERT_TRUE(k->input()->send(&r));
+    ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(5)));  // the reply of the message in hand arrives
+    EXPECT_EQ(out.seq, 7u);
+    EXPECT_EQ(h->seen.load(), static_cast<int>(rk::KernelState::Terminating));  // it returned at once
+    for (int i = 0; i < 400 && k->state() == rk::KernelState::Terminating; ++i) std::this_thread::sleep_for(5ms);
+    EXPECT_EQ(k->state(), rk::KernelState::Terminated);
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    EXPECT_THROW(k->input()->send(&r), rk::LifecycleError);
+}
+
 TEST(Runtime, TerminateWhileBlockedOnAFullOutputDropsAndCounts) {
     rk::Runtime rt("cpu");
     rk::KernelSpec s = echo_spec("full");

@@ -484,6 +484,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
 #endif
     }
     t_block = &b;
+    t_block_core = &core;
     rk_block_refresh(&ctx);
     const bool serial_host = host && !host->concurrent();
 
@@ -536,6 +537,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     for (Fiber &f : b.fibers) __tsan_destroy_fiber(f.tsan_fiber);
 #endif
     t_block = nullptr;
+    t_block_core = nullptr;
     rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
     auto *runner = static_cast<CpuBlocks *>(core.runner.get());
     {

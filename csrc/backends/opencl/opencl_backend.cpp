@@ -174,14 +174,14 @@ public:
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
-        while (std::chrono::steady_clock::now() < deadline) {
+        for (;;) {  // checked at least once, also with no time left
             if (complete()) {
                 stop_bridge();
                 return true;
             }
+            if (std::chrono::steady_clock::now() >= deadline) return false;
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
-        return false;
     }
 
 private:

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -110,6 +112,9 @@ public:
     // Stop every block within `timeout_ns` (< 0: a default of 5 s). Returns TERMINATED, or FAULTED
     // when a block did not stop in time: its thread is abandoned (it exits when its handler
     // returns), the kernel's queues are closed and unregistered, fault() says what happened.
+    // Concurrent calls join one termination (the earliest deadline holds) and return its outcome. Called
+    // from a handler of this kernel, it asks the blocks to stop and returns TERMINATING at once; the stop
+    // completes (within `timeout_ns`) once that handler has returned.
     KernelState terminate(std::int64_t timeout_ns = -1);
 
     std::shared_ptr<Queue> input() const { return input_; }
@@ -152,12 +157,17 @@ private:
     Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id);
     void require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const;
     void release_queues(const std::string &why);
+    void end_termination(bool stopped);
 
     std::atomic<Runtime *> rt_;  // null once the runtime is closed
     KernelSpec spec_;
     std::uint16_t id_;
     std::atomic<KernelState> state_{KernelState::Created};
     mutable std::mutex mu_;  // lifecycle transitions
+    std::mutex wait_mu_;     // one terminate() at a time waits on the blocks
+    std::condition_variable ended_cv_;  // TERMINATING has ended
+    std::chrono::steady_clock::time_point stopping_since_, stop_by_;  // while TERMINATING
+    bool never_started_ = false;
     std::shared_ptr<KernelCore> core_;
     std::shared_ptr<Queue> input_, output_;
     std::string fault_;
@@ -267,7 +277,9 @@ public:
     // Owns the memory of every buffer: hold it to keep a view valid after the runtime closes.
     std::shared_ptr<const void> buffer_keepalive() const;
 
-    // Terminate every kernel (each within `timeout_ns`), release queues, topics and buffers.
+    // Terminate every kernel (each within `timeout_ns`; one that does not stop is FAULTED), release queues,
+    // topics and buffers. Idempotent; a concurrent call returns once the first has finished. From a handler
+    // of one of its kernels, that kernel's stop completes once the handler returns (see Kernel::terminate).
     void close(std::int64_t timeout_ns = -1);
     bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
 
@@ -302,6 +314,7 @@ private:
     std::vector<std::unique_ptr<Bridge>> bridges_;
     std::uint16_t next_kernel_id_ = 1;
     std::atomic<bool> closed_{false};
+    std::mutex close_mu_;  // held for the whole of close()
 };
 
 }  // namespace rk

@@ -1,0 +1,165 @@
+"""What an adversarial run found (issue 15), one regression test per finding, on every backend where the
+finding applies: lifecycle races, memory kept by ended kernels, accounting of what kernels drop, handler
+return codes, buffer handles, handler faults, producer misuse, fork, and small API holes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import ringkernel as rk
+
+REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+BACKENDS = ["cpu", "opencl"]
+
+
+def rec(seq: int, value: float = 0.0):
+    a = np.zeros((), REC)
+    a["seq"], a["value"] = seq, value
+    return a[()]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    info = {b.name: b for b in rk.backends()}[request.param]
+    if not info.available:
+        pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
+    return request.param
+
+
+def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ---- 1. close() and terminate() racing; a handler stopping its own kernel ------------------------------
+
+def test_close_during_a_concurrent_terminate_stops_every_kernel():
+    release = threading.Event()
+
+    def slow(msg):
+        release.wait(30)
+        return msg
+
+    rt = rk.Runtime("cpu")
+    s = rt.launch("slow", slow, input=REC)
+    e = rt.launch("echo", "echo", input=REC)
+    s.activate()
+    e.activate()
+    s.send(rec(1))
+    time.sleep(0.2)  # the handler is inside its wait
+    seen = {}
+    t = threading.Thread(target=lambda: seen.setdefault("thread", s.terminate(timeout=3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # FAULTED is announced with a warning
+        t.start()
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        rt.close(0.5)  # used to raise LifecycleError (TERMINATING) and leave 'echo' running
+        took = time.monotonic() - t0
+        t.join(10)
+    assert took < 2.5, "the earlier deadline (close's) holds for both callers"
+    assert seen["thread"] == rk.KernelState.FAULTED and s.state == rk.KernelState.FAULTED
+    assert e.state == rk.KernelState.TERMINATED and rt.closed
+    rt.close(0.5)  # idempotent
+    release.set()
+
+
+def test_concurrent_terminates_of_a_healthy_kernel_agree(backend):
+    with rk.Runtime(backend) as rt:
+        k = rt.launch("k", "echo", input=REC)
+        k.activate()
+        k.send(rec(1))
+        assert k.receive(timeout=5)["seq"] == 1
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(k.terminate(timeout=5))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert results == [rk.KernelState.TERMINATED] * 4
+
+
+def test_a_handler_can_terminate_its_own_kernel():
+    box = {}
+
+    def h(msg):
+        box["in_handler"] = box["k"].terminate(timeout=2)
+        return msg
+
+    with rk.Runtime("cpu") as rt:
+        k = rt.launch("selfie", h, input=REC)
+        box["k"] = k
+        k.activate()
+        k.send(rec(5))
+        assert k.receive(timeout=5)["seq"] == 5  # the message in hand is answered
+        deadline = time.monotonic() + 5
+        while k.state == rk.KernelState.TERMINATING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert box["in_handler"] == rk.KernelState.TERMINATING  # returned at once: no waiting on itself
+        assert k.state == rk.KernelState.TERMINATED
+        with pytest.raises(rk.LifecycleError):
+            k.send(rec(6))
+
+
+def test_an_abandoned_handler_returning_late_harms_nothing():
+    # It used to crash (exit 139) once the abandoned handler returned while another runtime launched and
+    # terminated kernels: the runtime was left half closed, its kernels pointing at it after it was gone.
+    out = run_child("""
+        import threading, time, warnings, gc, numpy as np, ringkernel as rk
+        warnings.simplefilter("ignore", RuntimeWarning)
+        REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+        def slow(m):
+            time.sleep(1.0)
+            return m
+        rt = rk.Runtime("cpu")
+        s = rt.launch("slow", slow, input=REC); s.activate(); s.send(np.zeros((), REC)[()])
+        e = rt.launch("e", "echo", input=REC); e.activate()
+        time.sleep(0.1)
+        t = threading.Thread(target=lambda: s.terminate(timeout=0.3)); t.start()
+        rt.close(0.2); t.join()
+        del rt, s, e; gc.collect()
+        rt2 = rk.Runtime("cpu")
+        t0, n = time.monotonic(), 0
+        while time.monotonic() - t0 < 2.0:  # the abandoned handler returns during this
+            k = rt2.launch(f"k{n}", "echo", input=REC); k.activate()
+            k.send(np.zeros((), REC)[()]); assert k.receive(timeout=2) is not None
+            assert k.terminate() == rk.KernelState.TERMINATED; n += 1
+        rt2.close()
+        print("ok", n)
+    """)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.startswith("ok ")
+
+
+# ---- 2. ended kernels keep no memory in their runtime -------------------------------------------------
+
+def test_a_runtime_launching_a_kernel_per_job_stays_flat(backend):
+    def rss_kib() -> int:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+    with rk.Runtime(backend) as rt:
+        def job(i: int) -> None:
+            k = rt.launch(f"job{i}", "echo", input=REC)  # distinct names, default options (~1 MB of rings)
+            k.activate()
+            k.send(rec(i))
+            assert k.receive(timeout=5)["seq"] == i
+            assert k.terminate() == rk.KernelState.TERMINATED
+
+        for i in range(30):
+            job(i)
+        before = rss_kib()
+        for i in range(30, 330):
+            job(i)
+        grown = rss_kib() - before
+        assert grown < 40_000, f"RSS grew by {grown} KiB over 300 jobs"  # it was ~312 MB
+        assert rt.kernels() == []
