@@ -272,21 +272,26 @@ QueueStats Queue::stats() const noexcept {
     // cursor never trails the consumer's. So: counters, then head, then tail, and again while the
     // counters moved in between (a few tries). A live snapshot then never goes negative and is
     // off by at most the evictions/expiries in flight; once the queue is quiet it is exact.
+    // What kernels dropped is counted in the ring header (layout.h), beside what the host queue counted.
+    const rk_ring_header *h = pstore_ ? nullptr : ring_->header();
+    auto by_kernels = [h](rk_u64 rk_ring_header::*field) -> std::uint64_t {
+        return h ? __atomic_load_n(&(h->*field), __ATOMIC_ACQUIRE) : 0;
+    };
     std::uint64_t evicted = 0, dropped_new = 0, popped = 0, pushed = 0;
     for (int attempt = 0; attempt < 8; ++attempt) {
-        evicted = evicted_.load(std::memory_order_acquire);
-        s.expired = expired_.load(std::memory_order_acquire);
-        dropped_new = dropped_new_.load(std::memory_order_acquire);
+        evicted = evicted_.load(std::memory_order_acquire) + by_kernels(&rk_ring_header::evicted);
+        s.expired = expired_.load(std::memory_order_acquire) + by_kernels(&rk_ring_header::expired);
+        dropped_new = dropped_new_.load(std::memory_order_acquire) + by_kernels(&rk_ring_header::dropped_new);
         popped = pstore_ ? pstore_->popped() : ring_->popped();
         pushed = pstore_ ? pstore_->pushed() : ring_->pushed();
-        if (evicted == evicted_.load(std::memory_order_acquire) &&
-            s.expired == expired_.load(std::memory_order_acquire))
+        if (evicted == evicted_.load(std::memory_order_acquire) + by_kernels(&rk_ring_header::evicted) &&
+            s.expired == expired_.load(std::memory_order_acquire) + by_kernels(&rk_ring_header::expired))
             break;
     }
     s.sent = pushed + dropped_new;
     s.received = popped >= evicted + s.expired ? popped - evicted - s.expired : 0;
     s.dropped = evicted + dropped_new;
-    s.rejected = rejected_.load(std::memory_order_relaxed);
+    s.rejected = rejected_.load(std::memory_order_relaxed) + by_kernels(&rk_ring_header::rejected);
     s.duplicates = duplicates_.load(std::memory_order_relaxed);
     s.timed_out = timed_out_.load(std::memory_order_relaxed);
     return s;

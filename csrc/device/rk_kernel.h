@@ -65,10 +65,9 @@
 /* Host events a step reports (rk_ctx.event): who to wake, what to account. */
 #define RK_EVENT_DATA 1    /* a message was published into the ring of `cookie` */
 #define RK_EVENT_SPACE 2   /* a slot of the input ring of `cookie` was released */
-#define RK_EVENT_EXPIRED 3 /* n input messages of `cookie` expired */
-#define RK_EVENT_EVICTED 4 /* n messages of the output ring of `cookie` were evicted */
-#define RK_EVENT_REJECTED 5 /* n records refused by a full ring of `cookie` (REJECT) */
-#define RK_EVENT_DROPPED_NEW 6 /* n records discarded at a full ring of `cookie` (DROP_NEW) */
+#define RK_EVENT_EVICTED 4 /* n messages of the output ring of `cookie` were evicted (its senders may go on) */
+/* What a kernel drops is counted in the ring header (expired, rejected, dropped_new, evicted) on every
+ * target, where the host queue reads it: a device kernel cannot call into the host. */
 
 /* Where a kernel reads and writes. Replaced as a whole (never edited in place) when kernels are
  * connected, so a block always sees a consistent set. `cookie` identifies a ring to the host. */
@@ -203,9 +202,10 @@ struct rk_ctx {
  *   rk_now_ns(ctx)          wall-clock ns since the epoch (devices without a wall clock read the one the
  *                           host publishes in the control block)
  *   rk_backoff(ctx, n)      wait a little before retry n (a full ring)
- *   rk_event(ctx, ...)      tell the host what a step did (wake-ups, accounting); on devices the host
- *                           bridge polls ring progress for the wake-ups, and queue-side counts of
- *                           kernel expiries and refusals stay in the kernel's messages_dropped only
+ *   rk_event(ctx, ...)      tell the host what a step did (wake-ups); on devices the host bridge polls
+ *                           ring progress for the wake-ups instead. What a kernel drops is counted in
+ *                           the ring headers on every target (see layout.h), where the host queue
+ *                           adds it to its counts, and in the kernel's messages_dropped
  *   rk_block_sync(ctx)      all threads of the block meet (between the block-level parts of a step; the
  *                           host runs those on one thread and emulates threads inside handlers only)
  *   rk_barrier(ctx)         the same, for handlers
@@ -403,8 +403,8 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
         }
         if (ctx->backpressure == RK_BP_REJECT || ctx->backpressure == RK_BP_DROP_NEW) {
             rk_count_dropped(ctx, 1);
-            rk_event(ctx, ctx->backpressure == RK_BP_REJECT ? RK_EVENT_REJECTED : RK_EVENT_DROPPED_NEW,
-                       route->cookie, 1);
+            rk_atomic_fetch_add_u64(ctx->backpressure == RK_BP_REJECT ? &r->rejected : &r->dropped_new, 1,
+                                    RK_RELAXED, scope);
             return 0;
         }
         if (rk_should_terminate(ctx) || (attempt % 64 == 63 && !rk_route_live(ctx, channel, r))) {
@@ -422,6 +422,7 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
                 if (old != RK_NULL) {
                     rk_ring_release(r, old, pos, scope);
                     rk_count_dropped(ctx, 1);
+                    rk_atomic_fetch_add_u64(&r->evicted, 1, RK_RELAXED, scope);  /* after the cursor moved */
                     rk_event(ctx, RK_EVENT_EVICTED, route->cookie, 1);
                     continue;
                 }
@@ -651,7 +652,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
     ctx->request = RK_NULL;
     if (expired != 0) {
         rk_count_dropped(ctx, expired);
-        rk_event(ctx, RK_EVENT_EXPIRED, run->cookie, expired);
+        rk_atomic_fetch_add_u64(&ring->expired, expired, RK_RELAXED, run->scope);  /* after the cursor moved */
     }
     rk_event(ctx, RK_EVENT_SPACE, run->cookie, n);
     /* Size the next run from this one's handling time. */

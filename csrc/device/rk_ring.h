@@ -54,7 +54,11 @@ RK_FN rk_u32 rk_ring_slot_stride(rk_u32 max_payload) {
 RK_FN void rk_ring_init(RK_GLOBAL rk_ring_header *r, rk_u32 capacity, rk_u32 slot_stride,
                         rk_u32 flags) {
     r->head = 0;
+    r->expired = 0;
     r->tail = 0;
+    r->rejected = 0;
+    r->dropped_new = 0;
+    r->evicted = 0;
     r->magic = RK_RING_MAGIC;
     r->version = RK_LAYOUT_VERSION;
     r->capacity = capacity;

@@ -623,7 +623,11 @@ py::dict layout_info() {
     {
         py::dict fields;
         RK_FIELD(rk_ring_header, head);
+        RK_FIELD(rk_ring_header, expired);
         RK_FIELD(rk_ring_header, tail);
+        RK_FIELD(rk_ring_header, rejected);
+        RK_FIELD(rk_ring_header, dropped_new);
+        RK_FIELD(rk_ring_header, evicted);
         RK_FIELD(rk_ring_header, magic);
         RK_FIELD(rk_ring_header, version);
         RK_FIELD(rk_ring_header, capacity);

@@ -13,9 +13,10 @@ __all__ = ["RING_HEADER_DTYPE", "ENVELOPE_DTYPE", "RING_DESC_DTYPE", "CONTROL_BL
 
 RING_HEADER_DTYPE = np.dtype(
     {
-        "names": ["head", "tail", "magic", "version", "capacity", "mask", "slot_stride", "max_payload", "flags"],
-        "formats": ["<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
-        "offsets": [0, 128, 256, 260, 264, 268, 272, 276, 280],
+        "names": ["head", "expired", "tail", "rejected", "dropped_new", "evicted", "magic", "version", "capacity",
+                  "mask", "slot_stride", "max_payload", "flags"],
+        "formats": ["<u8", "<u8", "<u8", "<u8", "<u8", "<u8", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4", "<u4"],
+        "offsets": [0, 8, 128, 136, 144, 152, 256, 260, 264, 268, 272, 276, 280],
         "itemsize": 384,
     }
 )

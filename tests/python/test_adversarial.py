@@ -18,7 +18,7 @@ import pytest
 import ringkernel as rk
 
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
-BACKENDS = ["cpu", "opencl"]
+BACKENDS = ["cpu", "opencl", "opencl-copy"]
 
 
 def rec(seq: int, value: float = 0.0):
@@ -28,11 +28,15 @@ def rec(seq: int, value: float = 0.0):
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    info = {b.name: b for b in rk.backends()}[request.param]
+def backend(request, monkeypatch) -> str:
+    name = request.param
+    if name == "opencl-copy":  # OpenCL as on a device without shared memory: dispatch mode with copies
+        monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
+        name = "opencl"
+    info = {b.name: b for b in rk.backends()}[name]
     if not info.available:
         pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
-    return request.param
+    return name
 
 
 def run_child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -163,3 +167,62 @@ def test_a_runtime_launching_a_kernel_per_job_stays_flat(backend):
         grown = rss_kib() - before
         assert grown < 40_000, f"RSS grew by {grown} KiB over 300 jobs"  # it was ~312 MB
         assert rt.kernels() == []
+
+
+# ---- 3. what kernels drop reaches the queues' counters, on every backend ------------------------------
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("bp", [rk.Backpressure.REJECT, rk.Backpressure.DROP_NEW, rk.Backpressure.DROP_OLDEST])
+def test_replies_a_kernel_drops_are_in_the_output_counters(backend, bp):
+    n = 3000
+    opts = rk.LaunchOptions(queue_capacity=16, dedup_window=0, backpressure=bp)
+    with rk.Runtime(backend) as rt:
+        k = rt.launch("k", "echo", input=REC, options=opts)
+        k.activate()
+        for i in range(n):  # nobody receives: the output fills and the kernel's backpressure decides
+            # The input has the same policy: send only into a free slot, so that no request is lost there.
+            assert wait_for(lambda: len(k.input) < 16)
+            assert k.send(rec(i), timeout=10)
+        assert wait_for(lambda: k.messages_processed == n)
+        assert wait_for(lambda: k.output.stats.sent + k.output.stats.rejected == n)  # every reply is accounted
+        got = []
+        while (r := k.receive(timeout=0.2)) is not None:
+            got.append(int(r["seq"]))
+        out = k.output.stats
+        assert out.sent == out.received + len(k.output) + out.dropped + out.expired
+        assert out.received == len(got) > 0
+        dropped_by_kernel = k.messages_dropped
+        if bp == rk.Backpressure.REJECT:
+            assert out.rejected == dropped_by_kernel == n - len(got) > 0 and out.sent == len(got)
+        elif bp == rk.Backpressure.DROP_NEW:
+            assert out.dropped == dropped_by_kernel == n - len(got) > 0 and out.sent == n
+            assert got == sorted(got) and got[0] == 0  # the first ones stayed
+        else:
+            assert out.dropped == dropped_by_kernel == n - len(got) > 0 and out.sent == n
+            assert got[-1] == n - 1  # the last ones stayed
+        inq = k.input.stats
+        assert inq.sent == inq.received == n and inq.expired == 0
+
+
+def test_messages_a_kernel_expires_are_in_the_input_counters(backend):
+    opts = rk.LaunchOptions(queue_capacity=64, dedup_window=0, ttl=0.05)
+    with rk.Runtime(backend) as rt:
+        k = rt.launch("k", "echo", input=REC, options=opts)  # LAUNCHED: consumes nothing yet
+        for i in range(20):
+            assert k.send(rec(i))
+        time.sleep(0.2)
+        k.activate()
+        assert wait_for(lambda: k.input.stats.expired == 20)
+        inq = k.input.stats
+        assert inq.received == 0 and inq.sent == 20 and len(k.input) == 0  # it used to say received=20
+        assert k.messages_dropped == 20 and k.receive(timeout=0.2) is None
+        k.send(rec(99))  # a fresh one is answered
+        assert k.receive(timeout=5)["seq"] == 99

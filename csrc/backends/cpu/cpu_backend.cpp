@@ -252,7 +252,7 @@ void backoff(rk_ctx *, rk_u32 attempt) {
     }
 }
 
-void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32 n) {
+void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32) {
     auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(cookie));
     if (!q) return;
     Block *b = t_block;
@@ -268,10 +268,7 @@ void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32 n) {
         if (b && !q->writers_waiting()) Block::owe(b->pending_space, b->n_space, q, false);
         else q->notify_space();
         break;
-    case RK_EVENT_REJECTED: q->count_rejected(n); break;
-    case RK_EVENT_DROPPED_NEW: q->count_dropped_new(n); break;
-    case RK_EVENT_EXPIRED: q->count_expired(n); break;
-    case RK_EVENT_EVICTED: q->count_evicted(n); q->notify_space(); break;
+    case RK_EVENT_EVICTED: q->notify_space(); break;  // counted in the ring header (rk_push_route)
     default: break;
     }
 }
@@ -309,7 +306,7 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
         on_event(ctx, RK_EVENT_SPACE, in.cookie, got);
         if (expired) {
             rk_count_dropped(ctx, expired);
-            on_event(ctx, RK_EVENT_EXPIRED, in.cookie, static_cast<rk_u32>(expired));
+            rk_atomic_fetch_add_u64(&in.ring->expired, expired, RK_RELAXED, RK_SCOPE_SYSTEM);  // after the cursor
         }
         if (!n) return RK_STEP_EXPIRED;
         ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);

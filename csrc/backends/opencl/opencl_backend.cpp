@@ -421,7 +421,8 @@ public:
 
 private:
     void setup(KernelCore &core) override {
-        const rk_kernel_params p = kernel_params(core);  // no addresses: the kernel takes its memory as arguments
+        rk_kernel_params p = kernel_params(core);  // no addresses: the kernel takes its memory as arguments
+        p.ttl_ns = 0;  // messages are dequeued when copied in: the TTL is applied then, here (launch())
         const opencl::Api &cl = *c_->cl;
         cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
         for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
@@ -443,15 +444,21 @@ private:
         std::memset(in_img_.data(), 0, in_img_.size());
         rk_ring_init(img, kBatch, in_stride_, 0);
         const rk_routes &r = core.routes();
+        const std::uint64_t ttl = core.spec.options.ttl_ns(), now = ttl ? wall_ns() : 0;
         std::uint32_t taken = 0;
         for (rk_u32 i = 0; i < r.n_inputs && taken < kBatch; ++i) {
             rk_ring_header *ring = r.inputs[i].ring;
-            std::uint64_t first;
+            std::uint64_t first, expired = 0;
             const std::uint32_t got = rk_ring_acquire_n(ring, kBatch - taken, &first, 0, RK_SCOPE_SYSTEM);
             for (std::uint32_t j = 0; j < got; ++j) {
                 rk_envelope *slot = rk_ring_slot(ring, first + j);
-                rk_ring_try_push(img, slot, rk_envelope_payload(slot), 1, RK_SCOPE_SYSTEM);
+                if (ttl && now > slot->enqueue_ns && now - slot->enqueue_ns > ttl) ++expired;
+                else rk_ring_try_push(img, slot, rk_envelope_payload(slot), 1, RK_SCOPE_SYSTEM);
                 rk_ring_release(ring, slot, first + j, RK_SCOPE_SYSTEM);
+            }
+            if (expired) {  // counted as a kernel's expiry (after the cursor moved)
+                rk_atomic_fetch_add_u64(&core.cb->messages_dropped, expired, RK_RELAXED, RK_SCOPE_SYSTEM);
+                rk_atomic_fetch_add_u64(&ring->expired, expired, RK_RELAXED, RK_SCOPE_SYSTEM);
             }
             if (got) {
                 if (auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(r.inputs[i].cookie))) q->notify_space();
@@ -584,15 +591,34 @@ private:
                 const rk_route &route = r.channels[0].targets[i];
                 auto *q = reinterpret_cast<Queue *>(static_cast<std::uintptr_t>(route.cookie));
                 const auto bp = core.spec.options.backpressure();
-                bool ok = rk_ring_try_push(route.ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
-                for (int attempt = 0; !ok && bp == Backpressure::Block && !terminating(core); ++attempt) {
-                    if (q) q->notify_readable();
-                    std::this_thread::sleep_for(std::chrono::microseconds(attempt < 10 ? 10 : 200));
-                    ok = rk_ring_try_push(route.ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
+                rk_ring_header *ring = route.ring;
+                bool ok = rk_ring_try_push(ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
+                for (int attempt = 0; !ok && !terminating(core); ++attempt) {
+                    if (bp == Backpressure::DropOldest) {
+                        // As a kernel does (rk_push_route): evict only from a ring that is really full.
+                        const std::uint64_t head = __atomic_load_n(&ring->head, __ATOMIC_ACQUIRE);
+                        const std::uint64_t tail = __atomic_load_n(&ring->tail, __ATOMIC_ACQUIRE);
+                        std::uint64_t pos;
+                        rk_envelope *old = tail - head >= ring->capacity ? rk_ring_acquire(ring, &pos, 0, RK_SCOPE_SYSTEM)
+                                                                         : nullptr;
+                        if (old) {
+                            rk_ring_release(ring, old, pos, RK_SCOPE_SYSTEM);
+                            rk_atomic_fetch_add_u64(&core.cb->messages_dropped, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+                            rk_atomic_fetch_add_u64(&ring->evicted, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+                            if (q) q->notify_space();
+                        }
+                    } else if (bp != Backpressure::Block) {
+                        break;
+                    } else {
+                        if (q) q->notify_readable();
+                        std::this_thread::sleep_for(std::chrono::microseconds(attempt < 10 ? 10 : 200));
+                    }
+                    ok = rk_ring_try_push(ring, &env, payload.data(), 0, RK_SCOPE_SYSTEM);
                 }
-                if (!ok) {
+                if (!ok) {  // refused (REJECT), discarded (DROP_NEW), or the kernel is stopping
                     rk_atomic_fetch_add_u64(&core.cb->messages_dropped, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-                    if (q) q->count_dropped_new(1);
+                    rk_atomic_fetch_add_u64(bp == Backpressure::Reject ? &ring->rejected : &ring->dropped_new, 1,
+                                            RK_RELAXED, RK_SCOPE_SYSTEM);
                 } else if (q) {
                     q->notify_readable();
                 }

@@ -27,11 +27,18 @@
 /* ---- ring header ------------------------------------------------------------------------------ */
 /* The ring's slots follow the header in the same allocation: slot i lives at
  * (char*)header + sizeof(rk_ring_header) + i * slot_stride. */
+/* What kernels drop is counted in the header, on the line of the side that drops it (consumers: expiry;
+ * producers: refusals and evictions), where the host queue adds it to its own counts: kernels on a device
+ * cannot call into the host. */
 typedef struct rk_ring_header {
     rk_u64 head;                 /* consumer cursor: next position to dequeue */
-    rk_u8 pad_head[RK_CACHE_LINE - 8];
+    rk_u64 expired;              /* messages kernels dropped at dequeue because their TTL had passed */
+    rk_u8 pad_head[RK_CACHE_LINE - 16];
     rk_u64 tail;                 /* producer cursor: next position to enqueue */
-    rk_u8 pad_tail[RK_CACHE_LINE - 8];
+    rk_u64 rejected;             /* records kernels could not push into the full ring (REJECT) */
+    rk_u64 dropped_new;          /* records kernels discarded at the full ring (DROP_NEW) */
+    rk_u64 evicted;              /* messages kernels evicted from the full ring to push theirs (DROP_OLDEST) */
+    rk_u8 pad_tail[RK_CACHE_LINE - 32];
     /* Read-only after initialisation, on a line of its own. */
     rk_u32 magic;                /* RK_RING_MAGIC */
     rk_u32 version;              /* RK_LAYOUT_VERSION */
@@ -122,6 +129,9 @@ typedef struct rk_telemetry {
 RK_STATIC_ASSERT(sizeof(rk_ring_header) == 3 * RK_CACHE_LINE, ring_header_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, head) == 0, ring_head_offset);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, tail) == RK_CACHE_LINE, ring_tail_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, expired) == 8, ring_expired_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, rejected) == RK_CACHE_LINE + 8, ring_rejected_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, evicted) == RK_CACHE_LINE + 24, ring_evicted_offset);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, magic) == 2 * RK_CACHE_LINE, ring_meta_offset);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, slot_stride) == 2 * RK_CACHE_LINE + 16,
                  ring_stride_offset);
