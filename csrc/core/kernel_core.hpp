@@ -8,6 +8,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,7 @@ struct BufferTableMem {
     std::vector<std::size_t> sizes;
     std::mutex mu;
     std::uint32_t next_free = 0;
+    std::mt19937_64 tags{std::random_device{}()};  // the random upper halves of handles (under mu)
 };
 
 struct KernelCore {

@@ -1,5 +1,8 @@
 #include "ringkernel/queue.hpp"
 
+#include "process.hpp"
+
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -211,7 +214,25 @@ void WaitSet::signal_fd(int fd) {
 }
 
 void Queue::check_open() const {
+    check_process();
     if (closed_.load(std::memory_order_acquire)) throw LifecycleError(close_reason_);
+}
+
+void Queue::bind_to_process() noexcept { process_ = process_generation(); }
+
+void Queue::check_sole(std::atomic<std::uint64_t> &owner, const char *side) const {
+    const auto self = static_cast<std::uint64_t>(::pthread_self());
+    std::uint64_t seen = owner.load(std::memory_order_relaxed);
+    if (seen == self || (seen == 0 && owner.compare_exchange_strong(seen, self, std::memory_order_relaxed))) return;
+    throw Error(std::string("this queue was made with single_") + side + "=True, and a second thread has just " +
+                (side[0] == 'p' ? "sent" : "received") + " on it: a single-" + side +
+                " queue may be used from one thread only (the first that did). Use single_" + side +
+                "=False for several threads");
+}
+
+void Queue::check_process() const {
+    if (process_ != ~0u && process_ != process_generation())
+        throw LifecycleError(forked_message("this queue of a ring-kernel runtime"));
 }
 
 void Queue::check_priority(unsigned priority) const {
@@ -317,12 +338,14 @@ void Queue::fill_envelope(rk_envelope &env, std::uint64_t id, std::uint64_t stam
 bool Queue::send(const void *record, const SendOptions &opts, const Wait &wait) {
     check_priority(opts.priority);
     check_open();
+    if (cfg_.single_producer) check_sole(producer_, "producer");
     return send_one(record, opts, wait) == Outcome::Accepted;
 }
 
 Queue::Attempt Queue::try_send(const void *record, const SendOptions &opts) {
     check_priority(opts.priority);
     check_open();
+    if (cfg_.single_producer) check_sole(producer_, "producer");
     switch (send_one(record, opts, Wait::none(), true)) {
     case Outcome::Accepted: return Attempt::Accepted;
     case Outcome::Full: return Attempt::Full;
@@ -401,6 +424,8 @@ Queue::Outcome Queue::send_one(const void *record, const SendOptions &opts, cons
 }
 
 bool Queue::receive(void *record, rk_envelope *env_out, const Wait &wait) {
+    check_process();
+    if (cfg_.single_consumer) check_sole(consumer_, "consumer");
     LazyDeadline deadline(wait);
     rk_envelope env{};  // the ring copies the travelling bytes only: `sequence` must not be stack garbage
     for (;;) {
@@ -489,6 +514,7 @@ std::size_t Queue::send_batch(const void *records, std::size_t n, std::size_t st
                               const std::uint64_t *ids, std::uint8_t priority, const Wait &wait) {
     check_priority(priority);
     check_open();
+    if (cfg_.single_producer) check_sole(producer_, "producer");
     if (n == 0) return 0;
     const auto *src = static_cast<const std::uint8_t *>(records);
     if (!pstore_ && !dedup_) return send_batch_ring(src, n, stride, ids, wait);
@@ -515,6 +541,8 @@ std::size_t Queue::send_batch(const void *records, std::size_t n, std::size_t st
 
 std::size_t Queue::receive_batch(void *records, std::size_t n, std::size_t stride, rk_envelope *envs,
                                  const Wait &wait) {
+    check_process();
+    if (cfg_.single_consumer) check_sole(consumer_, "consumer");
     if (n == 0) return 0;
     auto *dst = static_cast<std::uint8_t *>(records);
     LazyDeadline deadline(wait);

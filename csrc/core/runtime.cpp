@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "kernel_core.hpp"
+#include "process.hpp"
 #if RINGKERNEL_HAS_OPENCL
 #include "../backends/opencl/cl_api.hpp"
 #endif
@@ -178,9 +179,16 @@ rk_route route_of(const std::shared_ptr<Queue> &q) {
 }
 }  // namespace
 
-Kernel::Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id) : rt_(&rt), spec_(std::move(spec)), id_(id) {}
+Kernel::Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id)
+    : rt_(&rt), spec_(std::move(spec)), id_(id), process_(process_generation()) {}
 
 Kernel::~Kernel() {
+    if (process_ != process_generation()) {
+        // A fork() copy: the blocks' threads were not copied, so nothing may wait for them or free what they
+        // would use (see Runtime::close).
+        new std::shared_ptr<KernelCore>(std::move(core_));
+        return;
+    }
     const KernelState s = state();
     if (s == KernelState::Launched || s == KernelState::Active || s == KernelState::Deactivated) {
         try {
@@ -191,6 +199,7 @@ Kernel::~Kernel() {
 }
 
 void Kernel::require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const {
+    check_process(call);
     const KernelState s = state();
     for (KernelState a : allowed)
         if (a == s) return;
@@ -202,7 +211,7 @@ void Kernel::require(std::initializer_list<KernelState> allowed, const char *cal
 namespace {
 const char *allowed_in(KernelState s) {
     switch (s) {
-    case KernelState::Created: return "allowed now: launch()";
+    case KernelState::Created: return "allowed now: launch(), terminate(), send() (it waits until the kernel runs)";
     case KernelState::Launched: return "allowed now: activate(), terminate(), send()";
     case KernelState::Active: return "allowed now: deactivate(), terminate(), send(), receive()";
     case KernelState::Deactivated: return "allowed now: activate(), terminate(), send(), receive()";
@@ -229,7 +238,13 @@ void Kernel::deactivate() {
     state_.store(KernelState::Deactivated, std::memory_order_release);
 }
 
+void Kernel::check_process(const char *call) const {
+    if (process_ != process_generation())
+        throw LifecycleError(std::string(call) + ": " + forked_message("kernel '" + name() + "'"));
+}
+
 KernelState Kernel::terminate(std::int64_t timeout_ns) {
+    check_process("terminate()");
     if (timeout_ns < 0) timeout_ns = kDefaultTerminateNs;
     const auto now = std::chrono::steady_clock::now();
     const auto deadline = now + std::chrono::nanoseconds(timeout_ns);
@@ -414,7 +429,7 @@ std::unique_ptr<Backend> make_backend(const std::string &name, const RuntimeConf
 }
 }  // namespace
 
-Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)) {
+Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)), process_(process_generation()) {
     std::string chosen = backend;
     if (backend == "auto") {
         // The first candidate that opens: a device that reports available but cannot start (busy, too
@@ -451,6 +466,7 @@ Runtime::~Runtime() {
 }
 
 void Runtime::check_open(const char *call) const {
+    if (process_ != process_generation()) throw LifecycleError(std::string(call) + ": " + forked_message("this runtime"));
     if (closed_.load(std::memory_order_acquire)) throw LifecycleError(std::string(call) + " is not allowed: the runtime is closed");
 }
 
@@ -476,6 +492,7 @@ void Runtime::register_queue(const std::string &name, std::shared_ptr<Queue> q, 
             throw std::invalid_argument("kernel '" + owner + "' has " + std::to_string(kMaxQueuesPerKernel) +
                                         " named queues already (the most a kernel may have)");
     }
+    q->bind_to_process();
     queues_[name] = std::move(q);
     queue_owner_[name] = owner;
 }
@@ -745,6 +762,15 @@ void Runtime::add_output(Kernel &src, std::uint32_t channel, const std::vector<s
 }
 
 namespace {
+// LifecycleError when a kernel that has stopped (or is stopping) would be connected.
+void check_running(std::initializer_list<const Kernel *> kernels) {
+    for (const Kernel *k : kernels) {
+        const KernelState s = k->state();
+        if (s == KernelState::Terminating || s == KernelState::Terminated || s == KernelState::Faulted)
+            throw LifecycleError("cannot connect kernel '" + k->name() + "': it is " + to_string(s));
+    }
+}
+
 void check_connectable(const Kernel &src, std::uint32_t src_size, std::uint16_t src_type, const Kernel &dst) {
     const KernelSpec &d = dst.spec();
     if (src_size != d.input_size || (src_type && d.input_type && src_type != d.input_type)) {
@@ -754,11 +780,7 @@ void check_connectable(const Kernel &src, std::uint32_t src_size, std::uint16_t 
             << "-byte records of type id " << d.input_type;
         throw TypeMismatch(msg.str());
     }
-    for (const Kernel *k : {&src, &dst}) {
-        const KernelState s = k->state();
-        if (s == KernelState::Terminating || s == KernelState::Terminated || s == KernelState::Faulted)
-            throw LifecycleError("cannot connect kernel '" + k->name() + "': it is " + to_string(s));
-    }
+    check_running({&src, &dst});
 }
 }  // namespace
 
@@ -882,7 +904,7 @@ void Runtime::subscribe(const std::string &topic_name, Kernel &k) {
     {
         std::lock_guard<std::mutex> lock(mu_);
         Topic &t = topic_ref(topic_name);
-        check_connectable(k, t.info.record_size, t.info.type_id, k);  // state check
+        check_running({&k});
         if (t.info.record_size != k.spec().input_size || (t.info.type_id && k.spec().input_type &&
                                                           t.info.type_id != k.spec().input_type))
             throw TypeMismatch("kernel '" + k.name() + "' takes " + std::to_string(k.spec().input_size) +
@@ -970,7 +992,11 @@ Buffer Runtime::buffer(std::size_t bytes) {
     rk_buffer_entry &e = t.entries[i];
     e.address = static_cast<rk_u64>(reinterpret_cast<std::uintptr_t>(p));
     e.bytes = bytes;
-    e.generation += 1;
+    // The handle's upper half is random, so that a handle of another runtime, or a guessed one, does not
+    // resolve here (a kernel given one gets RK_ERR_BUFFER for that message).
+    std::uint32_t tag = 0;
+    while (tag == 0) tag = static_cast<std::uint32_t>(t.tags() >> 32);
+    e.generation = tag;
     rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e.live), 1, RK_RELEASE, RK_SCOPE_SYSTEM);
     return Buffer{(static_cast<std::uint64_t>(e.generation) << 32) | (i + 1), p, bytes, t.data->device()};
 }
@@ -983,6 +1009,11 @@ rk_buffer_entry *find_entry(BufferTableMem &t, std::uint64_t handle) {
     if (!e.live || e.generation != static_cast<std::uint32_t>(handle >> 32)) return nullptr;
     return &e;
 }
+
+std::string no_buffer(std::uint64_t handle) {
+    return "no live buffer of this runtime has handle " + std::to_string(handle) +
+           " (released, or made by another runtime: a handle resolves only in the runtime that made it)";
+}
 }  // namespace
 
 void Runtime::release_buffer(std::uint64_t handle) {
@@ -990,7 +1021,7 @@ void Runtime::release_buffer(std::uint64_t handle) {
     BufferTableMem &t = *buffers_;
     std::lock_guard<std::mutex> lock(t.mu);
     rk_buffer_entry *e = find_entry(t, handle);
-    if (!e) throw std::invalid_argument("no live buffer with handle " + std::to_string(handle));
+    if (!e) throw std::invalid_argument(no_buffer(handle));
     // The handle stops resolving now; the memory stays until the runtime is closed, since a kernel
     // may be reading it this very moment.
     rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&e->live), 0, RK_RELEASE, RK_SCOPE_SYSTEM);
@@ -1001,7 +1032,7 @@ Buffer Runtime::resolve(std::uint64_t handle) const {
     BufferTableMem &t = *buffers_;
     std::lock_guard<std::mutex> lock(t.mu);
     rk_buffer_entry *e = find_entry(t, handle);
-    if (!e) throw std::invalid_argument("no live buffer with handle " + std::to_string(handle));
+    if (!e) throw std::invalid_argument(no_buffer(handle));
     return Buffer{handle, reinterpret_cast<void *>(static_cast<std::uintptr_t>(e->address)), e->bytes, t.data->device()};
 }
 
@@ -1030,6 +1061,19 @@ void Runtime::order_buffers_before(std::intptr_t stream) const { buffers_->data-
 std::shared_ptr<const void> Runtime::buffer_keepalive() const { return buffers_; }
 
 void Runtime::close(std::int64_t timeout_ns) {
+    if (process_ != process_generation()) {
+        // A fork() copy: its kernels' threads (and a device driver's) exist only in the original process.
+        // Nothing here may wait for them or tear down what they use: it is left as it is, for good.
+        if (closed_.exchange(true)) return;
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto &k : kernels_) k->rt_.store(nullptr);
+        new std::vector<std::shared_ptr<Kernel>>(std::move(kernels_));
+        new std::map<std::string, std::shared_ptr<Queue>>(std::move(queues_));
+        new std::vector<std::unique_ptr<Bridge>>(std::move(bridges_));
+        new std::shared_ptr<BufferTable>(std::move(buffers_));
+        (void)backend_.release();
+        return;
+    }
     // One close does the work; a concurrent one returns when it is done.
     std::lock_guard<std::mutex> closing(close_mu_);
     std::vector<std::shared_ptr<Kernel>> ks;

@@ -9,7 +9,8 @@
  * called by every thread of a block for each message the block takes. `in` points at the request
  * payload (in place, in the input ring), `out` at the block's reply buffer (zeroed, the size of the
  * kernel's output record). It returns RK_REPLY (send `out` on the default output), RK_NO_REPLY, or a
- * negative error code, which the loop records (control block errors_encountered and last_error,
+ * negative error code (any negative value; the loop's own bookkeeping never takes one for something else),
+ * which the loop records (control block errors_encountered and last_error,
  * telemetry error_code) before it goes on serving. The block's result is thread 0's return value,
  * unless a thread returned an error. Inside a handler:
  *
@@ -44,6 +45,7 @@
 #define RK_ERR_CHANNEL (-5)   /* rk_emit on a channel the kernel does not have */
 #define RK_ERR_OPERATION (-6) /* an operation code the handler does not know */
 #define RK_ERR_LAUNCH (-7)    /* the backend could not launch the kernel (see the kernel's error message) */
+#define RK_ERR_RETURN (-8)    /* the handler returned a positive value other than RK_REPLY */
 
 /* One step's outcome. */
 #define RK_STEP_IDLE 0    /* nothing to take */
@@ -89,7 +91,8 @@ typedef struct rk_routes {
     rk_channel channels[RK_MAX_CHANNELS];
 } rk_routes;
 
-/* Buffers: handle = generation << 32 | (index + 1); 0 is never a handle. */
+/* Buffers: handle = tag << 32 | (index + 1), the tag random per buffer (a handle of another runtime or a
+ * guessed one does not resolve); 0 is never a handle. */
 typedef struct rk_buffer_entry {
     rk_u64 address;
     rk_u64 bytes;
@@ -582,6 +585,7 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
  * answered in its own reply_mask rather than in run_status, which the other threads are still reading
  * (no barrier separates their reads from this write: the handler need not have one). */
 RK_FN void rk_note_result(rk_ctx *ctx, rk_u32 j, int rc) {
+    if (rc > RK_REPLY) rc = RK_ERR_RETURN; /* neither a reply nor "no reply": an error, never silence */
     if (ctx->thread_rank == 0 && rc == RK_REPLY) ctx->reply_mask |= 1u << j;
     if (rc < 0) {
 #if defined(RK_TARGET_OPENCL)

@@ -1043,6 +1043,13 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
 
 PyKernel &kernel_of(const py::handle &h) { return h.cast<PyKernel &>(); }
 
+// A live view the host must not write through (the kernel owns the memory: a written has_terminated made
+// terminate() believe the blocks had left).
+py::array read_only(py::array a) {
+    py::detail::array_proxy(a.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+    return a;
+}
+
 template <class F>
 auto key_error_for_missing(F &&f) -> decltype(f()) {
     try {
@@ -1133,14 +1140,14 @@ void bind_runtime(py::module_ &m) {
         .def("telemetry_view", [](py::handle self) {
             PyKernel &k = kernel_of(self);
             py::object dt = py::module_::import("ringkernel.layout").attr("TELEMETRY_DTYPE");
-            return py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
-                             k.k->telemetry_block(), self);
+            return read_only(py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
+                                       k.k->telemetry_block(), self));
         })
         .def("control_view", [](py::handle self) {
             PyKernel &k = kernel_of(self);
             py::object dt = py::module_::import("ringkernel.layout").attr("CONTROL_BLOCK_DTYPE");
-            return py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
-                             k.k->control_block(), self);
+            return read_only(py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
+                                       k.k->control_block(), self));
         })
         .def_property_readonly("messages_processed", [](const PyKernel &k) { return k.k->messages_processed(); })
         .def_property_readonly("messages_dropped", [](const PyKernel &k) { return k.k->messages_dropped(); })
@@ -1245,6 +1252,12 @@ void bind_runtime(py::module_ &m) {
             without_gil([&] { r.rt->write_buffer(handle, offset, info.ptr, n); });
         }, "handle"_a, "offset"_a, "data"_a)
         .def("read_buffer", [](PyRuntime &r, std::uint64_t handle, std::size_t offset, std::size_t nbytes) {
+            // The range first: a size no array can have gets the range error, not numpy's.
+            const rk::Buffer b = r.rt->resolve(handle);
+            if (offset > b.bytes || nbytes > b.bytes - offset)
+                throw std::invalid_argument("bytes [" + std::to_string(offset) + ", " + std::to_string(offset) + " + " +
+                                            std::to_string(nbytes) + ") are outside the buffer, whose range is [0, " +
+                                            std::to_string(b.bytes) + ")");
             py::array_t<std::uint8_t> out(static_cast<py::ssize_t>(nbytes));
             void *dst = out.mutable_data();
             {
@@ -1291,6 +1304,8 @@ void bind_runtime(py::module_ &m) {
     m.attr("ERR_HOST") = RK_ERR_HOST;
     m.attr("ERR_CHANNEL") = RK_ERR_CHANNEL;
     m.attr("ERR_OPERATION") = RK_ERR_OPERATION;
+    m.attr("ERR_LAUNCH") = RK_ERR_LAUNCH;
+    m.attr("ERR_RETURN") = RK_ERR_RETURN;
 }
 
 // ---- message plans --------------------------------------------------------------------------------------

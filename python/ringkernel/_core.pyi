@@ -333,6 +333,8 @@ ERR_INPUT: int
 ERR_HOST: int
 ERR_CHANNEL: int
 ERR_OPERATION: int
+ERR_LAUNCH: int
+ERR_RETURN: int
 
 def builtin_handlers() -> list[str]: ...
 def builtin_layouts() -> dict[str, dict[str, Any]]: ...

@@ -166,6 +166,12 @@ class Buffer:
         return f"Buffer(handle={self.handle:#x}, nbytes={self.nbytes}, dtype={self.dtype}, shape={self.shape}{where})"
 
 
+def _type_name(record_type: Any, dtype: np.dtype) -> str:
+    """A record type as a user named it: a message class by its name, a dtype by its fields."""
+    name = getattr(record_type, "__name__", None)
+    return f"{name} ({dtype})" if name else str(dtype)
+
+
 class Topic:
     """A named fan-out: each message published reaches every subscriber's input."""
 
@@ -174,6 +180,10 @@ class Topic:
         self._codec = Queue(record_type, capacity=16)
 
     def subscribe(self, kernel: "Kernel") -> None:
+        if kernel.input.dtype != self._codec.dtype:
+            raise TypeError(f"cannot subscribe kernel '{kernel.name}' to topic '{self.name}': the kernel takes "
+                            f"{_type_name(kernel.input_type, kernel.input.dtype)}, the topic carries "
+                            f"{_type_name(self.record_type, self._codec.dtype)}")
         self._runtime._rt.subscribe(self.name, kernel._k)
 
     @property
@@ -519,6 +529,11 @@ class Runtime:
                 raise KeyError(f"no topic named '{name}'; create it with rt.topic('{name}', record_type)")
             self._rt.create_topic(name, record_type)
             t = self._topics[name] = Topic(self, name, record_type)
+        elif record_type is not None:
+            wanted = Queue(record_type, capacity=16).dtype
+            if wanted != t._codec.dtype:
+                raise TypeError(f"topic '{name}' exists and carries {_type_name(t.record_type, t._codec.dtype)}, not "
+                                f"{_type_name(record_type, wanted)}")
         return t
 
     # ---- buffers ------------------------------------------------------------------------------------

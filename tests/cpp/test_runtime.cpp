@@ -1,6 +1,8 @@
 // Ring kernels on the CPU backend, end to end through the C++ API.
 #include <gtest/gtest.h>
 #include <dirent.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -364,6 +366,46 @@ TEST(Runtime, AHandlerCanTerminateItsOwnKernel) {
     EXPECT_EQ(k->state(), rk::KernelState::Terminated);
     EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
     EXPECT_THROW(k->input()->send(&r), rk::LifecycleError);
+}
+
+TEST(Runtime, AForkedChildIsToldItsRuntimeBelongsToItsParent) {
+    rk::Runtime rt("cpu");
+    auto k = rt.launch(echo_spec("parent"));
+    k->activate();
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {  // the child: exit code = what went wrong (0: all as it should be)
+        int code = 0;
+        Rec r{1, 1}, out{};
+        try {
+            k->input()->send(&r);
+            code = 1;  // accepted: it would never be answered
+        } catch (const rk::LifecycleError &e) {
+            if (std::string(e.what()).find("fork()") == std::string::npos) code = 2;
+        }
+        try {
+            rt.launch(echo_spec("child"));
+            code = 3;
+        } catch (const rk::LifecycleError &) {
+        }
+        {
+            rk::Runtime mine("cpu");  // a runtime of the child's own works
+            auto c = mine.launch(echo_spec("own"));
+            c->activate();
+            if (!c->input()->send(&r, {}, secs(2)) || !c->output()->receive(&out, nullptr, secs(2)) || out.seq != 1)
+                code = 4;
+        }
+        rt.close();  // returns at once: nothing of the parent's is waited for or freed
+        ::_exit(code);
+    }
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    Rec r{2, 2}, out{};  // the parent's kernel is untouched
+    ASSERT_TRUE(k->input()->send(&r, {}, secs(2)));
+    ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(2)));
+    EXPECT_EQ(out.seq, 2u);
 }
 
 TEST(Runtime, TerminateWhileBlockedOnAFullOutputDropsAndCounts) {

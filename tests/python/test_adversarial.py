@@ -226,3 +226,164 @@ def test_messages_a_kernel_expires_are_in_the_input_counters(backend):
         assert k.messages_dropped == 20 and k.receive(timeout=0.2) is None
         k.send(rec(99))  # a fresh one is answered
         assert k.receive(timeout=5)["seq"] == 99
+
+
+# ---- 4. handler return codes -------------------------------------------------------------------------
+
+RETURNS = r"""
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int returns(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    ((RK_LOCAL rec *)out)->seq = r->seq;
+    return (int)r->value;  /* whatever the request says */
+}
+"""
+
+
+def test_handler_return_codes_are_never_mistaken(backend):
+    with rk.Runtime(backend) as rt:
+        k = rt.launch("r", rk.Source(RETURNS, entry="returns"), input=REC)
+        k.activate()
+        k.send(rec(1, -1000))  # was taken for the loop's own "expired" status: silently dropped as a TTL expiry
+        k.send(rec(2, 2))      # was a silent "no reply"
+        k.send(rec(3, 1))      # RK_REPLY
+        assert k.receive(timeout=5)["seq"] == 3 and k.receive(timeout=0.2) is None
+        assert wait_for(lambda: k.errors == 2)
+        assert k.last_error == rk._core.ERR_RETURN  # the last one: a positive value that is not RK_REPLY
+        assert k.input.stats.expired == 0 and k.input.stats.received == 3
+
+
+# ---- 5. buffer handles belong to their runtime ---------------------------------------------------------
+
+def test_a_buffer_handle_of_another_runtime_or_a_guessed_one_does_not_resolve(backend):
+    from ringkernel.builtins import VectorAddRequest, VectorAddResponse, VectorOp
+
+    with rk.Runtime(backend) as rt, rk.Runtime("cpu") as other:
+        mine = rt.buffer(np.arange(100, dtype=np.float32))
+        out = rt.buffer(np.zeros(100, dtype=np.float32))
+        foreign = other.buffer(np.ones(100, dtype=np.float32))
+        assert foreign.handle != mine.handle and (foreign.handle & 0xFFFFFFFF) == (mine.handle & 0xFFFFFFFF)
+        k = rt.launch("add", "vector_add", input=VectorAddRequest, output=VectorAddResponse)
+        k.activate()
+        k.send(VectorAddRequest(op=VectorOp.ADD, length=100, a_buf=mine.handle, b_buf=mine.handle,
+                                out_buf=out.handle))
+        assert k.receive(timeout=5).status == 0
+        np.testing.assert_array_equal(out.read(), 2 * np.arange(100, dtype=np.float32))
+        for bad in (foreign.handle, (1 << 32) | (mine.handle & 0xFFFFFFFF), mine.handle + (1 << 32)):
+            k.send(VectorAddRequest(op=VectorOp.ADD, length=100, a_buf=mine.handle, b_buf=mine.handle, out_buf=bad))
+            assert k.receive(timeout=5).status == rk._core.ERR_BUFFER  # a per-message error
+        np.testing.assert_array_equal(out.read(), 2 * np.arange(100, dtype=np.float32))  # nothing overwritten
+        with pytest.raises(ValueError, match="another runtime"):
+            rt._rt.read_buffer(foreign.handle, 0, 4)
+
+
+# ---- 9. fork() -----------------------------------------------------------------------------------------
+
+def test_a_forked_child_is_told_and_can_make_its_own_runtime():
+    out = run_child("""
+        import os, numpy as np, ringkernel as rk
+        REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+        rt = rk.Runtime("cpu")
+        k = rt.launch("parent", "echo", input=REC); k.activate()
+        had_opencl = {b.name: b for b in rk.backends()}["opencl"].available  # starts OpenCL (PoCL) here
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                k.send(np.zeros((), REC)[()]); code = 1
+            except rk.LifecycleError as e:
+                code = 0 if "fork()" in str(e) else 2
+            try:
+                rt.launch("again", "echo", input=REC); code = 3
+            except rk.LifecycleError:
+                pass
+            with rk.Runtime("cpu") as mine:
+                c = mine.launch("own", "echo", input=REC); c.activate()
+                c.send(np.zeros((), REC)[()])
+                if c.receive(timeout=2) is None: code = 4
+            opencl = {b.name: b for b in rk.backends()}["opencl"]
+            if had_opencl and (opencl.available or "fork()" not in opencl.detail):
+                code = 5  # started in the parent: PoCL's threads are not in the child, refused with why
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        k.send(np.zeros((), REC)[()])
+        print("child", os.waitstatus_to_exitcode(status), "parent", k.receive(timeout=2) is not None)
+        rt.close()
+    """)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "child 0 parent True", out.stdout + out.stderr[-2000:]
+
+
+# ---- 10. small holes -----------------------------------------------------------------------------------
+
+def test_small_api_holes_are_closed():
+    with rk.Runtime("cpu") as rt:
+        t = rt.topic("ticks", REC)
+        assert rt.topic("ticks", REC) is t and rt.topic("ticks") is t
+        with pytest.raises(TypeError, match="carries"):
+            rt.topic("ticks", np.dtype([("x", "<u1")]))  # used to return the old topic silently
+        small = rt.launch("u8_kernel", "echo", input=np.dtype([("x", "<u1")]))
+        with pytest.raises(TypeError, match="'u8_kernel'.*'ticks'"):
+            t.subscribe(small)
+        k = rt.create("created", "echo", input=REC)
+        with pytest.raises(rk.LifecycleError, match=r"send\(\)"):
+            k.activate()  # the text lists what is allowed now, send() included
+        assert k.send(rec(1))  # accepted in CREATED: it waits until the kernel runs
+        k.launch()
+        k.activate()
+        assert k.receive(timeout=5)["seq"] == 1
+        buf = rt.buffer(16)
+        with pytest.raises(ValueError, match=r"outside the buffer, whose range is \[0, 16\)"):
+            rt._rt.read_buffer(buf.handle, 1, 2**64 - 1)  # used to be numpy's "negative dimensions"
+        view = k.control_view()
+        with pytest.raises(ValueError, match="read-only"):
+            view["has_terminated"] = 1  # a fake has_terminated used to make terminate() say TERMINATED
+        tel = k.telemetry_view() if k.enable_telemetry() is None else None
+        with pytest.raises(ValueError, match="read-only"):
+            tel["messages_processed"] = 7
+        assert k.terminate() == rk.KernelState.TERMINATED
+
+
+# ---- 7. single_producer / single_consumer misuse -------------------------------------------------------
+
+@pytest.mark.parametrize("side", ["producer", "consumer"])
+def test_a_second_thread_on_a_single_sided_queue_is_refused(side):
+    q = rk.Queue(REC, capacity=64, **{f"single_{side}": True})
+    q.send(rec(1)) if side == "producer" else None
+    use = (lambda: q.send(rec(2))) if side == "producer" else (lambda: q.receive(timeout=0))
+    use()  # the first thread owns that side
+    errors = []
+
+    def other():
+        try:
+            use()
+        except rk.RingKernelError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert errors and f"single_{side}=True" in errors[0] and "one thread" in errors[0]
+    use()  # the owner goes on
+
+
+def test_four_producers_on_a_single_producer_queue_lose_nothing_silently():
+    # It used to lose 1 of 80,000 while every send() returned True: now the other threads are told.
+    q = rk.Queue(REC, capacity=1 << 17, single_producer=True, dedup_window=0)
+    accepted, refused = [0] * 4, [0] * 4
+
+    def producer(p: int) -> None:
+        for i in range(20_000):
+            try:
+                accepted[p] += bool(q.send(rec(p * 100_000 + i)))
+            except rk.RingKernelError:
+                refused[p] += 1
+
+    threads = [threading.Thread(target=producer, args=(p,)) for p in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    got = q.receive_batch(1 << 17, timeout=0)
+    assert len(got) == sum(accepted) == q.stats.sent
+    assert sum(accepted) + sum(refused) == 80_000 and sum(refused) >= 20_000  # at least 3 threads refused

@@ -41,6 +41,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../core/process.hpp"
 #include "../device_common.hpp"
 #include "cuda_kernels.hpp"
 #include "nvrtc.hpp"
@@ -796,6 +797,8 @@ std::string device_count_error(cudaError_t e) {
 }  // namespace
 
 std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg) {
+    if (std::string inherited = driver_inherited_reason("cuda"); !inherited.empty())
+        throw BackendUnavailableError("backend 'cuda' is unavailable: " + inherited);
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0) {

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../../core/kernel_core.hpp"
+#include "../../core/process.hpp"
 #include "nvrtc.hpp"
 
 namespace rk {
@@ -72,7 +73,10 @@ std::string cuda_status_detail(bool *available) {
     static std::once_flag eager;
     std::call_once(eager, [] { setenv("CUDA_MODULE_LOADING", "EAGER", 0); });
 #endif
+    if (std::string inherited = driver_inherited_reason("cuda"); !inherited.empty())
+        return "CUDA backend unavailable: " + inherited + "; " + nvrtc;
     const std::string driver = probe_driver();
+    if (driver.empty()) note_driver_started("cuda");
 #if RINGKERNEL_HAS_CUDA
     if (!driver.empty()) return "CUDA backend unavailable: " + driver + "; " + nvrtc;
     return cuda_runtime_detail(available) + "; " +

@@ -1,6 +1,8 @@
 // cl_api.cpp — see cl_api.hpp.
 #include "cl_api.hpp"
 
+#include "../../core/process.hpp"
+
 #include <dlfcn.h>
 
 #include <cstdlib>
@@ -103,8 +105,15 @@ std::string Device::describe() const {
 
 std::vector<Device> devices(std::string *why) {
     std::vector<Device> out;
+    // A driver started before fork() does not work in the child (PoCL's threads are not copied): say so
+    // instead of calling into it.
+    if (std::string inherited = driver_inherited_reason("opencl"); !inherited.empty()) {
+        if (why) *why = inherited;
+        return out;
+    }
     const Api *a = api(why);
     if (!a) return out;
+    note_driver_started("opencl");
     cl_uint np = 0;
     if (a->GetPlatformIDs(0, nullptr, &np) != CL_SUCCESS || np == 0) {
         if (why) *why = "the OpenCL loader found no platform (no ICD installed, e.g. pocl-opencl-icd)";

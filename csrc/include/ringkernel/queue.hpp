@@ -94,6 +94,10 @@ public:
     // waiting on an empty closed queue returns at once. Idempotent (the first reason stays).
     void close(const std::string &reason);
     bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+    // Tie the queue to the process that calls this (a runtime does, for the queues of its kernels): used in
+    // a process forked from it, send and receive raise LifecycleError instead of waiting for kernels whose
+    // threads the fork did not copy.
+    void bind_to_process() noexcept;
 
     // For a consumer or producer that works on ring() directly (a ring kernel's worker): wake the
     // waiting receivers or senders, and account what it expired or evicted so stats stay exact.
@@ -153,8 +157,14 @@ private:
                                 const std::uint64_t *ids, const Wait &wait);
     void check_priority(unsigned priority) const;
     void check_open() const;
+    void check_process() const;
+    // single_producer / single_consumer: the first thread to send (receive) owns that side; another thread
+    // gets an Error instead of corrupting the ring (the fast path takes no atomic read-modify-write).
+    void check_sole(std::atomic<std::uint64_t> &owner, const char *side) const;
 
     QueueConfig cfg_;
+    std::uint32_t process_ = ~0u;  // the process generation it is bound to (~0: any)
+    mutable std::atomic<std::uint64_t> producer_{0}, consumer_{0};  // owning threads (0: none yet)
     std::shared_ptr<HlcClock> clock_;
     std::unique_ptr<Ring> ring_;
     std::unique_ptr<Ring> device_ring_;

@@ -158,6 +158,7 @@ private:
     void require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const;
     void release_queues(const std::string &why);
     void end_termination(bool stopped);
+    void check_process(const char *call) const;  // LifecycleError in a process forked from the kernel's
 
     std::atomic<Runtime *> rt_;  // null once the runtime is closed
     KernelSpec spec_;
@@ -168,6 +169,7 @@ private:
     std::condition_variable ended_cv_;  // TERMINATING has ended
     std::chrono::steady_clock::time_point stopping_since_, stop_by_;  // while TERMINATING
     bool never_started_ = false;
+    std::uint32_t process_;  // the process generation it was made in (see core/process.hpp)
     std::shared_ptr<KernelCore> core_;
     std::shared_ptr<Queue> input_, output_;
     std::string fault_;
@@ -315,6 +317,7 @@ private:
     std::uint16_t next_kernel_id_ = 1;
     std::atomic<bool> closed_{false};
     std::mutex close_mu_;  // held for the whole of close()
+    std::uint32_t process_;  // the process generation it was made in (see core/process.hpp)
 };
 
 }  // namespace rk
