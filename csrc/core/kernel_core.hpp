@@ -122,6 +122,8 @@ public:
     virtual void abandon() = 0;
     // Blocks still alive (threads on the CPU backend).
     virtual std::uint32_t alive() const = 0;
+    // What keeps the kernel from stopping, for the FAULTED message (after a wait_stopped that failed).
+    virtual std::string stuck() const;
     // The kernel reached TERMINATED (its blocks stopped, or never started): give back what the
     // backend reserved for it (device compute units).
     virtual void stopped() {}

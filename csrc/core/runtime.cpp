@@ -141,6 +141,11 @@ struct Runtime::BufferTable : BufferTableMem {
 
 thread_local const KernelCore *t_block_core = nullptr;
 
+std::string BlockRunner::stuck() const {
+    // The runner knows its kernel only through the blocks it counts; the caller names the kernel.
+    return std::to_string(alive()) + " block(s) still inside the handler";
+}
+
 KernelCore::KernelCore(std::shared_ptr<MemoryResource> mem) : memory(std::move(mem)) {
     cb = static_cast<rk_control_block *>(memory->allocate(sizeof(rk_control_block), RK_CACHE_LINE));
     tel = static_cast<rk_telemetry *>(memory->allocate(sizeof(rk_telemetry), 64));
@@ -302,13 +307,13 @@ void Kernel::end_termination(bool stopped) {
     // Caller holds mu_ and wait_mu_; the kernel is TERMINATING.
     KernelState final_state = KernelState::Terminated;
     if (!stopped) {
-        const std::uint32_t stuck = core_->runner->alive();
+        const std::string stuck = core_->runner->stuck();
         core_->runner->abandon();
         const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopping_since_).count();
         std::ostringstream msg;
         msg << "kernel '" << name() << "' did not stop within " << std::fixed << std::setprecision(1) << waited
-            << " s: " << stuck << " of " << spec_.grid << " block(s) still inside the handler; they were abandoned "
-            << "and exit when the handler returns (their memory is kept until then)";
+            << " s: " << stuck << " (grid " << spec_.grid << "); it was abandoned and its blocks exit when the "
+            << "handler returns (their memory is kept until then)";
         fault_ = msg.str();
         final_state = KernelState::Faulted;
     } else if (core_->runner) {

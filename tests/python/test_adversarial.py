@@ -387,3 +387,52 @@ def test_four_producers_on_a_single_producer_queue_lose_nothing_silently():
     got = q.receive_batch(1 << 17, timeout=0)
     assert len(got) == sum(accepted) == q.stats.sent
     assert sum(accepted) + sum(refused) == 80_000 and sum(refused) >= 20_000  # at least 3 threads refused
+
+
+# ---- 8. OpenCL: abandoned kernels hold their compute units, and errors say so --------------------------
+
+def test_opencl_counts_the_compute_units_abandoned_kernels_hold():
+    if not {b.name: b for b in rk.backends()}["opencl"].available:
+        pytest.skip("needs the OpenCL backend (PoCL)")
+    # In a child with 3 compute units (PoCL: one per worker thread). Two dispatch kernels whose handler never
+    # returns are abandoned; a healthy kernel still runs on the unit left, and a fourth launch is refused
+    # with the reason instead of never running.
+    out = run_child("""
+        import os, time, warnings, numpy as np
+        os.environ["POCL_MAX_PTHREAD_COUNT"] = "3"
+        import ringkernel as rk
+        warnings.simplefilter("ignore", RuntimeWarning)
+        REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+        SPIN = "int spin(rk_ctx *c, RK_GLOBAL const void *i, RK_LOCAL void *o) { while (rk_now_ns(c) > 0) {} return 0; }"
+        rt = rk.Runtime("opencl")
+        faults = []
+        def running(k):  # the launch took the message (PoCL compiles a program at its first launch)
+            t0 = time.monotonic()
+            while k.input.stats.received == 0 and time.monotonic() - t0 < 20: time.sleep(0.01)
+            time.sleep(0.1)
+        for n in range(2):
+            k = rt.launch(f"spin{n}", rk.Source(SPIN, entry="spin"), input=REC, mode="dispatch")
+            k.activate(); k.send(np.zeros((), REC)[()]); running(k)
+            assert k.terminate(timeout=0.3) == rk.KernelState.FAULTED
+            faults.append(k.fault)
+        ok = rt.launch("ok", "echo", input=REC, mode="dispatch"); ok.activate()
+        ok.send(np.zeros((), REC)[()])
+        answered = ok.receive(timeout=5) is not None
+        assert ok.terminate(timeout=2) == rk.KernelState.TERMINATED
+        spin = rt.launch("spin2", rk.Source(SPIN, entry="spin"), input=REC, mode="dispatch")
+        spin.activate(); spin.send(np.zeros((), REC)[()]); running(spin)
+        assert spin.terminate(timeout=0.3) == rk.KernelState.FAULTED
+        try:
+            rt.launch("late", "echo", input=REC, mode="dispatch"); refused = ""
+        except ValueError as e:
+            refused = str(e)
+        print("FAULT", faults[0])
+        print("ANSWERED", answered)
+        print("REFUSED", refused)
+        os._exit(0)
+    """, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert "still inside the handler" in lines["FAULT"] and "launch of 1 work-group" in lines["FAULT"]
+    assert lines["ANSWERED"] == "True"
+    assert "compute units" in lines["REFUSED"], out.stdout

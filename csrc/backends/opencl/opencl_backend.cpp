@@ -65,10 +65,25 @@ public:
     ~Reservation() { release(); }
     void release() {
         std::lock_guard<std::mutex> lock(r_->mu);
-        if (!held_) return;
+        if (!held_ || forever_) return;
         held_ = false;
         if (dispatch_) r_->dispatch -= 1;
         else r_->resident -= blocks_;
+    }
+    // An abandoned kernel whose work-groups may never return: they hold their compute units for the rest
+    // of the process, and later launches are counted (refused, or placed) knowing it.
+    void hold_forever() {
+        std::lock_guard<std::mutex> lock(r_->mu);
+        if (!held_ || forever_) return;
+        forever_ = true;
+        if (dispatch_) {
+            r_->dispatch -= 1;
+            r_->resident += blocks_;
+        }
+    }
+    static std::uint32_t held(Residency &r) {
+        std::lock_guard<std::mutex> lock(r.mu);
+        return r.resident;
     }
 
 private:
@@ -76,6 +91,7 @@ private:
     std::uint32_t blocks_;
     bool dispatch_;
     bool held_ = true;
+    bool forever_ = false;
 };
 
 class SvmMemory final : public MemoryResource {
@@ -242,12 +258,26 @@ public:
     }
 
     void abandon() override {
-        // A launch that does not return cannot be stopped: keep the kernel's memory, let the thread go.
+        // A launch that does not return cannot be stopped: keep the kernel's memory, let the thread go. A
+        // launch that is running holds its compute units for good; one that never started will find the
+        // kernel told to terminate and return at once.
+        if (launch_state_->load() == CL_RUNNING) units_->hold_forever();
         if (thread_.joinable()) thread_.detach();
         leaked_ = new std::shared_ptr<KernelCore>(keepalive_.lock());
     }
 
     std::uint32_t alive() const override { return done_->load() ? 0u : core_.spec.grid; }
+
+    std::string stuck() const override {
+        const cl_int s = launch_state_->load();
+        if (s == CL_QUEUED || s == CL_SUBMITTED)
+            return "its launch has not started on device " + c_->device.name + ": every compute unit is busy (" +
+                   std::to_string(Reservation::held(residency_of(c_->device.device))) + " of " +
+                   std::to_string(c_->device.compute_units) + " held by resident or abandoned kernels)";
+        if (s == CL_RUNNING)
+            return "a launch of " + std::to_string(core_.spec.grid) + " work-group(s) is still inside the handler";
+        return "its launch thread has not come back from the OpenCL runtime";
+    }
     void stopped() override { units_->release(); }
 
 protected:
@@ -320,6 +350,10 @@ private:
     std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
+
+protected:
+    // The execution status of the launch in flight (CL_QUEUED ... CL_RUNNING), CL_COMPLETE between launches.
+    std::shared_ptr<std::atomic<cl_int>> launch_state_ = std::make_shared<std::atomic<cl_int>>(CL_COMPLETE);
 };
 
 // Dispatch mode: launches whenever messages wait and the outputs have room; each launch handles what
@@ -358,6 +392,7 @@ private:
         __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
         declare_svm(cl, kernel_, params_, core);  // rings and buffers added since the last launch
         cl_event ev = nullptr;
+        launch_state_->store(CL_QUEUED);
         cl_int err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &ev);
         if (err == CL_SUCCESS) {
             cl.Flush(queue_);
@@ -365,6 +400,7 @@ private:
             cl_int status = CL_QUEUED;
             for (int polls = 0;; ++polls) {
                 cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+                launch_state_->store(status);
                 if (status == CL_COMPLETE || status < 0) break;
                 __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
                 notify_progress(core, seen_);
@@ -375,6 +411,7 @@ private:
             cl.ReleaseEvent(ev);
             if (status < 0) err = status;
         }
+        launch_state_->store(CL_COMPLETE);
         notify_progress(core, seen_);
         return err == CL_SUCCESS || fail(core, cl_error("launching the kernel", err));
     }
@@ -484,7 +521,9 @@ private:
         if (err == CL_SUCCESS)
             err = cl.EnqueueWriteBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS && !stage_buffers(core, true)) err = CL_OUT_OF_RESOURCES;
-        if (err == CL_SUCCESS) err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, nullptr);
+        cl_event ev = nullptr;
+        launch_state_->store(CL_QUEUED);
+        if (err == CL_SUCCESS) err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &ev);
         if (err == CL_SUCCESS && !arena_img_.empty())
             err = cl.EnqueueReadBuffer(queue_, arena_, CL_FALSE, 0, arena_img_.size(), arena_img_.data(), 0, nullptr, nullptr);
         rk_control_block after;
@@ -493,6 +532,20 @@ private:
             err = cl.EnqueueReadBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof after, &after, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof tel, &tel, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS) err = cl.Flush(queue_);
+        // Wait for the launch, saying how it goes (a launch stuck behind busy compute units is not a
+        // handler that does not return), then for the copies back.
+        for (int polls = 0; err == CL_SUCCESS && ev; ++polls) {
+            cl_int status = CL_QUEUED;
+            cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+            launch_state_->store(status);
+            if (status == CL_COMPLETE) break;
+            if (status < 0) err = status;
+            else if (polls < 256) std::this_thread::yield();
+            else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        if (ev) cl.ReleaseEvent(ev);
+        launch_state_->store(CL_COMPLETE);
         if (err == CL_SUCCESS) err = cl.Finish(queue_);
         if (err != CL_SUCCESS) return fail(core, cl_error("running the kernel", err));
         // 3. Counters first (whoever sees a reply sees them), then the replies.
