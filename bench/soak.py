@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak: run a ring-kernel pipeline and a raw queue at full speed for a chosen time (not in CI).
 
-    python3 bench/soak.py --duration 60 [--backend cpu] [--interval 5] [--out bench/results]
+    python3 bench/soak.py --duration 60 [--backend cpu] [--interval 5] [--adversarial] [--out bench/results]
 
 Two workloads run side by side for ``--duration`` seconds, each with its own producer and consumer
 thread, flat out:
@@ -20,6 +20,12 @@ kernels, prints a table and writes ``soak-<hostname>-<YYYYMMDD>.json`` to ``--ou
 backend, date, configuration, the samples, throughput mean/min/max/coefficient of variation per
 workload, and RSS growth (first sample to last, and per minute after the first interval, which
 absorbs allocator and cache warm-up).
+
+``--adversarial`` adds a third thread that runs the holes an adversarial run found (issue 15) one after the
+other on a runtime of its own, each checked: a kernel per job (distinct names), close() racing a terminate
+of a kernel whose handler does not return, a handler terminating its own kernel, kernel-side drops in the
+queue counters, a native handler's SIGSEGV faulting its kernel (CPU), a foreign buffer handle refused. The
+JSON (``soak-adversarial-...``) counts each case; memory must stay flat across them.
 """
 
 from __future__ import annotations
@@ -122,6 +128,142 @@ class Stream:
         return self.received == self.sent and not self._producer.is_alive() and not self._consumer.is_alive()
 
 
+# ---- --adversarial: the holes of issue 15, one after the other, beside the full-speed workloads ----------
+
+PAIR = np.dtype([("seq", "<u8"), ("value", "<f8")])
+NULL_WRITE = """typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int bad(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) { *(volatile int *)0 = 1; return RK_REPLY; }"""
+
+
+def _pair(seq: int):
+    a = np.zeros((), PAIR)
+    a["seq"] = seq
+    return a[()]
+
+
+def _until(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.002)
+    return True
+
+
+def case_job_per_kernel(rt, n: int) -> None:
+    k = rt.launch(f"job{n}", "echo", input=PAIR)  # a distinct name each time: nothing may pile up
+    k.activate()
+    k.send(_pair(n))
+    assert k.receive(timeout=5)["seq"] == n
+    assert k.terminate() == rk.KernelState.TERMINATED
+
+
+def case_close_racing_terminate(rt, n: int) -> None:
+    release = threading.Event()
+    own = rk.Runtime(rt.backend)
+    slow = own.launch("slow", lambda m: (release.wait(5), m)[1], input=PAIR)
+    other = own.launch("other", "echo", input=PAIR)
+    slow.activate()
+    other.activate()
+    slow.send(_pair(n))
+    assert _until(lambda: slow.input.stats.received == 1)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(slow.terminate(timeout=2)))
+    t.start()
+    own.close(0.1)
+    t.join(10)
+    release.set()
+    assert seen == [rk.KernelState.FAULTED] and other.state == rk.KernelState.TERMINATED
+
+
+def case_self_terminate(rt, n: int) -> None:
+    box: dict = {}
+    k = rt.launch(f"selfie{n}", lambda m: (box["k"].terminate(timeout=2), m)[1], input=PAIR)
+    box["k"] = k
+    k.activate()
+    k.send(_pair(n))
+    assert k.receive(timeout=5)["seq"] == n
+    assert _until(lambda: k.state == rk.KernelState.TERMINATED)
+
+
+def case_kernel_drops_are_counted(rt, n: int) -> None:
+    opts = rk.LaunchOptions(queue_capacity=16, dedup_window=0, backpressure=rk.Backpressure.REJECT)
+    k = rt.launch(f"reject{n}", "echo", input=PAIR, options=opts)
+    k.activate()
+    for i in range(200):
+        assert _until(lambda: len(k.input) < 16)
+        assert k.send(_pair(i))
+    assert _until(lambda: k.output.stats.sent + k.output.stats.rejected == 200)
+    got = len(k.receive_batch(64, timeout=0.1))
+    out = k.output.stats
+    assert out.rejected == k.messages_dropped == 200 - got
+    k.terminate()
+
+
+def case_native_fault(rt, n: int) -> None:
+    k = rt.launch(f"fault{n}", rk.Source(NULL_WRITE, entry="bad"), input=PAIR)
+    k.activate()
+    k.send(_pair(n))
+    assert _until(lambda: k.state == rk.KernelState.FAULTED) and "SIGSEGV" in k.fault
+    assert k.terminate() == rk.KernelState.FAULTED
+
+
+def case_foreign_buffer(rt, n: int) -> None:
+    from ringkernel.builtins import VectorAddRequest, VectorAddResponse, VectorOp
+
+    with rk.Runtime("cpu") as other:
+        foreign = other.buffer(np.ones(64, np.float32))
+        mine = rt.buffer(np.ones(64, np.float32))
+        k = rt.launch(f"add{n}", "vector_add", input=VectorAddRequest, output=VectorAddResponse)
+        k.activate()
+        k.send(VectorAddRequest(op=VectorOp.ADD, length=64, a_buf=mine.handle, b_buf=mine.handle,
+                                out_buf=foreign.handle))
+        assert k.receive(timeout=5).status == rk._core.ERR_BUFFER
+        k.terminate()
+        mine.release()
+
+
+CASES = [case_job_per_kernel, case_close_racing_terminate, case_self_terminate, case_kernel_drops_are_counted,
+         case_native_fault, case_foreign_buffer]
+
+
+class Churn:
+    """The adversarial cases in a loop on a runtime of their own, counted; the first failure stops it."""
+
+    def __init__(self, backend: str):
+        self.rt = rk.Runtime(backend)
+        self.runs = {c.__name__: 0 for c in CASES}
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="churn", daemon=True)
+
+    def _loop(self) -> None:
+        import warnings
+
+        warnings.simplefilter("ignore", RuntimeWarning)  # FAULTED kernels are announced; here they are meant
+        n = 0
+        try:
+            while not self._stop.is_set():
+                case = CASES[n % len(CASES)]
+                if case is not case_native_fault or self.rt.backend == "cpu":
+                    case(self.rt, n)
+                    self.runs[case.__name__] += 1
+                n += 1
+        except BaseException as e:  # noqa: BLE001 - reported at the end
+            self.error = e
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(60)
+        live = len(self.rt.kernels())
+        self.rt.close()
+        return {"runs": self.runs, "total": sum(self.runs.values()), "live_kernels_at_end": live,
+                "error": f"{type(self.error).__name__}: {self.error}" if self.error else None}
+
+
 def summarize(rates: list[float]) -> dict:
     if not rates:
         return {}
@@ -130,7 +272,8 @@ def summarize(rates: list[float]) -> dict:
             "cv": statistics.pstdev(rates) / mean if mean else None}
 
 
-def run(duration: float, backend: str, interval: float, grid: int, batch: int, capacity: int) -> dict:
+def run(duration: float, backend: str, interval: float, grid: int, batch: int, capacity: int,
+        adversarial: bool = False) -> dict:
     t_start = time.monotonic()
     started = _dt.datetime.now(_dt.timezone.utc)
     opts = rk.LaunchOptions(queue_capacity=capacity, dedup_window=0, backpressure=rk.Backpressure.BLOCK)
@@ -155,15 +298,18 @@ def run(duration: float, backend: str, interval: float, grid: int, batch: int, c
     header = f"{'t (s)':>7} {'pipeline msg/s':>15} {'queue msg/s':>13} {'RSS (MiB)':>10} {'threads':>8}"
     print(header)
     print("-" * len(header), flush=True)
+    churn = Churn(rt.backend) if adversarial else None
     for s in streams:
         s.start()
+    if churn:
+        churn.start()
     last_t = time.monotonic()
     last = [0, 0]
     t0 = last_t
     while True:
         now = time.monotonic()
         left = t0 + duration - now
-        if left <= 1e-3 or any(s.error for s in streams):
+        if left <= 1e-3 or any(s.error for s in streams) or (churn and churn.error):
             break
         time.sleep(min(interval, left))
         now = time.monotonic()
@@ -179,6 +325,7 @@ def run(duration: float, backend: str, interval: float, grid: int, batch: int, c
         last_t, last = now, counts
 
     drained = [s.stop() for s in streams]
+    churned = churn.stop() if churn else None
     tel = {k.name: k.telemetry().as_dict() for k in (stage1, stage2)}
     checks = {
         "pipeline_all_received": drained[0],
@@ -198,7 +345,10 @@ def run(duration: float, backend: str, interval: float, grid: int, batch: int, c
         all(drained) and checks["pipeline_checksum_ok"] and checks["queue_checksum_ok"]
         and checks["kernel_errors"] == 0 and checks["kernel_messages_dropped"] == 0
         and stage1.messages_processed == stage2.messages_processed == streams[0].sent
-        and qs.sent == qs.received == streams[1].sent and not checks["thread_errors"])
+        and qs.sent == qs.received == streams[1].sent and not checks["thread_errors"]
+        and (churned is None or (churned["error"] is None and churned["live_kernels_at_end"] == 0)))
+    if churned is not None:
+        checks["adversarial"] = churned
     t_term = time.monotonic()
     states = [k.terminate(timeout=5.0).name for k in (stage1, stage2)]
     checks["terminate_s"] = round(time.monotonic() - t_term, 3)
@@ -229,7 +379,8 @@ def run(duration: float, backend: str, interval: float, grid: int, batch: int, c
         "date": started.isoformat(timespec="seconds"),
         "ringkernel_version": rk.__version__,
         "config": {"duration_s": duration, "interval_s": interval, "grid": grid, "batch": batch,
-                   "capacity": capacity, "record": str(RECORD.descr), "backpressure": "BLOCK"},
+                   "capacity": capacity, "record": str(RECORD.descr), "backpressure": "BLOCK",
+                   "adversarial": [c.__name__ for c in CASES] if adversarial else []},
         "method": {
             "throughput": "messages the consumer thread received per interval / interval length",
             "rss": "VmRSS from /proc/self/status at each sample",
@@ -275,6 +426,10 @@ def table(results: dict) -> str:
                  f"{c['kernel_messages_dropped']}; terminate {c['terminate_states']} in {c['terminate_s']} s")
     if c["thread_errors"]:
         lines.append("          " + "; ".join(c["thread_errors"]))
+    if "adversarial" in c:
+        a = c["adversarial"]
+        lines.append(f"adversarial {a['total']:,} cases: " + ", ".join(f"{k[5:]} {v:,}" for k, v in a["runs"].items())
+                     + (f"; FAILED: {a['error']}" if a["error"] else "; all held"))
     return "\n".join(lines)
 
 
@@ -286,18 +441,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=int, default=2, help="blocks of the first pipeline stage (default 2)")
     ap.add_argument("--batch", type=int, default=1024, help="records per send_batch (default 1024)")
     ap.add_argument("--capacity", type=int, default=4096, help="ring capacity (default 4096)")
+    ap.add_argument("--adversarial", action="store_true",
+                    help="also run the cases of issue 15 in a loop (close racing terminate, self-terminate, a "
+                         "kernel per job, kernel-side drops, native handler faults, foreign buffer handles)")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"),
                     help="directory for the JSON results (default: bench/results)")
     args = ap.parse_args(argv)
     if args.duration <= 0 or args.interval <= 0:
         ap.error("--duration and --interval must be > 0")
 
-    results = run(args.duration, args.backend, args.interval, args.grid, args.batch, args.capacity)
+    results = run(args.duration, args.backend, args.interval, args.grid, args.batch, args.capacity, args.adversarial)
     print(table(results))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = _dt.date.today().strftime("%Y%m%d")
-    path = out_dir / f"soak-{results['machine']['hostname']}-{stamp}.json"
+    kind = "soak-adversarial" if args.adversarial else "soak"
+    path = out_dir / f"{kind}-{results['machine']['hostname']}-{stamp}.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {path} ({results['elapsed_s']} s)")
     return 0 if results["checks"]["ok"] else 1

@@ -5,6 +5,7 @@
 // stays valid until its handler returns, even after the Kernel and the Runtime are gone.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -98,6 +99,13 @@ struct KernelCore {
     std::mutex host_mu;                 // serialises a non-concurrent host handler
     mutable std::mutex err_mu;
     std::string last_error_message;
+    // A block faulted (a signal in a native handler, a device fault): the kernel is FAULTED from then on.
+    std::atomic<bool> faulted{false};
+    std::string fault_message;          // under err_mu
+    // Record a fault (the first one counts): the kernel reads FAULTED, its blocks are told to leave, and
+    // its queues close with `why` (senders and receivers return at once).
+    void fault(const std::string &why);
+    std::string fault_text() const;
 
     std::mutex exit_mu;
     std::condition_variable exit_cv;

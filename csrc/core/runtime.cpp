@@ -160,6 +160,31 @@ KernelCore::~KernelCore() {
     memory->deallocate(cb, sizeof(rk_control_block));
 }
 
+void KernelCore::fault(const std::string &why) {
+    {
+        std::lock_guard<std::mutex> lock(err_mu);
+        if (faulted.load(std::memory_order_relaxed)) return;  // the first fault is the one reported
+        fault_message = why;
+        last_error_message = why;
+        faulted.store(true, std::memory_order_release);
+    }
+    rk_atomic_store_i32(&cb->last_error, RK_ERR_FAULT, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_fetch_add_i32(&cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&cb->should_terminate, 1, RK_RELEASE, RK_SCOPE_SYSTEM);  // the other blocks leave too
+    std::vector<std::shared_ptr<Queue>> queues;
+    {
+        std::lock_guard<std::mutex> lock(routes_mu);
+        queues = held;
+    }
+    for (auto &q : queues) q->close("kernel '" + spec.name + "' is FAULTED: " + why);
+    wake();
+}
+
+std::string KernelCore::fault_text() const {
+    std::lock_guard<std::mutex> lock(err_mu);
+    return fault_message;
+}
+
 void KernelCore::publish_routes(const rk_routes &next, std::vector<std::shared_ptr<Queue>> keep) {
     // Caller holds routes_mu.
     auto *table = static_cast<rk_routes *>(memory->allocate(sizeof(rk_routes), 64));
@@ -194,7 +219,7 @@ Kernel::~Kernel() {
         new std::shared_ptr<KernelCore>(std::move(core_));
         return;
     }
-    const KernelState s = state();
+    const KernelState s = raw_state();
     if (s == KernelState::Launched || s == KernelState::Active || s == KernelState::Deactivated) {
         try {
             terminate(kDefaultTerminateNs);
@@ -256,7 +281,7 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
     KernelState s;
     {
         std::lock_guard<std::mutex> lock(mu_);
-        s = state();
+        s = raw_state();  // a kernel whose block faulted is stopped here like any other
         if (s == KernelState::Terminated || s == KernelState::Faulted) return s;  // idempotent
         if (s == KernelState::Terminating) {
             // Another caller is stopping it: join that, and the earlier of the two deadlines holds.
@@ -282,7 +307,7 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
         bool stopped = true;
         {
             std::lock_guard<std::mutex> waiting(wait_mu_);
-            if (state() != KernelState::Terminating) break;  // another caller completed it
+            if (raw_state() != KernelState::Terminating) break;  // another caller completed it
             std::chrono::steady_clock::time_point until;
             {
                 std::lock_guard<std::mutex> lock(mu_);
@@ -299,8 +324,8 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
         break;
     }
     std::unique_lock<std::mutex> lock(mu_);
-    ended_cv_.wait(lock, [this] { return state() != KernelState::Terminating; });
-    return state();
+    ended_cv_.wait(lock, [this] { return raw_state() != KernelState::Terminating; });
+    return raw_state();
 }
 
 void Kernel::end_termination(bool stopped) {
@@ -320,6 +345,9 @@ void Kernel::end_termination(bool stopped) {
         if (std::string why = core_->runner->failure(); !why.empty()) {
             fault_ = why;
             final_state = KernelState::Faulted;
+        } else if (core_->faulted.load(std::memory_order_acquire)) {
+            fault_ = core_->fault_text();
+            final_state = KernelState::Faulted;
         }
         core_->runner->stopped();
     }
@@ -336,8 +364,17 @@ void Kernel::release_queues(const std::string &why) {
     if (Runtime *rt = rt_.load()) rt->unregister_kernel(*this);
 }
 
+KernelState Kernel::state() const noexcept {
+    const KernelState s = raw_state();
+    if ((s == KernelState::Launched || s == KernelState::Active || s == KernelState::Deactivated) && core_ &&
+        core_->faulted.load(std::memory_order_acquire))
+        return KernelState::Faulted;
+    return s;
+}
+
 std::string Kernel::fault() const {
     std::lock_guard<std::mutex> lock(mu_);
+    if (fault_.empty() && core_ && core_->faulted.load(std::memory_order_acquire)) return core_->fault_text();
     return fault_;
 }
 

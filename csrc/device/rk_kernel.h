@@ -46,6 +46,7 @@
 #define RK_ERR_OPERATION (-6) /* an operation code the handler does not know */
 #define RK_ERR_LAUNCH (-7)    /* the backend could not launch the kernel (see the kernel's error message) */
 #define RK_ERR_RETURN (-8)    /* the handler returned a positive value other than RK_REPLY */
+#define RK_ERR_FAULT (-9)     /* a block faulted (a signal in a native handler, a device fault): FAULTED */
 
 /* One step's outcome. */
 #define RK_STEP_IDLE 0    /* nothing to take */

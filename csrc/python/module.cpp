@@ -1306,6 +1306,7 @@ void bind_runtime(py::module_ &m) {
     m.attr("ERR_OPERATION") = RK_ERR_OPERATION;
     m.attr("ERR_LAUNCH") = RK_ERR_LAUNCH;
     m.attr("ERR_RETURN") = RK_ERR_RETURN;
+    m.attr("ERR_FAULT") = RK_ERR_FAULT;
 }
 
 // ---- message plans --------------------------------------------------------------------------------------

@@ -335,6 +335,7 @@ ERR_CHANNEL: int
 ERR_OPERATION: int
 ERR_LAUNCH: int
 ERR_RETURN: int
+ERR_FAULT: int
 
 def builtin_handlers() -> list[str]: ...
 def builtin_layouts() -> dict[str, dict[str, Any]]: ...

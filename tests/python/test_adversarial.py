@@ -436,3 +436,47 @@ def test_opencl_counts_the_compute_units_abandoned_kernels_hold():
     assert "still inside the handler" in lines["FAULT"] and "launch of 1 work-group" in lines["FAULT"]
     assert lines["ANSWERED"] == "True"
     assert "compute units" in lines["REFUSED"], out.stdout
+
+
+# ---- 6. a native handler's fault faults its kernel, not the process -----------------------------------
+
+FAULTS = {
+    "divide": ("SIGFPE", "volatile int zero = 0; int n = (int)((RK_GLOBAL const rec *)in)->seq + 7; "
+                         "((RK_LOCAL rec *)out)->seq = (rk_u64)(n / zero);"),
+    "null": ("SIGSEGV", "*(volatile int *)0 = 1;"),
+    # 4 KiB into a 16-byte reply: it runs into the guard page after the reply buffers instead of the heap.
+    "overrun": ("SIGSEGV", "for (int i = 0; i < 4096; ++i) ((volatile RK_LOCAL rk_u8 *)out)[i] = 0xAB;"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULTS))
+def test_a_native_handler_fault_faults_its_kernel_not_the_process(case):
+    signal_name, body = FAULTS[case]
+    out = run_child(f"""
+        import numpy as np, ringkernel as rk, warnings
+        warnings.simplefilter("ignore", RuntimeWarning)
+        REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+        SRC = '''typedef struct {{ rk_u64 seq; rk_f64 value; }} rec;
+        int bad(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {{ {body} return RK_REPLY; }}'''
+        with rk.Runtime("cpu") as rt:
+            ok = rt.launch("ok", "echo", input=REC); ok.activate()
+            k = rt.launch("bad", rk.Source(SRC, entry="bad"), input=REC); k.activate()
+            k.send(np.zeros((), REC)[()])
+            import time; t0 = time.monotonic()
+            while k.state != rk.KernelState.FAULTED and time.monotonic() - t0 < 10: time.sleep(0.01)
+            print("STATE", k.state.name)
+            print("FAULT", k.fault)
+            try:
+                k.send(np.zeros((), REC)[()]); print("SEND accepted")
+            except rk.LifecycleError as e:
+                print("SEND refused")
+            print("TERMINATE", k.terminate(timeout=2).name, k.last_error == rk._core.ERR_FAULT)
+            ok.send(np.zeros((), REC)[()]); print("OTHER", ok.receive(timeout=2) is not None)
+        print("EXIT clean")
+    """)
+    assert out.returncode == 0, (out.returncode, out.stdout, out.stderr[-2000:])
+    lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
+    assert lines["STATE"] == "FAULTED"
+    assert signal_name in lines["FAULT"] and "handler 'bad'" in lines["FAULT"]
+    assert lines["SEND"] == "refused" and lines["TERMINATE"] == "FAULTED True"
+    assert lines["OTHER"] == "True" and lines["EXIT"] == "clean"

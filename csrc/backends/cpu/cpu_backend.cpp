@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "../../core/kernel_core.hpp"
+#include "handler_faults.hpp"
 #include "ringkernel/clock.hpp"
 #include "rk_builtins.h"
 
@@ -92,11 +93,22 @@ struct Fiber {
 #endif
 };
 
+// One step of a block, in the shape run_catching_faults calls.
+struct StepCall {
+    int (*step)(rk_ctx *);
+    rk_ctx *ctx;
+    static int run(void *self) {
+        auto *c = static_cast<StepCall *>(self);
+        return c->step(c->ctx);
+    }
+};
+
 struct Block {
     void *host_slot[1];  // ctx.host points here: [0] = the KernelCore
     std::shared_ptr<KernelCore> core;
     rk_ctx ctx{};
-    std::vector<std::uint8_t> out, shared;
+    std::unique_ptr<GuardedBuffer> out;  // reply buffers, ending at a guard page
+    std::vector<std::uint8_t> shared;
     std::vector<Fiber> fibers;
     ucontext_t sched{};
     Fiber *current = nullptr;
@@ -425,7 +437,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     const bool host_handler = spec.handler.kind == Handler::Kind::Host;
     const std::uint32_t run_limit =
         host_handler ? 1u : std::max<std::uint32_t>(1, std::min<std::uint32_t>(RK_MAX_RUN, (1u << 20) / spec.output_size));
-    b.out.assign(static_cast<std::size_t>(run_limit) * std::max<std::uint32_t>(spec.output_size, 8), 0);
+    b.out = std::make_unique<GuardedBuffer>(static_cast<std::size_t>(run_limit) * std::max<std::uint32_t>(spec.output_size, 8));
     b.shared.assign(RK_SHARED_BYTES, 0);
     rk_ctx &ctx = b.ctx;
     ctx.cb = core.cb;
@@ -446,7 +458,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.backpressure = static_cast<rk_u32>(spec.options.backpressure());
     ctx.ttl_ns = spec.options.ttl_ns();
     ctx.reply_id_base = core.reply_id_base;
-    ctx.out = b.out.data();
+    ctx.out = b.out->data();
     ctx.run = &b.run;
     ctx.run_status = b.run_status;
     ctx.run_error = b.run_error;
@@ -482,6 +494,11 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     }
     t_block = &b;
     t_block_core = &core;
+    const bool native = spec.handler.kind == Handler::Kind::Source && handler_faults_catchable() && batch <= 1;
+    if (native) {
+        install_handler_fault_handlers();
+        use_signal_stack();
+    }
     rk_block_refresh(&ctx);
     const bool serial_host = host && !host->concurrent();
 
@@ -510,6 +527,16 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
         } else if (serial_host) {
             std::lock_guard<std::mutex> lock(core.host_mu);
             rc = core.step(&ctx);
+        } else if (native) {
+            // A native handler's synchronous fault (SIGSEGV, SIGFPE, ...) faults the kernel, not the process.
+            HandlerFault fault;
+            StepCall call{core.step, &ctx};
+            if (!run_catching_faults(&StepCall::run, &call, &rc, &fault)) {
+                core.fault("handler '" + spec.handler.entry + "' (rk.Source) raised " + fault.describe() +
+                           " on block " + std::to_string(index) + " of " + std::to_string(spec.grid) +
+                           "; the run of messages it was handling is lost and the kernel takes no more");
+                break;
+            }
         } else {
             rc = core.step(&ctx);
         }
@@ -535,6 +562,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
 #endif
     t_block = nullptr;
     t_block_core = nullptr;
+    if (native) release_signal_stack();
     rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
     auto *runner = static_cast<CpuBlocks *>(core.runner.get());
     {

@@ -104,7 +104,9 @@ public:
     const std::string &name() const noexcept { return spec_.name; }
     std::uint16_t id() const noexcept { return id_; }
     const KernelSpec &spec() const noexcept { return spec_; }
-    KernelState state() const noexcept { return state_.load(std::memory_order_acquire); }
+    // FAULTED also as soon as a block has faulted (a signal in a native handler, a device fault), before
+    // terminate() completes the stop.
+    KernelState state() const noexcept;
 
     void launch();    // CREATED → LAUNCHED: start the blocks (Runtime::launch does create + launch)
     void activate();
@@ -158,6 +160,7 @@ private:
     void require(std::initializer_list<KernelState> allowed, const char *call, const char *allowed_calls) const;
     void release_queues(const std::string &why);
     void end_termination(bool stopped);
+    KernelState raw_state() const noexcept { return state_.load(std::memory_order_acquire); }
     void check_process(const char *call) const;  // LifecycleError in a process forked from the kernel's
 
     std::atomic<Runtime *> rt_;  // null once the runtime is closed
