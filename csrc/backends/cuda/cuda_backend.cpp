@@ -486,18 +486,7 @@ void record_fault(KernelCore &core, DeviceState &d, Failure &f, const std::strin
         std::lock_guard<std::mutex> lock(d.mu);
         if (d.broken.empty()) d.broken = why;
     }
-    rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
-    rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-    {
-        std::lock_guard<std::mutex> lock(core.err_mu);
-        core.last_error_message = why;
-    }
-    std::vector<std::shared_ptr<Queue>> queues;
-    {
-        std::lock_guard<std::mutex> lock(core.routes_mu);
-        queues = core.held;
-    }
-    for (auto &q : queues) q->close("kernel '" + core.spec.name + "' faulted on the GPU: " + why);
+    core.fault(why);  // FAULTED from now on, the other blocks told to leave, the queues closed
 }
 
 class CudaBlocks final : public ResidentRunner {

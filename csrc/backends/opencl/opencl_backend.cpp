@@ -301,14 +301,8 @@ protected:
 
     // The kernel cannot run: say so everywhere a user looks, and stop taking messages.
     static bool fail(KernelCore &core, const std::string &why) {
+        core.fault("it cannot run on the device: " + why);  // FAULTED, its queues closed
         rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
-        rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
-        {
-            std::lock_guard<std::mutex> lock(core.err_mu);
-            core.last_error_message = why;
-        }
-        // held[0] is the kernel's input queue (see Runtime::create).
-        if (!core.held.empty()) core.held.front()->close("kernel '" + core.spec.name + "' cannot run on the device: " + why);
         return false;
     }
 
