@@ -325,7 +325,12 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
     }
     std::unique_lock<std::mutex> lock(mu_);
     ended_cv_.wait(lock, [this] { return raw_state() != KernelState::Terminating; });
-    return raw_state();
+    const KernelState final_state = raw_state();
+    std::shared_ptr<HostHandler> a = std::move(dropped_handler_), b = std::move(dropped_second_);
+    lock.unlock();
+    a.reset();  // outside every lock (see end_termination)
+    b.reset();
+    return final_state;
 }
 
 void Kernel::end_termination(bool stopped) {
@@ -350,6 +355,12 @@ void Kernel::end_termination(bool stopped) {
             final_state = KernelState::Faulted;
         }
         core_->runner->stopped();
+        // The blocks are gone: let go of a host handler now, not when the last handle of the kernel goes,
+        // so that a handler that refers to its own kernel (to terminate it, say) makes no cycle that keeps
+        // the kernel and its rings alive. Dropped by terminate() once the locks are released: a Python
+        // handler is released under the GIL.
+        dropped_handler_ = std::move(core_->spec.handler.host);
+        if (!dropped_second_) dropped_second_ = std::move(spec_.handler.host);
     }
     release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
                                                         : "it is TERMINATED; launch a new kernel to go on");

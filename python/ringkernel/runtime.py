@@ -454,13 +454,16 @@ class Runtime:
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
         native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch, mode or "")
         k = Kernel(self, native)
-        # Kernels that have ended are not kept here: a runtime that launches a kernel per job stays flat
-        # (a terminated kernel lives on only while its caller holds it, e.g. to drain its replies).
+        self._forget_ended()
+        self._kernels[name] = k
+        return k
+
+    def _forget_ended(self) -> None:
+        """Kernels that have ended are not kept here: a runtime that launches a kernel per job stays flat (a
+        terminated kernel lives on only while its caller holds it, e.g. to drain its replies)."""
         ended = (KernelState.TERMINATED, KernelState.FAULTED)
         for old in [n for n, other in self._kernels.items() if other.state in ended]:
             del self._kernels[old]
-        self._kernels[name] = k
-        return k
 
     def launch(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
@@ -480,11 +483,8 @@ class Runtime:
 
     def kernels(self) -> list:
         """The kernels of this runtime that have not been terminated."""
-        live = []
-        for k in self._kernels.values():
-            if k.state not in (KernelState.TERMINATED, KernelState.FAULTED):
-                live.append(k)
-        return live
+        self._forget_ended()
+        return list(self._kernels.values())
 
     # ---- queues -------------------------------------------------------------------------------------
     def queue_names(self) -> list:

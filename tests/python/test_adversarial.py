@@ -114,6 +114,29 @@ def test_a_handler_can_terminate_its_own_kernel():
             k.send(rec(6))
 
 
+def test_a_handler_referring_to_its_own_kernel_does_not_keep_it_alive():
+    # The soak found it: the handler (held by the kernel) refers to the kernel, a cycle through C++ that
+    # Python's collector cannot see, so every such kernel kept its rings (~1 MB) for good. A terminated
+    # kernel now lets go of its handler.
+    import gc
+    import weakref
+
+    with rk.Runtime("cpu") as rt:
+        refs = []
+        for i in range(3):
+            box = {}
+            k = rt.launch(f"selfie{i}", lambda m, box=box: (box["k"].terminate(timeout=2), m)[1], input=REC)
+            box["k"] = k
+            k.activate()
+            k.send(rec(i))
+            assert k.receive(timeout=5)["seq"] == i
+            assert wait_for(lambda: k.state == rk.KernelState.TERMINATED)
+            refs.append(weakref.ref(k))
+            del k, box
+        assert rt.kernels() == []  # the runtime forgets ended kernels (the last one too, here)
+        assert wait_for(lambda: (gc.collect(), all(r() is None for r in refs))[1])
+
+
 def test_an_abandoned_handler_returning_late_harms_nothing():
     # It used to crash (exit 139) once the abandoned handler returned while another runtime launched and
     # terminated kernels: the runtime was left half closed, its kernels pointing at it after it was gone.
