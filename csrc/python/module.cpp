@@ -16,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <type_traits>
@@ -1032,6 +1033,14 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     pk.in_q = wrap_queue(k->input(), input);
     pk.out_q = wrap_queue(k->output(), output);
     pk.channel_qs.push_back(pk.out_q);
+    // Types of queues that are gone (their kernels ended) are forgotten, so a runtime that launches a kernel
+    // per job keeps nothing per job here either.
+    {
+        const std::vector<std::string> live = self.rt->queue_names();
+        const std::set<std::string> names(live.begin(), live.end());
+        for (auto it = self.types.begin(); it != self.types.end();)
+            it = names.count(it->first) ? std::next(it) : self.types.erase(it);
+    }
     self.types[name + ".in"] = input;
     self.types[name + ".out"] = output;
     for (std::size_t i = 0; i < channels.size(); ++i) {
