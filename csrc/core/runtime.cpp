@@ -326,10 +326,9 @@ KernelState Kernel::terminate(std::int64_t timeout_ns) {
     std::unique_lock<std::mutex> lock(mu_);
     ended_cv_.wait(lock, [this] { return raw_state() != KernelState::Terminating; });
     const KernelState final_state = raw_state();
-    std::shared_ptr<HostHandler> a = std::move(dropped_handler_), b = std::move(dropped_second_);
+    std::shared_ptr<HostHandler> handler = std::move(dropped_handler_);
     lock.unlock();
-    a.reset();  // outside every lock (see end_termination)
-    b.reset();
+    handler.reset();  // outside every lock (see end_termination)
     return final_state;
 }
 
@@ -359,8 +358,8 @@ void Kernel::end_termination(bool stopped) {
         // so that a handler that refers to its own kernel (to terminate it, say) makes no cycle that keeps
         // the kernel and its rings alive. Dropped by terminate() once the locks are released: a Python
         // handler is released under the GIL.
-        dropped_handler_ = std::move(core_->spec.handler.host);
-        if (!dropped_second_) dropped_second_ = std::move(spec_.handler.host);
+        dropped_handler_ = std::move(spec_.handler.host);
+        core_->spec.handler.host.reset();  // the same handler: dropped_handler_ still holds it
     }
     release_queues(final_state == KernelState::Faulted ? "it is FAULTED: " + fault_
                                                         : "it is TERMINATED; launch a new kernel to go on");

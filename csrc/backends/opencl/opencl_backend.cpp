@@ -346,6 +346,26 @@ private:
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 
 protected:
+    // Wait for the launch `ev` (released here), calling `while_running` between polls, and keep launch_state_
+    // saying how it goes: a launch stuck behind busy compute units is not a handler that does not return.
+    // Returns CL_SUCCESS or the launch's error.
+    template <class F>
+    cl_int await_launch(cl_event ev, F &&while_running) {
+        cl_int status = CL_QUEUED;
+        for (int polls = 0;; ++polls) {
+            c_->cl->GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+            launch_state_->store(status);
+            if (status == CL_COMPLETE || status < 0) break;
+            while_running();
+            // Most launches end within tens of µs: yield first, sleep only in a long one.
+            if (polls < 256) std::this_thread::yield();
+            else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        c_->cl->ReleaseEvent(ev);
+        launch_state_->store(CL_COMPLETE);
+        return status < 0 ? status : CL_SUCCESS;
+    }
+
     // The execution status of the launch in flight (CL_QUEUED ... CL_RUNNING), CL_COMPLETE between launches.
     std::shared_ptr<std::atomic<cl_int>> launch_state_ = std::make_shared<std::atomic<cl_int>>(CL_COMPLETE);
 };
@@ -391,21 +411,13 @@ private:
         if (err == CL_SUCCESS) {
             cl.Flush(queue_);
             // While it runs: the clock, and wake-ups as the rings move.
-            cl_int status = CL_QUEUED;
-            for (int polls = 0;; ++polls) {
-                cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
-                launch_state_->store(status);
-                if (status == CL_COMPLETE || status < 0) break;
+            err = await_launch(ev, [&] {
                 __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
                 notify_progress(core, seen_);
-                // Most launches end within tens of µs: yield first, sleep only in a long one.
-                if (polls < 256) std::this_thread::yield();
-                else std::this_thread::sleep_for(std::chrono::microseconds(20));
-            }
-            cl.ReleaseEvent(ev);
-            if (status < 0) err = status;
+            });
+        } else {
+            launch_state_->store(CL_COMPLETE);
         }
-        launch_state_->store(CL_COMPLETE);
         notify_progress(core, seen_);
         return err == CL_SUCCESS || fail(core, cl_error("launching the kernel", err));
     }
@@ -527,19 +539,13 @@ private:
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof after, &after, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof tel, &tel, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.Flush(queue_);
-        // Wait for the launch, saying how it goes (a launch stuck behind busy compute units is not a
-        // handler that does not return), then for the copies back.
-        for (int polls = 0; err == CL_SUCCESS && ev; ++polls) {
-            cl_int status = CL_QUEUED;
-            cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
-            launch_state_->store(status);
-            if (status == CL_COMPLETE) break;
-            if (status < 0) err = status;
-            else if (polls < 256) std::this_thread::yield();
-            else std::this_thread::sleep_for(std::chrono::microseconds(20));
+        // The launch, then the copies back.
+        if (err == CL_SUCCESS && ev) {
+            err = await_launch(ev, [] {});
+        } else {
+            if (ev) cl.ReleaseEvent(ev);
+            launch_state_->store(CL_COMPLETE);
         }
-        if (ev) cl.ReleaseEvent(ev);
-        launch_state_->store(CL_COMPLETE);
         if (err == CL_SUCCESS) err = cl.Finish(queue_);
         if (err != CL_SUCCESS) return fail(core, cl_error("running the kernel", err));
         // 3. Counters first (whoever sees a reply sees them), then the replies.

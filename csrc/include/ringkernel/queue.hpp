@@ -100,13 +100,10 @@ public:
     void bind_to_process() noexcept;
 
     // For a consumer or producer that works on ring() directly (a ring kernel's worker): wake the
-    // waiting receivers or senders, and account what it expired or evicted so stats stay exact.
+    // waiting receivers or senders. What such a one drops it counts in the ring header (layout.h), which
+    // stats() adds to the queue's own counts.
     void notify_readable() { data_->notify(); }
     void notify_space() { space_.notify(); }
-    void count_expired(std::uint64_t n) noexcept { expired_.fetch_add(n, std::memory_order_relaxed); }
-    void count_evicted(std::uint64_t n) noexcept { evicted_.fetch_add(n, std::memory_order_relaxed); }
-    void count_rejected(std::uint64_t n) noexcept { rejected_.fetch_add(n, std::memory_order_relaxed); }
-    void count_dropped_new(std::uint64_t n) noexcept { dropped_new_.fetch_add(n, std::memory_order_relaxed); }
     // Hints (no fence): a receiver or sender may be parked on this queue.
     bool readers_waiting() const noexcept { return data_->has_waiters(); }
     bool writers_waiting() const noexcept { return space_.has_waiters(); }

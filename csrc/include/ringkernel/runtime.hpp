@@ -172,7 +172,7 @@ private:
     std::condition_variable ended_cv_;  // TERMINATING has ended
     std::chrono::steady_clock::time_point stopping_since_, stop_by_;  // while TERMINATING
     bool never_started_ = false;
-    std::shared_ptr<HostHandler> dropped_handler_, dropped_second_;  // released by terminate(), unlocked
+    std::shared_ptr<HostHandler> dropped_handler_;  // released by terminate(), unlocked
     std::uint32_t process_;  // the process generation it was made in (see core/process.hpp)
     std::shared_ptr<KernelCore> core_;
     std::shared_ptr<Queue> input_, output_;
