@@ -68,3 +68,7 @@ if(RINGKERNEL_HAS_CUDA)
   message(STATUS "ringkernel: CUDA ${CMAKE_CUDA_COMPILER_VERSION}; CUDA backend built for architectures "
                  "'${CMAKE_CUDA_ARCHITECTURES}' (cudart static)")
 endif()
+
+# The driver probe (no driver linked) and NVRTC are built either way: rk.backends() says why CUDA cannot run.
+target_sources(ringkernel PRIVATE csrc/backends/cuda/cuda_probe.cpp csrc/backends/cuda/nvrtc.cpp)
+ringkernel_backend(cuda)

@@ -19,35 +19,6 @@
 
 namespace rk {
 
-// A handler compiled at run time (a shared object with the persistent-loop step).
-struct HostModule {
-    void *dl = nullptr;
-    int (*step)(rk_ctx *) = nullptr;
-    bool uses_barrier = false;
-    std::string path;
-    ~HostModule();
-};
-
-// Where the device dialect's headers are: RuntimeConfig::include_dirs, $RINGKERNEL_INCLUDE_DIR, the
-// install prefix, or the source tree this library was built from.
-std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg);
-
-// The text of the dialect's headers in `incs` (part of a compiled handler's identity); CompileError when
-// rk_kernel.h is not there.
-std::string dialect_identity(const std::vector<std::string> &incs);
-// Where compiled handlers are cached (RuntimeConfig::cache_dir, $RINGKERNEL_CACHE_DIR, ~/.cache/ringkernel),
-// and making sure it exists and is private to the user (Error otherwise).
-std::string handler_cache_dir(const RuntimeConfig &cfg);
-void make_private_dir(const std::string &path);
-// FNV-1a, 64 bits: a stable content hash for cache file names.
-std::uint64_t fnv1a(const std::string &s, std::uint64_t h = 1469598103934665603ull);
-// [A-Za-z_][A-Za-z0-9_]*, at most 128 characters.
-bool valid_identifier(const std::string &s);
-
-// Compile (or find in the cache) a portable-source handler for the CPU backend.
-std::shared_ptr<HostModule> compile_host_source(const std::string &code, const std::string &entry,
-                                               const RuntimeConfig &cfg);
-
 class BlockRunner;  // a backend's blocks of one kernel
 struct KernelCore;
 // The kernel whose block runs on this thread (a CPU backend worker), else null.
@@ -85,7 +56,7 @@ struct KernelCore {
     KernelSpec spec;
     std::shared_ptr<WaitSet> doorbell = std::make_shared<WaitSet>();
     std::shared_ptr<BufferTableMem> buffers;
-    std::shared_ptr<HostModule> module;  // Source handlers
+    std::shared_ptr<const void> module;  // what keeps `step` loaded (a compiled handler's shared object)
     int (*step)(rk_ctx *) = nullptr;     // the block step of the handler
     bool uses_barrier = false;
     std::string mode = "persistent";    // how the backend runs it: "persistent" or "dispatch"
@@ -156,23 +127,5 @@ public:
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;
 };
-
-std::unique_ptr<Backend> make_cpu_backend();
-// Whether the CUDA backend can run here, and what it runs on or why not: the driver (opened without
-// linking it), the GPUs the CUDA runtime sees, and NVRTC.
-std::string cuda_status_detail(bool *available);
-// How the CUDA driver loads modules in this process, once it is initialised (cuModuleGetLoadingMode).
-// Lazy loading, chosen by whoever initialised CUDA first (CUDA_MODULE_LOADING), can make loading a module
-// wait for resident kernels; ringkernel asks for eager loading when it comes first.
-enum class CudaModuleLoading { Unknown, Eager, Lazy };
-CudaModuleLoading cuda_module_loading();
-#if RINGKERNEL_HAS_CUDA
-// The CUDA runtime's view (cuda_backend.cpp), called once the driver is known to be there.
-std::string cuda_runtime_detail(bool *available);
-// The CUDA backend on the GPU `cfg.device` selects (BackendUnavailableError when it cannot run).
-std::unique_ptr<Backend> make_cuda_backend(const RuntimeConfig &cfg);
-#endif
-// The OpenCL backend on the device `cfg.device` selects (BackendUnavailableError when it cannot run).
-std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg);
 
 }  // namespace rk

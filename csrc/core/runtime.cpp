@@ -9,11 +9,9 @@
 #include <sstream>
 #include <thread>
 
+#include "backend_registry.hpp"
 #include "kernel_core.hpp"
 #include "process.hpp"
-#if RINGKERNEL_HAS_OPENCL
-#include "../backends/opencl/cl_api.hpp"
-#endif
 #include "ringkernel/ids.hpp"
 
 namespace rk {
@@ -64,53 +62,9 @@ std::string Handler::describe() const {
 
 std::vector<std::string> builtin_handlers() { return {"echo", "vector_add", "count"}; }
 
-namespace {
-// Each backend's status is computed only when asked for (probing OpenCL starts its runtime).
-BackendStatus status_of(const std::string &name) {
-    if (name == "cpu")
-        return {"cpu", true,
-                "ring kernels on host worker threads (" + std::to_string(std::thread::hardware_concurrency()) +
-                    " hardware threads)"};
-    if (name == "cuda") {
-        bool available = false;
-        std::string detail = cuda_status_detail(&available);
-        return {"cuda", available, detail};
-    }
-    if (name == "opencl") {
-#if RINGKERNEL_HAS_OPENCL
-        std::string why;
-        const auto devs = opencl::devices(&why);
-        if (devs.empty()) return {"opencl", false, why};
-        for (const auto &d : devs)
-            if (d.can_run_ring_kernels())
-                return {"opencl", true,
-                        "ring kernels on " + d.describe() +
-                            (devs.size() > 1 ? " (" + std::to_string(devs.size()) + " devices)" : std::string())};
-        return {"opencl", false, "no OpenCL device has a compiler available: " + devs[0].describe()};
-#else
-        return {"opencl", false, "this build has no OpenCL support (no OpenCL headers at build time)"};
-#endif
-    }
-    return {name, false, "the Metal backend is not implemented in this version (Apple platforms only)"};
-}
-
-const char *const kBackends[] = {"cpu", "cuda", "opencl", "metal"};
-
-// "auto" prefers a device backend only where it beats the CPU backend: an OpenCL CPU device (PoCL)
-// runs on the same cores, so it is chosen only by name.
-bool auto_candidate(const char *name) {
-    if (std::string(name) != "opencl") return status_of(name).available;
-#if RINGKERNEL_HAS_OPENCL
-    for (const auto &d : opencl::devices(nullptr))
-        if (d.can_run_ring_kernels() && !d.is_cpu()) return true;
-#endif
-    return false;
-}
-}  // namespace
-
 std::vector<BackendStatus> backend_statuses() {
     std::vector<BackendStatus> out;
-    for (const char *b : kBackends) out.push_back(status_of(b));
+    for (const auto &e : backend_registry().entries()) out.push_back(e.status());
     return out;
 }
 
@@ -467,42 +421,41 @@ std::uint32_t Kernel::channel_index(const std::string &channel) const {
 
 // ---- runtime ------------------------------------------------------------------------------------------------
 
-namespace {
-std::unique_ptr<Backend> make_backend(const std::string &name, const RuntimeConfig &cfg) {
-    (void)cfg;
-    if (name == "cpu") return make_cpu_backend();
-#if RINGKERNEL_HAS_OPENCL
-    if (name == "opencl") return make_opencl_backend(cfg);
-#endif
-#if RINGKERNEL_HAS_CUDA
-    if (name == "cuda") return make_cuda_backend(cfg);
-#endif
-    throw BackendUnavailableError("backend '" + name + "' has no implementation in this build");
-}
-}  // namespace
-
 Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move(cfg)), process_(process_generation()) {
+    const BackendRegistry &registry = backend_registry();
     std::string chosen = backend;
     if (backend == "auto") {
-        // The first candidate that opens: a device that reports available but cannot start (busy, too
-        // old for this build's device code) falls through to the next.
-        for (const char *pref : {"cuda", "opencl", "cpu"}) {
-            if (backend_ || !auto_candidate(pref)) continue;
+        // The registered backends in their "auto" order; the first candidate that opens wins: a device that
+        // reports available but cannot start (busy, too old for this build's device code) falls through to
+        // the next, and the last one's error is the answer when none opens.
+        std::vector<const BackendEntry *> order;
+        for (const auto &e : registry.entries())
+            if (e.auto_rank >= 0 && e.make) order.push_back(&e);
+        std::stable_sort(order.begin(), order.end(),
+                         [](const BackendEntry *a, const BackendEntry *b) { return a->auto_rank < b->auto_rank; });
+        for (std::size_t i = 0; i < order.size() && !backend_; ++i) {
+            const BackendEntry &e = *order[i];
+            const bool last = i + 1 == order.size();
+            if (!last && !(e.auto_candidate ? e.auto_candidate() : e.status().available)) continue;
             try {
-                backend_ = make_backend(pref, cfg_);
-                chosen = pref;
+                backend_ = e.make(cfg_);
+                chosen = e.name;
             } catch (const BackendUnavailableError &) {
-                if (std::string(pref) == "cpu") throw;
+                if (last) throw;
             }
         }
+        if (!backend_) throw BackendUnavailableError("no backend of this build can run here");
     } else {
-        bool known = false;
-        for (const char *b : kBackends) known = known || backend == b;
-        if (!known) throw std::invalid_argument("backend must be one of 'auto', 'cpu', 'cuda', 'opencl', 'metal'; got '" +
-                                                backend + "'");
-        const BackendStatus s = status_of(backend);
+        const BackendEntry *e = registry.find(backend);
+        if (!e) {
+            std::string names = "'auto'";
+            for (const auto &r : registry.entries()) names += ", '" + r.name + "'";
+            throw std::invalid_argument("backend must be one of " + names + "; got '" + backend + "'");
+        }
+        const BackendStatus s = e->status();
         if (!s.available) throw BackendUnavailableError("backend '" + backend + "' is unavailable: " + s.detail);
-        backend_ = make_backend(backend, cfg_);
+        if (!e->make) throw BackendUnavailableError("backend '" + backend + "' has no implementation in this build");
+        backend_ = e->make(cfg_);
     }
     backend_name_ = chosen;
     if (cfg_.max_buffers == 0 || cfg_.max_buffers > (1u << 20))

@@ -21,6 +21,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "../backends/cuda/cuda_probe.hpp"
 #include "dlpack_abi.hpp"
 #include "ringkernel/ringkernel.hpp"
 #include "rk_builtins.h"

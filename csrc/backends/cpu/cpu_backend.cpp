@@ -21,8 +21,10 @@
 #include <stdexcept>
 #include <thread>
 
+#include "../../core/backend_registry.hpp"
 #include "../../core/kernel_core.hpp"
 #include "handler_faults.hpp"
+#include "host_compiler.hpp"
 #include "ringkernel/clock.hpp"
 #include "rk_builtins.h"
 
@@ -606,9 +608,12 @@ public:
             }
             break;
         case Handler::Kind::Source:
-            core.module = compile_host_source(h.code, h.entry, cfg);
-            core.step = core.module->step;
-            core.uses_barrier = core.module->uses_barrier;
+        {
+            auto module = compile_host_source(h.code, h.entry, cfg);
+            core.step = module->step;
+            core.uses_barrier = module->uses_barrier;
+            core.module = std::move(module);
+        }
             break;
         case Handler::Kind::Host:
             if (!h.host) throw std::invalid_argument("host handler is null");
@@ -621,6 +626,17 @@ public:
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+void register_cpu_backend(BackendRegistry &r) {
+    BackendEntry e;
+    e.name = "cpu";
+    e.auto_rank = 2;  // "auto" falls back to it
+    e.status = [] {
+        return BackendStatus{"cpu", true,
+                             "ring kernels on host worker threads (" +
+                                 std::to_string(std::thread::hardware_concurrency()) + " hardware threads)"};
+    };
+    e.make = [](const RuntimeConfig &) -> std::unique_ptr<Backend> { return std::make_unique<CpuBackend>(); };
+    r.add(std::move(e));
+}
 
 }  // namespace rk

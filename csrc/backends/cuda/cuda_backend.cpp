@@ -44,6 +44,7 @@
 #include "../../core/process.hpp"
 #include "../device_common.hpp"
 #include "cuda_kernels.hpp"
+#include "cuda_probe.hpp"
 #include "nvrtc.hpp"
 #include "ringkernel/clock.hpp"
 

@@ -8,6 +8,9 @@
 #include <mutex>
 #include <string>
 
+#include "cuda_probe.hpp"
+
+#include "../../core/backend_registry.hpp"
 #include "../../core/kernel_core.hpp"
 #include "../../core/process.hpp"
 #include "nvrtc.hpp"
@@ -86,6 +89,21 @@ std::string cuda_status_detail(bool *available) {
     return "CUDA backend unavailable: this build has no CUDA backend (the CUDA toolkit was not found when it was "
            "built); " + (driver.empty() ? std::string("the NVIDIA driver reports a GPU") : driver) + "; " + nvrtc;
 #endif
+}
+
+void register_cuda_backend(BackendRegistry &r) {
+    BackendEntry e;
+    e.name = "cuda";
+    e.auto_rank = 0;  // "auto" tries it first
+    e.status = [] {
+        bool available = false;
+        std::string detail = cuda_status_detail(&available);
+        return BackendStatus{"cuda", available, detail};
+    };
+#if RINGKERNEL_HAS_CUDA
+    e.make = make_cuda_backend;
+#endif
+    r.add(std::move(e));
 }
 
 }  // namespace rk

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../../core/kernel_core.hpp"
+#include "../../core/source_cache.hpp"
 
 namespace rk {
 namespace {
@@ -183,8 +184,7 @@ CudaImage compile_cuda_source(const std::string &code, const std::string &entry,
 
     std::string identity = source + '\0' + headers + '\0' + std::to_string(a.major) + "." + std::to_string(a.minor);
     for (const auto &o : options) identity += '\0' + o;
-    char hex[17];
-    std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(identity)));
+    const std::string hex = fnv1a_hex(identity);
     const std::string dir = handler_cache_dir(cfg);
     make_private_dir(dir);
     img.path = dir + "/cuda-" + hex + (img.ptx ? ".ptx" : ".cubin");

@@ -18,6 +18,8 @@
 #include <sstream>
 #include <thread>
 
+#include "../../core/backend_registry.hpp"
+#include "../../core/source_cache.hpp"
 #include "../device_common.hpp"
 #include "cl_api.hpp"
 #include "ringkernel/clock.hpp"
@@ -804,6 +806,7 @@ private:
 
 }  // namespace
 
+namespace {
 std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg) {
     std::string why;
     auto devs = opencl::devices(&why);
@@ -833,6 +836,34 @@ std::unique_ptr<Backend> make_opencl_backend(const RuntimeConfig &cfg) {
     c->ctx = c->cl->CreateContext(nullptr, 1, &c->device.device, nullptr, nullptr, &err);
     if (err != CL_SUCCESS) throw BackendUnavailableError(cl_error("clCreateContext", err));
     return std::make_unique<OpenClBackend>(std::move(c));
+}
+
+}  // namespace
+
+void register_opencl_backend(BackendRegistry &r) {
+    BackendEntry e;
+    e.name = "opencl";
+    e.auto_rank = 1;
+    e.status = [] {
+        std::string why;
+        const auto devs = opencl::devices(&why);
+        if (devs.empty()) return BackendStatus{"opencl", false, why};
+        for (const auto &d : devs)
+            if (d.can_run_ring_kernels())
+                return BackendStatus{"opencl", true,
+                                     "ring kernels on " + d.describe() +
+                                         (devs.size() > 1 ? " (" + std::to_string(devs.size()) + " devices)" : std::string())};
+        return BackendStatus{"opencl", false, "no OpenCL device has a compiler available: " + devs[0].describe()};
+    };
+    // "auto" prefers a device backend only where it beats the CPU backend: an OpenCL CPU device (PoCL) runs
+    // on the same cores, so it is chosen only by name.
+    e.auto_candidate = [] {
+        for (const auto &d : opencl::devices(nullptr))
+            if (d.can_run_ring_kernels() && !d.is_cpu()) return true;
+        return false;
+    };
+    e.make = make_opencl_backend;
+    r.add(std::move(e));
 }
 
 }  // namespace rk

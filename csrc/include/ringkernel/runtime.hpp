@@ -218,9 +218,6 @@ struct BackendStatus {
     std::string detail;
 };
 std::vector<BackendStatus> backend_statuses();
-// How the CUDA driver loads modules in this process: "eager", "lazy" (chosen by whoever started CUDA first;
-// loading a module can then wait for resident kernels), or "unknown" (CUDA has not started here).
-std::string cuda_module_loading_mode();
 
 class Runtime {
 public:
