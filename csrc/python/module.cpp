@@ -27,10 +27,10 @@
 #include "rk_builtins.h"
 
 // The numpy C API, for the per-record paths: reading an np.void's bytes and making one without
-// going through Python attribute lookups. Built against numpy 2, which also runs on numpy 1.x.
-#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
-#include <numpy/arrayobject.h>
-#include <numpy/arrayscalars.h>
+// going through Python attribute lookups. This file imports it for the extension's other files.
+#define RINGKERNEL_IMPORTS_NUMPY 1
+#include "numpy_api.hpp"
+#include "codec.hpp"
 
 namespace py = pybind11;
 using namespace pybind11::literals;
@@ -287,8 +287,7 @@ public:
             std::shared_ptr<rk::HlcClock> clock, bool single_producer, bool single_consumer)
         : record_type_(record_type) {
         dtype_ = resolve_dtype(record_type);
-        if (py::module_::import("ringkernel.messages").attr("is_message")(record_type).cast<bool>())
-            msg_cls_ = record_type;
+        codec_ = rkpy::codec_of(record_type.ptr());
         rk::QueueConfig cfg;
         cfg.capacity = int_in_range<std::uint32_t>(capacity, "capacity", 0, 0xFFFFFFFFull);
         cfg.dedup_window = int_in_range<std::uint32_t>(dedup_window, "dedup_window", 0, 0xFFFFFFFFull);
@@ -298,15 +297,14 @@ public:
         cfg.ttl_ns = ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl));
         cfg.single_producer = single_producer;
         cfg.single_consumer = single_consumer;
-        if (msg_cls_) cfg.type_id = msg_cls_.attr("type_id").cast<std::uint16_t>();
+        if (codec_) cfg.type_id = rkpy::codec_type_id(*codec_);
         q_ = std::make_shared<rk::Queue>(cfg, std::move(clock));
     }
 
     // A typed view of a queue that exists already (a kernel's, or one of a runtime's named queues).
     PyQueue(std::shared_ptr<rk::Queue> q, py::object record_type) : record_type_(record_type), q_(std::move(q)) {
         dtype_ = resolve_dtype(record_type);
-        if (py::module_::import("ringkernel.messages").attr("is_message")(record_type).cast<bool>())
-            msg_cls_ = record_type;
+        codec_ = rkpy::codec_of(record_type.ptr());
         if (static_cast<std::uint32_t>(dtype_.itemsize()) != q_->config().payload_size)
             throw py::type_error("record type " + py::str(record_type).cast<std::string>() + " has " +
                                  std::to_string(dtype_.itemsize()) + " bytes, the queue carries " +
@@ -322,11 +320,10 @@ public:
 
     // One record's bytes as what receive() returns (a message object or a numpy scalar).
     py::object decode(const void *src) const {
+        if (codec_) return rkpy::record_from_raw(*codec_, src);
         PyObject *scalar = PyArray_Scalar(const_cast<void *>(src), descr(), nullptr);
         if (!scalar) throw py::error_already_set();
-        py::object value = py::reinterpret_steal<py::object>(scalar);
-        if (msg_cls_) value = msg_cls_.attr("_wrap")(value);
-        return value;
+        return py::reinterpret_steal<py::object>(scalar);
     }
 
     const std::shared_ptr<rk::Queue> &shared() const { return q_; }
@@ -373,11 +370,9 @@ public:
             ok = without_gil([&] { return q_->receive(dst, env_out, wait_for(ns)); });
         }
         if (!ok) return py::none();
-        // A numpy scalar (np.void for structured dtypes) that owns a copy of the bytes.
-        PyObject *scalar = PyArray_Scalar(dst, descr(), nullptr);
-        if (!scalar) throw py::error_already_set();
-        py::object value = py::reinterpret_steal<py::object>(scalar);
-        if (msg_cls_) value = msg_cls_.attr("_wrap")(value);
+        // A message object (validated, canonical), or a numpy scalar (np.void for structured dtypes) that
+        // owns a copy of the bytes.
+        py::object value = decode(dst);
         if (with_envelope) return py::make_tuple(value, env);
         return value;
     }
@@ -385,7 +380,9 @@ public:
     std::size_t send_batch(const py::object &records, const py::object &timeout, const py::object &ids,
                            const py::object &priority) {
         py::array arr = batch_array(records);
-        if (msg_cls_) msg_cls_.attr("validate")(arr);  // never enqueue a record that would not parse
+        // Never enqueue a record that would not parse.
+        if (codec_) rkpy::codec_plan(*codec_).validate(static_cast<const std::uint8_t *>(arr.data()),
+                                                       static_cast<std::size_t>(arr.shape(0)));
         const std::size_t n = static_cast<std::size_t>(arr.shape(0));
         const std::uint8_t prio = int_in_range<std::uint8_t>(priority, "priority", 0, 255);
         py::array_t<std::uint64_t, py::array::c_style | py::array::forcecast> id_arr;
@@ -532,14 +529,14 @@ private:
 
     void record_bytes(const py::object &record, RecordView &out) const {
         PyObject *o = record.ptr();
-        if (msg_cls_) {
-            if (Py_TYPE(o) == reinterpret_cast<PyTypeObject *>(msg_cls_.ptr())) {
-                out.keep = record.attr("_r");  // the object's 0-d record array
-                out.data = PyArray_DATA(reinterpret_cast<PyArrayObject *>(out.keep.ptr()));
+        if (codec_) {
+            if (reinterpret_cast<PyObject *>(Py_TYPE(o)) == rkpy::codec_class(*codec_)) {
+                out.data = rkpy::record_data(o);  // the object's own bytes, valid and canonical already
                 return;
             }
-            if (py::hasattr(py::type::of(record), "__rk_canonical__"))
-                throw py::type_error("this queue carries " + py::str(msg_cls_.attr("__name__")).cast<std::string>() +
+            if (rkpy::codec_of_object(o))
+                throw py::type_error("this queue carries " +
+                                     std::string(reinterpret_cast<PyTypeObject *>(rkpy::codec_class(*codec_))->tp_name) +
                                      " messages, got a " + type_name(record));
         }
         if (PyArray_IsScalar(o, Void)) {  // the common case: one record of a structured dtype
@@ -574,9 +571,7 @@ private:
 
     // A raw record sent to a message queue must parse as that message (objects are valid already).
     void validate_raw(const void *data) const {
-        if (!msg_cls_) return;
-        auto &plan = msg_cls_.attr("__rk_plan__").cast<rk::MessagePlan &>();
-        plan.validate(static_cast<const std::uint8_t *>(data), 1);
+        if (codec_) rkpy::codec_plan(*codec_).validate(static_cast<const std::uint8_t *>(data), 1);
     }
 
     py::array batch_array(const py::object &records) const {
@@ -606,7 +601,7 @@ private:
     }
 
     py::object record_type_;
-    py::object msg_cls_;  // the message class when the queue carries message objects
+    const rkpy::Codec *codec_ = nullptr;  // the message type's codec when the queue carries message objects
     py::dtype dtype_;
     std::shared_ptr<rk::Queue> q_;
 };
@@ -969,9 +964,8 @@ struct PyRuntime {
 };
 
 std::uint16_t type_id_of(const py::object &t) {
-    if (py::module_::import("ringkernel.messages").attr("is_message")(t).cast<bool>())
-        return t.attr("type_id").cast<std::uint16_t>();
-    return 0;
+    const rkpy::Codec *c = rkpy::codec_of(t.ptr());
+    return c ? rkpy::codec_type_id(*c) : 0;
 }
 
 std::uint32_t record_size_of(const py::object &t) {
@@ -1643,6 +1637,7 @@ PYBIND11_MODULE(_core, m) {
                 p.canonicalise(b.data(), b.n);
             },
             "records"_a, "zero padding and unused bytes/string storage in place (a writable buffer)");
+    rkpy::bind_codec(m);
     bind_runtime(m);
     m.def("backends", &backends, "every backend this build knows, with availability and the reason; never raises");
     m.def("cuda_module_loading", &rk::cuda_module_loading_mode,

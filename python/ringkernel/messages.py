@@ -25,7 +25,8 @@ from typing import Any, ClassVar, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
-from ._core import MessageFormatError, MessagePlan
+from ._core import (MessageFormatError, MessagePlan, Record, messages_from_records, record_from_canonical,
+                    record_wrap, records_from_messages, register_message_codec)
 
 __all__ = [
     "FieldType",
@@ -451,10 +452,11 @@ def _check_name(cls_name: str, name: str) -> None:
         raise TypeError(f"{cls_name}.{name}: '{name}' collides with the message type's own attribute of that name")
 
 
-def _resolve(annotation: Any, cls: type) -> Any:
+def _resolve(annotation: Any, cls: type, scope: Optional[Dict[str, Any]] = None) -> Any:
     if not isinstance(annotation, str):
         return annotation
     namespace = dict(vars(sys.modules[cls.__module__])) if cls.__module__ in sys.modules else {}
+    namespace.update(scope or {})
     namespace.setdefault(cls.__name__, cls)
     try:
         return eval(annotation, namespace)  # noqa: S307 - the class author's own annotation
@@ -546,7 +548,9 @@ def _ranges(mask: np.ndarray) -> List[Tuple[int, int]]:
 
 
 class _MessageMethods:
-    """The behaviour @rk.message gives every message class (copied onto it, not inherited)."""
+    """The Python-level behaviour @rk.message gives every message class (copied onto it). Construction,
+    field access, comparison, to_bytes() and the buffer protocol are native (_core.Record and the field
+    plan registered at decoration, see csrc/python/codec.hpp)."""
 
     # Set on each message class by _build (declared here for type checkers).
     dtype: ClassVar[np.dtype]
@@ -555,50 +559,14 @@ class _MessageMethods:
     fields: ClassVar[Dict[str, FieldType]]
     __rk_plan__: ClassVar[MessagePlan]
     __rk_prototype__: ClassVar[bytes]
-    _r: np.ndarray
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        cls = type(self)
-        names = list(cls.fields)
-        if len(args) > len(names):
-            raise TypeError(f"{cls.__name__}() takes at most {len(names)} positional values, got {len(args)}")
-        for name, value in zip(names, args):
-            if name in kwargs:
-                raise TypeError(f"{cls.__name__}() got two values for field '{name}'")
-            kwargs[name] = value
-        record = np.ndarray((), cls.dtype, bytearray(cls.__rk_prototype__))  # zeros, or the class body's defaults
-        for name, value in kwargs.items():
-            if name not in cls.fields:
-                raise TypeError(f"{cls.__name__}() has no field '{name}' (fields: {', '.join(names)})")
-            record[name] = cls.fields[name].put(value, f"{cls.__name__}.{name}")
-        object.__setattr__(self, "_r", record)
-
-    def __getattr__(self, name: str) -> Any:
-        fields = type(self).__dict__.get("fields", {})
-        if name in fields:
-            return fields[name].get(self._r[name])
-        raise AttributeError(f"{type(self).__name__!r} message has no field or attribute {name!r}")
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        cls = type(self)
-        if name not in cls.fields:
-            raise AttributeError(f"{cls.__name__} has no field '{name}'; messages have a fixed layout")
-        self._r[name] = cls.fields[name].put(value, f"{cls.__name__}.{name}")
-
-    def __eq__(self, other: object) -> Any:
-        if type(other) is not type(self):
-            return NotImplemented
-        return self.to_bytes() == other.to_bytes()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
+    _r: np.ndarray  # a writable 0-d record view of the message's own bytes (native)
 
     def __repr__(self) -> str:
         cls = type(self)
         return f"{cls.__name__}(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in cls.fields) + ")"
 
-    def to_bytes(self) -> bytes:
-        """The record's bytes: always the same for equal messages (padding and unused bytes are zero)."""
-        return self._r.tobytes()
+    def __reduce__(self) -> Any:
+        return (type(self).from_bytes, (self.to_bytes(),))  # type: ignore[attr-defined]
 
     @classmethod
     def from_bytes(cls, data: Any) -> Any:
@@ -607,10 +575,7 @@ class _MessageMethods:
             view = memoryview(data).cast("B")
         except TypeError:
             raise TypeError(f"{cls.__name__}.from_bytes() takes a bytes-like object, got {type(data).__name__}") from None
-        if view.nbytes != cls.itemsize:
-            raise MessageFormatError(f"{cls.__name__}: expected {cls.itemsize} bytes, got {view.nbytes}")
-        cls.__rk_plan__.validate(view)
-        return cls._from_canonical(cls.__rk_plan__.canonical(view))
+        return record_wrap(cls, view)  # size, fields (C++), then a canonical copy
 
     @classmethod
     def validate(cls, records: np.ndarray) -> None:
@@ -627,46 +592,48 @@ class _MessageMethods:
 
     @classmethod
     def to_records(cls, messages: Iterable[Any]) -> np.ndarray:
-        """Message objects to an array of records (numpy gathers them; no per-field Python work)."""
-        items = list(messages)
-        for m in items:
-            if type(m) is not cls:
-                raise TypeError(f"{cls.__name__}.to_records() takes {cls.__name__} objects, got {type(m).__name__}")
-        if not items:
-            return cls.zeros(0)
-        # Objects hold canonical records already: one join of their bytes, one copy into numpy.
-        return np.frombuffer(b"".join([m._r.tobytes() for m in items]), cls.dtype).copy()
+        """Message objects to an array of records (one copy per message, in C++)."""
+        return records_from_messages(cls, list(messages))
 
     @classmethod
     def from_records(cls, records: np.ndarray) -> List[Any]:
-        """An array of records to message objects, validated and canonicalised as one array first."""
+        """An array of records to message objects, validated and canonicalised (in C++)."""
         cls.validate(records)
-        raw, size = cls.__rk_plan__.canonical(np.ascontiguousarray(records)), cls.itemsize
-        return [cls._from_canonical(raw[i * size:(i + 1) * size]) for i in range(len(raw) // size)]
+        return messages_from_records(cls, records)
 
     @classmethod
-    def _from_canonical(cls, buffer: bytearray) -> Any:
-        obj = cls.__new__(cls)
-        object.__setattr__(obj, "_r", np.ndarray((), cls.dtype, buffer))
-        return obj
+    def _from_canonical(cls, buffer: Any) -> Any:
+        return record_from_canonical(cls, buffer)
 
     @classmethod
     def _wrap(cls, record: Any) -> Any:
         """An object over a record from a queue or a nested field: validated (a device or another
         writer may have produced it) and canonicalised."""
-        data = np.ascontiguousarray(record)
-        cls.__rk_plan__.validate(data)
-        return cls._from_canonical(cls.__rk_plan__.canonical(data))
+        return record_wrap(cls, np.ascontiguousarray(record))
 
 
-def _build(target: Any, type_id: Optional[int]) -> Any:
+def _codec_field(name: str, ft: FieldType, offset: int) -> tuple:
+    """How the native codec handles one field (csrc/python/codec.cpp)."""
+    if isinstance(ft, Scalar):
+        return (name, ft.dtype.kind, offset, ft.dtype.itemsize, ft.name)
+    if isinstance(ft, EnumField):
+        members = {int(m.value): m for m in ft.enum_cls}  # type: ignore[attr-defined]
+        valid = ", ".join(map(str, sorted(members)))
+        return (name, "enum", offset, ft.dtype.itemsize, (ft.enum_cls, members, valid, ft.dtype.kind == "i"))
+    return (name, "py", offset, ft.dtype.itemsize, (ft, ft.dtype))
+
+
+def _build(target: Any, type_id: Optional[int], scope: Optional[Dict[str, Any]] = None) -> Any:
     if not isinstance(target, type):
         raise TypeError(f"@rk.message decorates a class, got {target!r}")
-    cls: Any = target  # gains its message attributes below
+    cls: Any = target
     for base in cls.__mro__[1:]:
         if is_message(base):
             raise TypeError(f"{cls.__name__} derives from message type {base.__name__}; message types do not "
                             "inherit, nest one in the other instead")
+    if cls.__bases__ != (object,) or type(cls) is not type:
+        raise TypeError(f"{cls.__name__}: a message type is a plain class (no base classes, no metaclass); its "
+                        "records are held natively by ringkernel._core.Record")
     raw = cls.__dict__.get("__annotations__", {})
     if not raw:
         raise TypeError(f"{cls.__name__} has no annotated fields; a message needs at least one")
@@ -674,7 +641,7 @@ def _build(target: Any, type_id: Optional[int]) -> Any:
     fields: Dict[str, FieldType] = {}
     for name, annotation in raw.items():
         _check_name(cls.__name__, name)
-        fields[name] = _field_type(_resolve(annotation, cls), owner=cls, field=name)
+        fields[name] = _field_type(_resolve(annotation, cls, scope), owner=cls, field=name)
         if name == fields[name].c_base():
             raise TypeError(f"{cls.__name__}.{name}: a field cannot share its name with its type {name} "
                             "(C++ rejects it); rename the field")
@@ -697,6 +664,10 @@ def _build(target: Any, type_id: Optional[int]) -> Any:
     else:
         tid = type_id
 
+    # The message class proper: the class body's own attributes on a native record type.
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    namespace["__slots__"] = ()
+    cls = type(cls.__name__, (Record,), namespace)
     cls.dtype = dtype
     cls.itemsize = dtype.itemsize
     cls.type_id = tid
@@ -723,18 +694,26 @@ def _build(target: Any, type_id: Optional[int]) -> Any:
     cls.__rk_plan__ = MessagePlan(dtype.itemsize, checks, cls.__rk_zero__, tails)
     cls.c_declaration = classmethod(lambda c: c_header(c, guard=None))
     for name, member in vars(_MessageMethods).items():
-        if not name.startswith("__") or name in ("__init__", "__getattr__", "__setattr__", "__eq__", "__hash__",
-                                                  "__repr__"):
-            if name not in ("__dict__", "__weakref__", "__module__", "__qualname__", "__doc__"):
-                setattr(cls, name, member)
+        if not name.startswith("__") or name in ("__repr__", "__reduce__"):
+            setattr(cls, name, member)
+    register_message_codec(cls, cls.__rk_plan__, cls.__rk_prototype__, dtype, tid,
+                           [_codec_field(name, ft, offsets[name]) for name, ft in fields.items()])
     return cls
 
 
 def message(cls: Optional[type] = None, *, type_id: Optional[int] = None) -> Any:
-    """Declare a message type: ``@rk.message`` or ``@rk.message(type_id=...)``."""
+    """Declare a message type: ``@rk.message`` or ``@rk.message(type_id=...)``.
+
+    Returns a new class of the same name (its records live in native memory, see ``_core.Record``) with
+    the class body's methods and attributes. String annotations (``from __future__ import annotations``)
+    are resolved in the defining scope: the module's globals, then the locals of the frame that applies
+    the decorator (names imported inside a function work)."""
+    frame = sys._getframe(1)
+    scope = {**frame.f_globals, **frame.f_locals}
+    del frame
     if cls is None:
-        return lambda c: _build(c, type_id)
-    return _build(cls, type_id)
+        return lambda c: _build(c, type_id, scope)
+    return _build(cls, type_id, scope)
 
 
 # ---- C declarations -------------------------------------------------------------------------------
