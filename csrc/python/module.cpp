@@ -811,7 +811,7 @@ PyObject *queue_receive_batch(PyObject *self, PyObject *const *args, Py_ssize_t 
         static const ArgSpec<3> spec{"receive_batch", {"n", "timeout", "with_envelopes"}, 2, 1};
         const auto a = parse_args(spec, args, nargs, kwnames);
         const bool envs = a[2] && PyObject_IsTrue(a[2]);
-        return queue_of(self).receive_batch(arg(a[0], py::none()), arg(a[1], py::float_(0.0)), envs).release().ptr();
+        return queue_of(self).receive_batch(arg(a[0], py::none()), arg(a[1], py::none()), envs).release().ptr();
     });
 }
 
@@ -832,10 +832,13 @@ PyMethodDef kQueueMethods[] = {
      "Send a 1-D array of records. Returns how many entered; the rest are accounted by the\n"
      "backpressure strategy (rejected, dropped or timed out). ids: one id per record."},
     {"receive_batch", RK_FASTCALL(queue_receive_batch), METH_FASTCALL | METH_KEYWORDS,
-     "receive_batch($self, n, timeout=0.0, *, with_envelopes=False)\n--\n\n"
-     "Receive up to n records as an array, waiting up to timeout seconds for the first one\n"
-     "(default 0: return what is waiting now). with_envelopes=True returns (records, envelopes),\n"
-     "the envelopes an array of ringkernel.layout.ENVELOPE_DTYPE."},
+     "receive_batch($self, n, timeout=None, *, with_envelopes=False)\n--\n\n"
+     "Receive up to n records as one numpy array of the queue's dtype (a typed queue's records too:\n"
+     "no message object per record; T.from_records(array) makes objects), returning as soon as at\n"
+     "least one is there. timeout: None (default) waits without limit, 0 tries once, > 0 waits up to\n"
+     "that many seconds; an empty array on timeout or once the queue is closed and drained.\n"
+     "with_envelopes=True returns (records, envelopes), the envelopes an array of\n"
+     "ringkernel.layout.ENVELOPE_DTYPE."},
 };
 
 // ---- ring kernels ------------------------------------------------------------------------------------------

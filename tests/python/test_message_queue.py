@@ -77,5 +77,5 @@ def test_batches_are_records_validated_before_they_enter():
     with pytest.raises(rk.MessageFormatError, match="Request.op: 9 is not a member of Op"):
         q.send_batch(bad)
     assert len(q) == 0 and q.stats.sent == 2
-    empty, no_envs = q.receive_batch(4, with_envelopes=True)
+    empty, no_envs = q.receive_batch(4, timeout=0, with_envelopes=True)
     assert len(empty) == 0 and len(no_envs) == 0

@@ -272,7 +272,7 @@ def test_batch_backpressure_and_receive_batch_limits():
     assert len(q.receive_batch(5)) == 5
     assert len(q.receive_batch(0)) == 0
     assert len(q.receive_batch(100)) == 11
-    empty = q.receive_batch(8)
+    empty = q.receive_batch(8, timeout=0)  # tries once
     assert len(empty) == 0 and empty.dtype == SAMPLE
     bq = rk.Queue(SAMPLE, capacity=16, backpressure=BP.BLOCK)
     assert bq.send_batch(records(0, 20), timeout=0.02) == 16
@@ -457,7 +457,7 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: self.bp is not None)
     @rule(n=st.integers(0, 20))
     def receive_batch(self, n):
-        got = [int(s) for s in self.q.receive_batch(n)["seq"]]
+        got = [int(s) for s in self.q.receive_batch(n, timeout=0)["seq"]]
         want = [self.model.popleft() for _ in range(min(n, len(self.model)))]
         assert got == want
         self.counts["received"] += len(want)
