@@ -5,6 +5,7 @@
 
 #include "ringkernel/clock.hpp"
 #include "ringkernel/errors.hpp"
+#include "ringkernel/layout.h"
 
 namespace rk {
 
@@ -24,10 +25,9 @@ std::uint64_t HlcClock::physical_ms() const noexcept { return clamp_ms(source_ ?
 // `floor` is 0 for local events and remote + 1 for receive events.
 std::uint64_t HlcClock::advance(std::uint64_t floor, std::uint32_t n, std::uint64_t physical) {
     const std::uint64_t wall = physical << 16;
-    const std::uint64_t base = wall > floor ? wall : floor;
     std::uint64_t old = state_.load(std::memory_order_relaxed);
     for (;;) {
-        const std::uint64_t first = old + 1 > base ? old + 1 : base;
+        const std::uint64_t first = rk_hlc_next(old, floor, physical);  // the rule kernels use too (layout.h)
         const std::uint64_t last = first + (n - 1);
         if (state_.compare_exchange_weak(old, last, std::memory_order_acq_rel, std::memory_order_relaxed)) {
             // The physical part moved past every input: the logical counter was exhausted.

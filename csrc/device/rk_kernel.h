@@ -53,9 +53,6 @@
 #define RK_STEP_DONE 1    /* one message handled */
 #define RK_STEP_EXPIRED 2 /* one message dropped by its TTL */
 
-#define RK_MAX_INPUTS 16
-#define RK_MAX_CHANNELS 8
-#define RK_MAX_FANOUT 16
 #define RK_SHARED_BYTES 16384u
 #define RK_MAX_RUN 32 /* messages a block takes at once, at most */
 
@@ -72,41 +69,8 @@
 /* What a kernel drops is counted in the ring header (expired, rejected, dropped_new, evicted) on every
  * target, where the host queue reads it: a device kernel cannot call into the host. */
 
-/* Where a kernel reads and writes. Replaced as a whole (never edited in place) when kernels are
- * connected, so a block always sees a consistent set. `cookie` identifies a ring to the host. */
-typedef struct rk_route {
-    RK_GLOBAL rk_ring_header *ring;
-    rk_u64 cookie;
-} rk_route;
-
-typedef struct rk_channel {
-    rk_u32 count;
-    rk_u32 reserved;
-    rk_route targets[RK_MAX_FANOUT];
-} rk_channel;
-
-typedef struct rk_routes {
-    rk_u32 n_inputs;
-    rk_u32 n_channels;
-    rk_route inputs[RK_MAX_INPUTS];
-    rk_channel channels[RK_MAX_CHANNELS];
-} rk_routes;
-
-/* Buffers: handle = tag << 32 | (index + 1), the tag random per buffer (a handle of another runtime or a
- * guessed one does not resolve); 0 is never a handle. */
-typedef struct rk_buffer_entry {
-    rk_u64 address;
-    rk_u64 bytes;
-    rk_u32 generation;
-    rk_u32 live;
-    rk_u64 reserved;
-} rk_buffer_entry;
-
-typedef struct rk_buffer_table {
-    rk_u32 capacity;
-    rk_u32 reserved;
-    RK_GLOBAL rk_buffer_entry *entries;
-} rk_buffer_table;
+/* rk_route, rk_channel, rk_routes, rk_buffer_entry, rk_buffer_table and rk_kernel_params, shared by the host
+ * and every device target, are in ringkernel/layout.h. */
 
 /* An input ring as a block sees it: the ring, the host's name for it, and its geometry (read-only after
  * initialisation), so that taking a run reads the ring's cursor and turn counters and nothing else. */
@@ -133,23 +97,6 @@ typedef struct rk_run_info {
     rk_u32 n_inputs, reserved;
     rk_input_view inputs[RK_MAX_INPUTS];
 } rk_run_info;
-
-/* What a device launch passes to its blocks (one SVM/device-visible struct, read once): addresses as
- * 64-bit integers so host and device agree on the layout. */
-typedef struct rk_kernel_params {
-    rk_u64 control_block;                /* rk_control_block * */
-    rk_u64 telemetry;                    /* rk_telemetry * */
-    rk_u64 routes_word;                  /* rk_u64 * holding the address of the current rk_routes */
-    rk_u64 buffers;                      /* rk_buffer_table * (0: none) */
-    rk_u64 ttl_ns;
-    rk_u64 reply_id_base;
-    rk_u32 in_size, out_size;
-    rk_u32 backpressure;
-    rk_u16 out_type, node;
-    rk_u64 clock_offset_ns;              /* CUDA: wall-clock ns minus %globaltimer (mod 2^64) */
-    rk_u32 run_limit;                    /* CUDA: reply buffers per block (dynamic shared memory) */
-    rk_u32 idle_backoff_ns;              /* CUDA: longest idle sleep between polls */
-} rk_kernel_params;
 
 typedef struct rk_ctx rk_ctx;
 #if defined(RK_TARGET_HOST)
@@ -289,15 +236,11 @@ RK_FN int rk_ring_scope(RK_GLOBAL const rk_ring_header *r) {
 }
 #endif
 
-/* The kernel's HLC: one packed u64 advanced to max(state + 1, remote + 1, now_ms << 16), the rule of
- * hlc.hpp, so stamps are strictly increasing and always after the stamp they answer. */
+/* The kernel's HLC: one packed u64 advanced by rk_hlc_next (layout.h), the host clock's rule, so stamps are strictly increasing and always after the stamp they answer. */
 RK_FN rk_u64 rk_hlc_advance(RK_GLOBAL rk_u64 *state, rk_u64 remote, rk_u64 now_ms) {
     rk_u64 cur = rk_atomic_load_u64(state, RK_RELAXED, RK_SCOPE_SYSTEM);
-    rk_u64 pt = now_ms << 16;
     for (;;) {
-        rk_u64 next = cur + 1u;
-        if (remote + 1u > next) next = remote + 1u;
-        if (pt > next) next = pt;
+        const rk_u64 next = rk_hlc_next(cur, remote + 1u, now_ms);
         if (rk_atomic_cas_u64(state, &cur, next, RK_ACQ_REL, RK_RELAXED, RK_SCOPE_SYSTEM)) return next;
     }
 }

@@ -682,6 +682,58 @@ py::dict layout_info() {
         RK_FIELD(rk_telemetry, max_latency_ns);
         out["telemetry"] = py::dict("size"_a = sizeof(rk_telemetry), "fields"_a = fields);
     }
+    {
+        py::dict fields;
+        RK_FIELD(rk_route, ring);
+        RK_FIELD(rk_route, cookie);
+        out["route"] = py::dict("size"_a = sizeof(rk_route), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_channel, count);
+        RK_FIELD(rk_channel, targets);
+        out["channel"] = py::dict("size"_a = sizeof(rk_channel), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_routes, n_inputs);
+        RK_FIELD(rk_routes, n_channels);
+        RK_FIELD(rk_routes, inputs);
+        RK_FIELD(rk_routes, channels);
+        out["routes"] = py::dict("size"_a = sizeof(rk_routes), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_buffer_entry, address);
+        RK_FIELD(rk_buffer_entry, bytes);
+        RK_FIELD(rk_buffer_entry, generation);
+        RK_FIELD(rk_buffer_entry, live);
+        out["buffer_entry"] = py::dict("size"_a = sizeof(rk_buffer_entry), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_buffer_table, capacity);
+        RK_FIELD(rk_buffer_table, entries);
+        out["buffer_table"] = py::dict("size"_a = sizeof(rk_buffer_table), "fields"_a = fields);
+    }
+    {
+        py::dict fields;
+        RK_FIELD(rk_kernel_params, control_block);
+        RK_FIELD(rk_kernel_params, telemetry);
+        RK_FIELD(rk_kernel_params, routes_word);
+        RK_FIELD(rk_kernel_params, buffers);
+        RK_FIELD(rk_kernel_params, ttl_ns);
+        RK_FIELD(rk_kernel_params, reply_id_base);
+        RK_FIELD(rk_kernel_params, in_size);
+        RK_FIELD(rk_kernel_params, out_size);
+        RK_FIELD(rk_kernel_params, backpressure);
+        RK_FIELD(rk_kernel_params, out_type);
+        RK_FIELD(rk_kernel_params, node);
+        RK_FIELD(rk_kernel_params, clock_offset_ns);
+        RK_FIELD(rk_kernel_params, run_limit);
+        RK_FIELD(rk_kernel_params, idle_backoff_ns);
+        out["kernel_params"] = py::dict("size"_a = sizeof(rk_kernel_params), "fields"_a = fields);
+    }
     return out;
 }
 #undef RK_FIELD

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["RING_HEADER_DTYPE", "ENVELOPE_DTYPE", "RING_DESC_DTYPE", "CONTROL_BLOCK_DTYPE", "TELEMETRY_DTYPE"]
+__all__ = ["RING_HEADER_DTYPE", "ENVELOPE_DTYPE", "RING_DESC_DTYPE", "CONTROL_BLOCK_DTYPE", "TELEMETRY_DTYPE",
+           "MAX_INPUTS", "MAX_CHANNELS", "MAX_FANOUT", "ROUTE_DTYPE", "CHANNEL_DTYPE", "ROUTES_DTYPE",
+           "BUFFER_ENTRY_DTYPE", "BUFFER_TABLE_DTYPE", "KERNEL_PARAMS_DTYPE"]
 
 RING_HEADER_DTYPE = np.dtype(
     {
@@ -82,6 +84,47 @@ TELEMETRY_DTYPE = np.dtype(
         ("min_latency_ns", "<u8"),
         ("max_latency_ns", "<u8"),
         ("reserved", "<u8"),
+    ],
+    align=True,
+)
+
+# Routes, buffers and launch parameters (layout.h): what blocks read on every target. Pointers are 64-bit
+# device-visible addresses.
+MAX_INPUTS, MAX_CHANNELS, MAX_FANOUT = 16, 8, 16
+
+ROUTE_DTYPE = np.dtype([("ring", "<u8"), ("cookie", "<u8")], align=True)
+
+CHANNEL_DTYPE = np.dtype([("count", "<u4"), ("reserved", "<u4"), ("targets", ROUTE_DTYPE, (MAX_FANOUT,))],
+                         align=True)
+
+ROUTES_DTYPE = np.dtype(
+    [("n_inputs", "<u4"), ("n_channels", "<u4"), ("inputs", ROUTE_DTYPE, (MAX_INPUTS,)),
+     ("channels", CHANNEL_DTYPE, (MAX_CHANNELS,))],
+    align=True,
+)
+
+BUFFER_ENTRY_DTYPE = np.dtype(
+    [("address", "<u8"), ("bytes", "<u8"), ("generation", "<u4"), ("live", "<u4"), ("reserved", "<u8")], align=True
+)
+
+BUFFER_TABLE_DTYPE = np.dtype([("capacity", "<u4"), ("reserved", "<u4"), ("entries", "<u8")], align=True)
+
+KERNEL_PARAMS_DTYPE = np.dtype(
+    [
+        ("control_block", "<u8"),
+        ("telemetry", "<u8"),
+        ("routes_word", "<u8"),
+        ("buffers", "<u8"),
+        ("ttl_ns", "<u8"),
+        ("reply_id_base", "<u8"),
+        ("in_size", "<u4"),
+        ("out_size", "<u4"),
+        ("backpressure", "<u4"),
+        ("out_type", "<u2"),
+        ("node", "<u2"),
+        ("clock_offset_ns", "<u8"),
+        ("run_limit", "<u4"),
+        ("idle_backoff_ns", "<u4"),
     ],
     align=True,
 )

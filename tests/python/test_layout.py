@@ -9,6 +9,12 @@ CASES = {
     "envelope": layout.ENVELOPE_DTYPE,
     "control_block": layout.CONTROL_BLOCK_DTYPE,
     "telemetry": layout.TELEMETRY_DTYPE,
+    "route": layout.ROUTE_DTYPE,
+    "channel": layout.CHANNEL_DTYPE,
+    "routes": layout.ROUTES_DTYPE,
+    "buffer_entry": layout.BUFFER_ENTRY_DTYPE,
+    "buffer_table": layout.BUFFER_TABLE_DTYPE,
+    "kernel_params": layout.KERNEL_PARAMS_DTYPE,
 }
 
 

@@ -125,6 +125,90 @@ typedef struct rk_telemetry {
     rk_u64 reserved;
 } rk_telemetry;
 
+/* ---- routes, buffers, launch parameters ----------------------------------------------------------- */
+/* Pointers in these structs are device-visible addresses of 64 bits on every target (the host, CUDA, and
+ * OpenCL devices with 64-bit addresses, which the OpenCL backend requires); in OpenCL C they point into
+ * the global address space. */
+#if defined(__OPENCL_VERSION__) || defined(__OPENCL_C_VERSION__)
+#define RK_LAYOUT_GLOBAL __global
+#else
+#define RK_LAYOUT_GLOBAL
+#endif
+
+#define RK_MAX_INPUTS 16
+#define RK_MAX_CHANNELS 8
+#define RK_MAX_FANOUT 16
+
+/* Where a kernel reads and writes. Replaced as a whole (never edited in place) when kernels are
+ * connected, so a block always sees a consistent set. `cookie` identifies a ring to the host. */
+typedef struct rk_route {
+    RK_LAYOUT_GLOBAL rk_ring_header *ring;
+    rk_u64 cookie;
+} rk_route;
+
+typedef struct rk_channel {
+    rk_u32 count;
+    rk_u32 reserved;
+    rk_route targets[RK_MAX_FANOUT];
+} rk_channel;
+
+typedef struct rk_routes {
+    rk_u32 n_inputs;
+    rk_u32 n_channels;
+    rk_route inputs[RK_MAX_INPUTS];
+    rk_channel channels[RK_MAX_CHANNELS];
+} rk_routes;
+
+/* Buffers: handle = tag << 32 | (index + 1), the tag random per buffer (a handle of another runtime or a
+ * guessed one does not resolve); 0 is never a handle. */
+typedef struct rk_buffer_entry {
+    rk_u64 address;
+    rk_u64 bytes;
+    rk_u32 generation;
+    rk_u32 live;
+    rk_u64 reserved;
+} rk_buffer_entry;
+
+typedef struct rk_buffer_table {
+    rk_u32 capacity;
+    rk_u32 reserved;
+    RK_LAYOUT_GLOBAL rk_buffer_entry *entries;
+} rk_buffer_table;
+
+/* What a device launch passes to its blocks (one SVM/device-visible struct, read once): addresses as
+ * 64-bit integers so host and device agree on the layout. */
+typedef struct rk_kernel_params {
+    rk_u64 control_block;                /* rk_control_block * */
+    rk_u64 telemetry;                    /* rk_telemetry * */
+    rk_u64 routes_word;                  /* rk_u64 * holding the address of the current rk_routes */
+    rk_u64 buffers;                      /* rk_buffer_table * (0: none) */
+    rk_u64 ttl_ns;
+    rk_u64 reply_id_base;
+    rk_u32 in_size, out_size;
+    rk_u32 backpressure;
+    rk_u16 out_type, node;
+    rk_u64 clock_offset_ns;              /* CUDA: wall-clock ns minus %globaltimer (mod 2^64) */
+    rk_u32 run_limit;                    /* CUDA: reply buffers per block (dynamic shared memory) */
+    rk_u32 idle_backoff_ns;              /* CUDA: longest idle sleep between polls */
+} rk_kernel_params;
+
+/* ---- the HLC advance rule ----------------------------------------------------------------------- */
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+#define RK_LAYOUT_FN static __host__ __device__ inline
+#else
+#define RK_LAYOUT_FN static inline
+#endif
+/* The packed stamp (48-bit physical ms << 16 | 16-bit logical, DESIGN §5) that follows `state` for an event
+ * whose floor is `floor` (0 for a local event, remote + 1 for a receive) at physical time `wall_ms`:
+ * max(state + 1, floor, wall_ms << 16). Written once, used by the host clock (hlc.cpp) and by kernels
+ * (rk_hlc_advance): both sides of a message agree on what "after" means. */
+RK_LAYOUT_FN rk_u64 rk_hlc_next(rk_u64 state, rk_u64 floor, rk_u64 wall_ms) {
+    rk_u64 next = state + 1u;
+    if (floor > next) next = floor;
+    if ((wall_ms << 16) > next) next = wall_ms << 16;
+    return next;
+}
+
 /* ---- layout asserts --------------------------------------------------------------------------- */
 RK_STATIC_ASSERT(sizeof(rk_ring_header) == 3 * RK_CACHE_LINE, ring_header_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_ring_header, head) == 0, ring_head_offset);
@@ -166,5 +250,28 @@ RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, queue_depth) == 24, tel_depth);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, total_latency_ns) == 32, tel_total);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_telemetry, max_latency_ns) == 48, tel_max);
+
+RK_STATIC_ASSERT(sizeof(rk_route) == 16, route_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_route, cookie) == 8, route_cookie);
+RK_STATIC_ASSERT(sizeof(rk_channel) == 8 + 16 * RK_MAX_FANOUT, channel_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_channel, targets) == 8, channel_targets);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_routes, inputs) == 8, routes_inputs);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_routes, channels) == 8 + 16 * RK_MAX_INPUTS, routes_channels);
+RK_STATIC_ASSERT(sizeof(rk_routes) == 8 + 16 * RK_MAX_INPUTS + (8 + 16 * RK_MAX_FANOUT) * RK_MAX_CHANNELS, routes_size);
+RK_STATIC_ASSERT(sizeof(rk_buffer_entry) == 32, buffer_entry_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_entry, bytes) == 8, buffer_entry_bytes);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_entry, generation) == 16, buffer_entry_generation);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_entry, live) == 20, buffer_entry_live);
+RK_STATIC_ASSERT(sizeof(rk_buffer_table) == 16, buffer_table_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_table, entries) == 8, buffer_table_entries);
+RK_STATIC_ASSERT(sizeof(rk_kernel_params) == 80, kernel_params_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, ttl_ns) == 32, kernel_params_ttl);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, in_size) == 48, kernel_params_in_size);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, backpressure) == 56, kernel_params_backpressure);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, out_type) == 60, kernel_params_out_type);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, node) == 62, kernel_params_node);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, clock_offset_ns) == 64, kernel_params_clock_offset);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, run_limit) == 72, kernel_params_run_limit);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, idle_backoff_ns) == 76, kernel_params_idle_backoff);
 
 #endif /* RINGKERNEL_LAYOUT_H */
