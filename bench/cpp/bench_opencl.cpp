@@ -205,7 +205,7 @@ Stats runtime_rtt(const char *backend, int n, double *batched_mps, const char *m
     s.handler = rk::Handler::builtin("echo");
     s.input_size = s.output_size = 64;
     s.block = 1;  // echo needs no cooperating threads
-    s.mode = mode;
+    if (*mode) s.mode = rk::kernel_mode_from_string(mode);
     s.options.set_queue_capacity(4096).set_dedup_window(0);
     auto k = rt.launch(s);
     k->activate();

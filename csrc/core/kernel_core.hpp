@@ -59,7 +59,7 @@ struct KernelCore {
     std::shared_ptr<const void> module;  // what keeps `step` loaded (a compiled handler's shared object)
     int (*step)(rk_ctx *) = nullptr;     // the block step of the handler
     bool uses_barrier = false;
-    std::string mode = "persistent";    // how the backend runs it: "persistent" or "dispatch"
+    KernelMode mode = KernelMode::Persistent;  // how the backend runs it: Persistent or Dispatch
     std::uint64_t reply_id_base = 0;    // the kernel's reply ids: a block of 2^36 process-unique ids
 
     // Routes are replaced, never edited: every table stays alive until the core goes away.

@@ -29,6 +29,21 @@ const char *to_string(KernelState s) noexcept {
     return "?";
 }
 
+const char *to_string(KernelMode m) noexcept {
+    switch (m) {
+    case KernelMode::Auto: return "auto";
+    case KernelMode::Persistent: return "persistent";
+    case KernelMode::Dispatch: return "dispatch";
+    }
+    return "?";
+}
+
+KernelMode kernel_mode_from_string(const std::string &name) {
+    for (KernelMode m : {KernelMode::Auto, KernelMode::Persistent, KernelMode::Dispatch})
+        if (name == to_string(m)) return m;
+    throw std::invalid_argument("mode must be 'auto', 'persistent' or 'dispatch', got '" + name + "'");
+}
+
 Handler Handler::builtin(std::string name) {
     Handler h;
     h.kind = Kind::Builtin;
@@ -402,7 +417,7 @@ std::uint64_t Kernel::messages_dropped() const noexcept {
     return rk_atomic_load_u64(&core_->cb->messages_dropped, RK_ACQUIRE, RK_SCOPE_SYSTEM);
 }
 
-const std::string &Kernel::mode() const noexcept { return core_->mode; }
+KernelMode Kernel::mode() const noexcept { return core_->mode; }
 
 bool Kernel::stopped() const noexcept {
     return rk_atomic_load_i32(&core_->cb->has_terminated, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0;
@@ -585,10 +600,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
             if (spec.channels[j] == spec.channels[i])
                 throw std::invalid_argument("channel '" + spec.channels[i] + "' is declared twice");
     }
-    for (const std::string *m : {&spec.mode, &cfg_.mode})
-        if (!m->empty() && *m != "auto" && *m != "persistent" && *m != "dispatch")
-            throw std::invalid_argument("mode must be 'auto', 'persistent' or 'dispatch', got '" + *m + "'");
-    if (backend_name_ == "cpu" && (spec.mode == "dispatch" || (spec.mode.empty() && cfg_.mode == "dispatch")))
+    if (backend_name_ == "cpu" && spec.mode.value_or(cfg_.mode) == KernelMode::Dispatch)
         throw std::invalid_argument("the CPU backend runs kernels persistently (workers park when idle); "
                                     "mode='dispatch' is a device-backend option");
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)

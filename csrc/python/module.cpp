@@ -1043,7 +1043,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     spec.block = block;
     if (!options.is_none()) spec.options = options.cast<rk::LaunchOptions>();
     spec.channels = channels;
-    spec.mode = mode;
+    if (!mode.empty()) spec.mode = rk::kernel_mode_from_string(mode);
     if (max_batch < 1 || max_batch > 65536)
         throw py::value_error("max_batch must be in [1, 65536], got " + std::to_string(max_batch));
     // Typed views made before the kernel exists, so a Python handler can decode and encode.
@@ -1162,7 +1162,7 @@ void bind_runtime(py::module_ &m) {
         .def_property_readonly("grid", [](const PyKernel &k) { return k.k->spec().grid; })
         .def_property_readonly("block", [](const PyKernel &k) { return k.k->spec().block; })
         .def_property_readonly("handler", [](const PyKernel &k) { return k.k->spec().handler.describe(); })
-        .def_property_readonly("mode", [](const PyKernel &k) { return k.k->mode(); })
+        .def_property_readonly("mode", [](const PyKernel &k) { return std::string(rk::to_string(k.k->mode())); })
         .def_property_readonly("channels", [](const PyKernel &k) { return k.k->spec().channels; })
         .def_property_readonly("input_type", [](const PyKernel &k) { return k.in_type; })
         .def_property_readonly("output_type", [](const PyKernel &k) { return k.out_type; })
@@ -1224,7 +1224,7 @@ void bind_runtime(py::module_ &m) {
                  cfg.compiler = compiler;
                  cfg.max_buffers = max_buffers;
                  cfg.device = device;
-                 cfg.mode = mode;
+                 cfg.mode = rk::kernel_mode_from_string(mode);
                  PyRuntime r;
                  {
                      // Probing a device backend can take a while.

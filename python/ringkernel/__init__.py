@@ -50,7 +50,7 @@ from .messages import (  # noqa: E402
     u64,
     write_header,
 )
-from .runtime import Buffer, Kernel, KernelState, Runtime, Source, Topic, batch  # noqa: E402
+from .runtime import Buffer, Kernel, KernelState, Mode, Runtime, Source, Topic, batch  # noqa: E402
 from ._core import (  # noqa: E402
     BackendInfo,
     BackendUnavailableError,
@@ -99,6 +99,7 @@ __all__ = [
     "Buffer",
     "Kernel",
     "KernelState",
+    "Mode",
     "Runtime",
     "Source",
     "Telemetry",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import dataclasses
+import enum
 import os
 import time
 import warnings
@@ -22,7 +23,31 @@ import numpy as np
 from . import _core
 from ._core import KernelState, LaunchOptions, Queue
 
-__all__ = ["Runtime", "Kernel", "Source", "Buffer", "Topic", "KernelState", "batch"]
+__all__ = ["Runtime", "Kernel", "Source", "Buffer", "Topic", "KernelState", "Mode", "batch"]
+
+
+class Mode(str, enum.Enum):
+    """How a device backend runs a kernel's blocks (``Runtime(mode=...)``, ``launch(mode=...)``,
+    ``Kernel.mode``). A str enum: the names "auto", "persistent" and "dispatch" are accepted too."""
+
+    AUTO = "auto"              # persistent while the device can keep the blocks resident, else dispatch
+    PERSISTENT = "persistent"  # the blocks stay resident, polling their rings
+    DISPATCH = "dispatch"      # the blocks are launched when messages wait
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _mode(value: Any) -> str:
+    """A mode argument (rk.Mode or its name) as the name the core takes."""
+    if isinstance(value, Mode):
+        return value.value
+    if not isinstance(value, str):
+        raise TypeError(f"mode must be an rk.Mode or one of 'auto', 'persistent', 'dispatch', got {type(value).__name__}")
+    try:
+        return Mode(value).value
+    except ValueError:
+        raise ValueError(f"mode must be 'auto', 'persistent' or 'dispatch' (or an rk.Mode), got {value!r}") from None
 
 _INCLUDE = Path(__file__).with_name("include")
 _POLL_WARN_INTERVAL = 1e-4  # polling telemetry faster than 10 kHz warns
@@ -226,7 +251,7 @@ class Kernel:
     name = property(lambda self: self._k.name)
     id = property(lambda self: self._k.id)
     grid = property(lambda self: self._k.grid)
-    mode = property(lambda self: self._k.mode, doc='"persistent" or "dispatch"')
+    mode = property(lambda self: Mode(self._k.mode), doc="rk.Mode.PERSISTENT or rk.Mode.DISPATCH: how it runs")
     block = property(lambda self: self._k.block)
     channels = property(lambda self: list(self._k.channels))
     input_type = property(lambda self: self._k.input_type)
@@ -409,7 +434,7 @@ class Runtime:
     blocks resident and dispatch beyond; ``Kernel.mode`` says which one runs.
     """
 
-    def __init__(self, backend: str = "auto", *, device: Optional[int] = None, mode: str = "auto",
+    def __init__(self, backend: str = "auto", *, device: Optional[int] = None, mode: Union[Mode, str] = Mode.AUTO,
                  cache_dir: Optional[str] = None, compiler: Optional[str] = None, max_buffers: int = 4096):
         if not isinstance(backend, str):
             raise TypeError(f"backend must be a str ('auto', 'cpu', 'cuda', 'opencl'), got {type(backend).__name__}")
@@ -418,7 +443,7 @@ class Runtime:
                              f"got {device!r}")
         includes = [str(_INCLUDE)] if (_INCLUDE / "rk_kernel.h").is_file() else []
         self._rt = _core._Runtime(backend, includes, cache_dir or "", compiler or "", max_buffers,
-                                  -1 if device is None else device, mode)
+                                  -1 if device is None else device, _mode(mode))
         self._kernels: dict = {}
         self._topics: dict = {}
         _open_runtimes.add(self)
@@ -441,7 +466,7 @@ class Runtime:
     # ---- kernels ------------------------------------------------------------------------------------
     def create(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Optional[str] = None) -> Kernel:
+               mode: Union[Mode, str, None] = None) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
         max_batch = 1
         fn: Any = handler
@@ -452,7 +477,8 @@ class Runtime:
                 raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
         if options is not None and not isinstance(options, LaunchOptions):
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
-        native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch, mode or "")
+        native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch,
+                                 "" if mode is None else _mode(mode))
         k = Kernel(self, native)
         self._forget_ended()
         self._kernels[name] = k
@@ -467,7 +493,7 @@ class Runtime:
 
     def launch(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Optional[str] = None) -> Kernel:
+               mode: Union[Mode, str, None] = None) -> Kernel:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
         handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, a Python callable

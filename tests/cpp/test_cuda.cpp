@@ -202,7 +202,7 @@ TEST(CudaRuntime, EchoKeepsOrderStampsAndCounts) {
     REQUIRE_GPU();
     rk::Runtime rt("cuda");
     auto k = rt.launch(spec("echo", rk::Handler::builtin("echo"), 1, 32));
-    EXPECT_EQ(k->mode(), "persistent");
+    EXPECT_EQ(k->mode(), rk::KernelMode::Persistent);
     k->enable_telemetry();
     k->activate();
     const std::uint64_t before = rk::wall_ns();
@@ -367,6 +367,6 @@ TEST(CudaRuntime, DispatchModeIsRefusedWithTheReason) {
     REQUIRE_GPU();
     rk::Runtime rt("cuda");
     auto s = spec("d", rk::Handler::builtin("echo"));
-    s.mode = "dispatch";
+    s.mode = rk::KernelMode::Dispatch;
     EXPECT_THROW(rt.launch(s), std::invalid_argument);
 }

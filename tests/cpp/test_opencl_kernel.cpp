@@ -308,9 +308,9 @@ void round_trips(rk::Runtime &rt, const std::string &mode, std::uint32_t grid) {
     s.input_size = s.output_size = sizeof(Echo);
     s.grid = grid;
     s.block = 4;
-    s.mode = mode;
+    s.mode = rk::kernel_mode_from_string(mode);
     auto k = rt.launch(s);
-    EXPECT_EQ(k->mode(), mode);
+    EXPECT_EQ(rk::to_string(k->mode()), mode);
     k->enable_telemetry();
     k->activate();
     for (std::uint64_t i = 0; i < 500; ++i) {
@@ -352,7 +352,7 @@ TEST(OpenClRuntime, DispatchWithCopiesWhereMemoryIsNotShared) {
         s.name = "p";
         s.handler = rk::Handler::builtin("echo");
         s.input_size = s.output_size = sizeof(Echo);
-        s.mode = "persistent";
+        s.mode = rk::KernelMode::Persistent;
         EXPECT_THROW(rt.launch(s), std::invalid_argument);
     }
     ::unsetenv("RINGKERNEL_OPENCL_SVM");

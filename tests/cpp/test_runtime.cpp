@@ -629,3 +629,39 @@ TEST(Runtime, BadArgumentsAreRefused) {
 }
 
 }  // namespace
+
+// ---- backends register themselves; modes are an enum -----------------------------------------------------
+
+TEST(BackendRegistry, ListsTheBuildsBackendsInOrderAndNamesThemInErrors) {
+    std::vector<std::string> names;
+    for (const auto &s : rk::backend_statuses()) names.push_back(s.name);
+    ASSERT_GE(names.size(), 4u);
+    EXPECT_EQ(names[0], "cpu");
+    EXPECT_EQ(names.back(), "metal");  // registered as absent: listed, never available
+    EXPECT_FALSE(rk::backend_statuses().back().available);
+    try {
+        rk::Runtime rt("vulkan");
+        FAIL() << "an unknown backend was accepted";
+    } catch (const std::invalid_argument &e) {
+        EXPECT_NE(std::string(e.what()).find("'auto', 'cpu', 'cuda', 'opencl', 'metal'; got 'vulkan'"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_THROW(rk::Runtime("metal"), rk::BackendUnavailableError);
+    rk::Runtime rt("auto");  // falls back to the CPU where no device backend is a candidate
+    EXPECT_FALSE(rt.backend().empty());
+}
+
+TEST(KernelMode, NamesRoundTripAndUnknownOnesAreRefused) {
+    for (rk::KernelMode m : {rk::KernelMode::Auto, rk::KernelMode::Persistent, rk::KernelMode::Dispatch})
+        EXPECT_EQ(rk::kernel_mode_from_string(rk::to_string(m)), m);
+    EXPECT_THROW(rk::kernel_mode_from_string("sometimes"), std::invalid_argument);
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s;
+    s.name = "k";
+    s.handler = rk::Handler::builtin("echo");
+    auto k = rt.launch(s);
+    EXPECT_EQ(k->mode(), rk::KernelMode::Persistent);
+    s.name = "d";
+    s.mode = rk::KernelMode::Dispatch;
+    EXPECT_THROW(rt.launch(s), std::invalid_argument);
+}

@@ -620,8 +620,7 @@ public:
     void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
         const KernelSpec &spec = core.spec;
         const std::string entry = device_handler_entry(spec, "cuda");
-        const std::string wanted = spec.mode.empty() ? (cfg.mode.empty() ? "auto" : cfg.mode) : spec.mode;
-        if (wanted == "dispatch")
+        if (spec.mode.value_or(cfg.mode) == KernelMode::Dispatch)
             throw std::invalid_argument("the CUDA backend runs ring kernels resident (mode 'persistent' or 'auto'); "
                                         "'dispatch' is a mode of the OpenCL backend");
         if (spec.options.backpressure() == Backpressure::DropOldest && !d_->host_atomics)
@@ -698,7 +697,7 @@ public:
             units = std::make_unique<Reservation>(d_, share);
         }
         core.runner = std::make_unique<CudaBlocks>(d_, func, smem, run_limit, core, std::move(units));
-        core.mode = "persistent";
+        core.mode = KernelMode::Persistent;
         core.uses_barrier = true;
     }
 

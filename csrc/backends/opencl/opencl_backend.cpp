@@ -712,10 +712,10 @@ public:
                                         std::to_string(local_need) + " bytes of local memory per block; OpenCL device " +
                                         dev.name + " has " + std::to_string(dev.local_mem));
         cl_program prog = build(code, entry, spec.output_size, cfg);
-        const std::string wanted = spec.mode.empty() ? (cfg.mode.empty() ? "auto" : cfg.mode) : spec.mode;
+        const KernelMode wanted = spec.mode.value_or(cfg.mode);
         const bool shared = dev.shares_memory();
         if (!shared) {
-            if (wanted == "persistent")
+            if (wanted == KernelMode::Persistent)
                 throw std::invalid_argument("persistent mode needs memory the host and the device share while the "
                                             "kernel runs (fine-grained SVM with atomics); OpenCL device " + dev.name +
                                             " runs ring kernels in dispatch mode, with copies");
@@ -723,7 +723,7 @@ public:
                 throw std::invalid_argument("named channels need shared memory (fine-grained SVM); OpenCL device " +
                                             dev.name + " runs ring kernels with copies of one input and one output");
         }
-        bool persistent = wanted != "dispatch" && shared;
+        bool persistent = wanted != KernelMode::Dispatch && shared;
         std::unique_ptr<Reservation> units;
         {
             // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
@@ -732,9 +732,9 @@ public:
             Residency &r = residency_of(dev.device);
             std::lock_guard<std::mutex> lock(r.mu);
             const std::uint32_t compute = dev.compute_units;
-            const std::uint32_t keep = r.dispatch > 0 || wanted == "auto" ? 1u : 0u;
+            const std::uint32_t keep = r.dispatch > 0 || wanted == KernelMode::Auto ? 1u : 0u;
             const bool fits = r.resident + spec.grid + keep <= compute;
-            if (wanted == "persistent" && !fits)
+            if (wanted == KernelMode::Persistent && !fits)
                 throw std::invalid_argument(
                     "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) +
                     " resident work-group(s) but the device has " + std::to_string(compute) + " compute units, " +
@@ -742,7 +742,7 @@ public:
                     (keep ? " and 1 kept for dispatch launches" : "") +
                     ": terminate one, lower grid, launch with mode='dispatch', or (PoCL) raise "
                     "POCL_MAX_PTHREAD_COUNT before the process starts");
-            if (wanted == "auto" && !fits) persistent = false;
+            if (wanted == KernelMode::Auto && !fits) persistent = false;
             if (!persistent && r.resident >= compute)
                 throw std::invalid_argument("kernel '" + spec.name + "' cannot be dispatched: resident kernels hold all " +
                                             std::to_string(compute) + " compute units of the device");
@@ -754,7 +754,7 @@ public:
         if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core, std::move(units));
         else if (shared) core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
         else core.runner = std::make_unique<OpenClCopyDispatch>(c_, prog, core, std::move(units));
-        core.mode = persistent ? "persistent" : "dispatch";
+        core.mode = persistent ? KernelMode::Persistent : KernelMode::Dispatch;
         core.uses_barrier = true;
     }
 

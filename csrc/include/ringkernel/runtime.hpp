@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,6 +67,17 @@ struct Handler {
 // The names of the built-in catalog, and whether a name is in it.
 std::vector<std::string> builtin_handlers();
 
+// How a device backend runs a kernel's blocks (DESIGN §6). The CPU backend runs every kernel persistently
+// (its workers park when idle).
+enum class KernelMode : int {
+    Auto,        // persistent when the device can keep the blocks resident, else dispatch
+    Persistent,  // the blocks stay resident, polling their rings
+    Dispatch,    // the blocks are launched when messages wait
+};
+const char *to_string(KernelMode m) noexcept;  // "auto", "persistent", "dispatch"
+// The mode a name stands for; invalid_argument naming the valid names otherwise.
+KernelMode kernel_mode_from_string(const std::string &name);
+
 struct KernelSpec {
     std::string name;                  // [A-Za-z_][A-Za-z0-9_-]*, at most 64 characters
     Handler handler;
@@ -77,9 +89,8 @@ struct KernelSpec {
     std::uint32_t block = 1;           // threads per block, [1, 1024]
     LaunchOptions options;
     std::vector<std::string> channels; // named output channels, 1..7 in this order
-    // Device backends: "persistent" (blocks stay resident), "dispatch" (launched when messages wait),
-    // "auto" (persistent when the device can keep the blocks resident), "" = the runtime's mode.
-    std::string mode;
+    // How a device backend runs it; empty: the runtime's mode (RuntimeConfig::mode).
+    std::optional<KernelMode> mode;
 };
 
 struct TelemetrySnapshot {
@@ -148,8 +159,8 @@ public:
     // The kernel's HLC state (packed), read live.
     std::uint64_t hlc() const noexcept;
 
-    // How the backend runs this kernel: "persistent" or "dispatch".
-    const std::string &mode() const noexcept;
+    // How the backend runs this kernel: KernelMode::Persistent or KernelMode::Dispatch.
+    KernelMode mode() const noexcept;
 
     // Named output channels: index 1..7 of `name`; std::out_of_range if the kernel has none such.
     std::uint32_t channel_index(const std::string &name) const;
@@ -208,7 +219,7 @@ struct RuntimeConfig {
     // Device backends: which device (an index into the backend's device list); -1: $RINGKERNEL_DEVICE,
     // else the first that can run ring kernels.
     int device = -1;
-    std::string mode = "auto";  // the kernels' default mode (see KernelSpec::mode)
+    KernelMode mode = KernelMode::Auto;  // the kernels' default mode (see KernelSpec::mode)
 };
 
 // Which backends this build knows, whether each can run here and why not.
