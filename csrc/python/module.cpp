@@ -201,6 +201,21 @@ const std::function<void()> kCheckSignals = [] {
 
 rk::Wait wait_for(std::int64_t ns) { return rk::Wait{ns, ns != 0 ? &kCheckSignals : nullptr}; }
 
+// The numpy dtypes of layout.h's structs, given by ringkernel.layout when it is imported (the package does
+// so first): the bindings never import the package's Python modules. Leaked on purpose (see numpy()).
+struct LayoutDtypes {
+    PyObject *envelope = nullptr, *telemetry = nullptr, *control_block = nullptr;
+};
+LayoutDtypes &layout_dtypes() {
+    static LayoutDtypes d;
+    return d;
+}
+py::object layout_dtype(PyObject *const LayoutDtypes::*which, const char *name) {
+    PyObject *dt = layout_dtypes().*which;
+    if (!dt) throw std::logic_error(std::string("ringkernel.layout has not registered ") + name + " (import ringkernel)");
+    return py::reinterpret_borrow<py::object>(dt);
+}
+
 py::object numpy() {
     static PyObject *np = py::module_::import("numpy").release().ptr();  // leaked, see envelope_dtype()
     return py::reinterpret_borrow<py::object>(np);
@@ -456,9 +471,7 @@ public:
     }
 
     static py::object envelope_dtype() {
-        // Intentionally leaked: a static py::object would be released after the interpreter is gone.
-        static PyObject *dt = py::object(py::module_::import("ringkernel.layout").attr("ENVELOPE_DTYPE")).release().ptr();
-        return py::reinterpret_borrow<py::object>(dt);
+        return layout_dtype(&LayoutDtypes::envelope, "ENVELOPE_DTYPE");
     }
 
     std::size_t size() const { return q_->size(); }
@@ -1198,13 +1211,13 @@ void bind_runtime(py::module_ &m) {
         .def("telemetry", [](const PyKernel &k) { return k.k->telemetry(); })
         .def("telemetry_view", [](py::handle self) {
             PyKernel &k = kernel_of(self);
-            py::object dt = py::module_::import("ringkernel.layout").attr("TELEMETRY_DTYPE");
+            py::object dt = layout_dtype(&LayoutDtypes::telemetry, "TELEMETRY_DTYPE");
             return read_only(py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
                                        k.k->telemetry_block(), self));
         })
         .def("control_view", [](py::handle self) {
             PyKernel &k = kernel_of(self);
-            py::object dt = py::module_::import("ringkernel.layout").attr("CONTROL_BLOCK_DTYPE");
+            py::object dt = layout_dtype(&LayoutDtypes::control_block, "CONTROL_BLOCK_DTYPE");
             return read_only(py::array(dt.cast<py::dtype>(), std::vector<py::ssize_t>{}, std::vector<py::ssize_t>{},
                                        k.k->control_block(), self));
         })
@@ -1697,6 +1710,17 @@ PYBIND11_MODULE(_core, m) {
     m.def("backends", &backends, "every backend this build knows, with availability and the reason; never raises");
     m.def("cuda_module_loading", &rk::cuda_module_loading_mode,
           "how the CUDA driver loads modules in this process: 'eager', 'lazy', or 'unknown' (CUDA not started)");
+    m.def(
+        "_set_layout_dtypes",
+        [](py::object envelope, py::object telemetry, py::object control_block) {
+            LayoutDtypes &d = layout_dtypes();
+            if (d.envelope) return;  // set once, by the first import of ringkernel.layout
+            d.envelope = envelope.release().ptr();
+            d.telemetry = telemetry.release().ptr();
+            d.control_block = control_block.release().ptr();
+        },
+        "envelope"_a, "telemetry"_a, "control_block"_a,
+        "ringkernel.layout passes down the numpy dtypes of the envelope, telemetry and control block");
     m.def("layout_info", &layout_info, "sizes and (offset, size) of every field of the layout.h structs");
     m.def("build_info", [] {
         return py::dict("version"_a = RINGKERNEL_VERSION, "cuda_compiled"_a = bool(RINGKERNEL_HAS_CUDA_COMPILER),

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
+
 __all__ = ["RING_HEADER_DTYPE", "ENVELOPE_DTYPE", "RING_DESC_DTYPE", "CONTROL_BLOCK_DTYPE", "TELEMETRY_DTYPE",
            "MAX_INPUTS", "MAX_CHANNELS", "MAX_FANOUT", "ROUTE_DTYPE", "CHANNEL_DTYPE", "ROUTES_DTYPE",
            "BUFFER_ENTRY_DTYPE", "BUFFER_TABLE_DTYPE", "KERNEL_PARAMS_DTYPE"]
@@ -128,3 +130,6 @@ KERNEL_PARAMS_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+# The bindings read envelopes, telemetry and control blocks with these dtypes (they never import this module).
+_core._set_layout_dtypes(ENVELOPE_DTYPE, TELEMETRY_DTYPE, CONTROL_BLOCK_DTYPE)
