@@ -9,33 +9,11 @@
 
 namespace rk {
 
-const char *builtin_entry(const std::string &name) {
-    if (name == "echo") return "rk_builtin_echo";
-    if (name == "vector_add") return "rk_builtin_vector_add";
-    if (name == "count") return "rk_builtin_count";
-    return nullptr;
-}
-
 std::string device_handler_entry(const KernelSpec &spec, const char *backend) {
     const Handler &h = spec.handler;
     switch (h.kind) {
     case Handler::Kind::Builtin:
-        if (!builtin_entry(h.name)) {
-            std::string names;
-            for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
-            throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
-        }
-        if (h.name == "echo" && spec.input_size != spec.output_size)
-            throw std::invalid_argument("the echo handler needs input and output of one size, got " +
-                                        std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size) +
-                                        " bytes");
-        if (h.name == "vector_add" && (spec.input_size != sizeof(rk_vector_add_request) ||
-                                       spec.output_size != sizeof(rk_vector_add_response)))
-            throw std::invalid_argument("the vector_add handler takes VectorAddRequest (" +
-                                        std::to_string(sizeof(rk_vector_add_request)) +
-                                        " bytes) and answers VectorAddResponse (" +
-                                        std::to_string(sizeof(rk_vector_add_response)) + " bytes)");
-        return builtin_entry(h.name);
+        return check_builtin(spec);
     case Handler::Kind::Source:
         return h.entry;
     case Handler::Kind::Host:

@@ -15,9 +15,6 @@
 
 namespace rk {
 
-// The handler entry point of a built-in ("rk_builtin_echo", ...), or nullptr for an unknown name.
-const char *builtin_entry(const std::string &name);
-
 // Check that `spec` names a handler a device backend can run and that a built-in's record types fit it
 // (invalid_argument naming what is wrong); returns the entry point (the built-in's, or the source's).
 std::string device_handler_entry(const KernelSpec &spec, const char *backend);

@@ -19,6 +19,10 @@
 
 namespace rk {
 
+// The built-in `spec.handler.name` names (from the one table, RK_BUILTINS in rk_builtins.h), checked against
+// the kernel's record sizes: its handler function's name, or invalid_argument saying what is wrong.
+const char *check_builtin(const KernelSpec &spec);
+
 class BlockRunner;  // a backend's blocks of one kernel
 struct KernelCore;
 // The kernel whose block runs on this thread (a CPU backend worker), else null.

@@ -13,6 +13,7 @@
 #include "kernel_core.hpp"
 #include "process.hpp"
 #include "ringkernel/ids.hpp"
+#include "rk_builtins.h"
 
 namespace rk {
 
@@ -75,7 +76,40 @@ std::string Handler::describe() const {
     return "?";
 }
 
-std::vector<std::string> builtin_handlers() { return {"echo", "vector_add", "count"}; }
+std::vector<std::string> builtin_handlers() {
+#define RK_BUILTIN_NAME(builtin, fn, records) #builtin,
+    return {RK_BUILTINS(RK_BUILTIN_NAME)};
+#undef RK_BUILTIN_NAME
+}
+
+const char *check_builtin(const KernelSpec &spec) {
+    const std::string &name = spec.handler.name;
+    int records = -1;
+    const char *entry = nullptr;
+#define RK_BUILTIN_FIND(n, fn, rec) \
+    if (name == #n) {               \
+        records = rec;              \
+        entry = #fn;                \
+    }
+    RK_BUILTINS(RK_BUILTIN_FIND)
+#undef RK_BUILTIN_FIND
+    if (!entry) {
+        std::string names;
+        for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
+        throw std::invalid_argument("no built-in handler named '" + name + "' (built-ins: " + names + ")");
+    }
+    if (records == RK_BUILTIN_SAME_SIZE && spec.input_size != spec.output_size)
+        throw std::invalid_argument("the " + name + " handler needs input and output of one size, got " +
+                                    std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size) +
+                                    " bytes");
+    if (records == RK_BUILTIN_VECTOR &&
+        (spec.input_size != sizeof(rk_vector_add_request) || spec.output_size != sizeof(rk_vector_add_response)))
+        throw std::invalid_argument("the " + name + " handler takes VectorAddRequest (" +
+                                    std::to_string(sizeof(rk_vector_add_request)) + " bytes) and answers VectorAddResponse (" +
+                                    std::to_string(sizeof(rk_vector_add_response)) + " bytes), got " +
+                                    std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size));
+    return entry;
+}
 
 std::vector<BackendStatus> backend_statuses() {
     std::vector<BackendStatus> out;

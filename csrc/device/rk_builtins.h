@@ -91,4 +91,16 @@ RK_FN int rk_builtin_vector_add(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL 
     return RK_REPLY;
 }
 
+/* The built-in catalog, listed once: X(name, handler function, records) for every built-in, where records is
+ * what the handler needs of the kernel's record types: RK_BUILTIN_SAME_SIZE (input and output of one
+ * size), RK_BUILTIN_VECTOR (rk_vector_add_request in, rk_vector_add_response out) or RK_BUILTIN_ANY. Each
+ * backend expands it into its steps or kernels, the runtime into the list of names and the record checks. */
+#define RK_BUILTIN_ANY 0
+#define RK_BUILTIN_SAME_SIZE 1
+#define RK_BUILTIN_VECTOR 2
+#define RK_BUILTINS(X)                                       \
+    X(echo, rk_builtin_echo, RK_BUILTIN_SAME_SIZE)           \
+    X(vector_add, rk_builtin_vector_add, RK_BUILTIN_VECTOR)  \
+    X(count, rk_builtin_count, RK_BUILTIN_ANY)
+
 #endif /* RK_BUILTINS_H */

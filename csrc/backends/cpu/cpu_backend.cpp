@@ -47,9 +47,9 @@ namespace {
 
 // ---- built-in and host handler steps ---------------------------------------------------------------
 
-RK_DEFINE_BLOCK_STEP(step_echo, rk_builtin_echo)
-RK_DEFINE_BLOCK_STEP(step_vector_add, rk_builtin_vector_add)
-RK_DEFINE_BLOCK_STEP(step_count, rk_builtin_count)
+#define RK_CPU_BUILTIN_STEP(builtin, fn, records) RK_DEFINE_BLOCK_STEP(step_##builtin, fn)
+RK_BUILTINS(RK_CPU_BUILTIN_STEP)
+#undef RK_CPU_BUILTIN_STEP
 
 void record_host_error(rk_ctx *ctx, const std::string &what) {
     auto *core = static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]);
@@ -586,26 +586,11 @@ public:
         const Handler &h = spec.handler;
         switch (h.kind) {
         case Handler::Kind::Builtin:
-            if (h.name == "echo") {
-                if (spec.input_size != spec.output_size)
-                    throw std::invalid_argument("the echo handler needs input and output of one size, got " +
-                                                std::to_string(spec.input_size) + " and " +
-                                                std::to_string(spec.output_size) + " bytes");
-                core.step = step_echo;
-            } else if (h.name == "vector_add") {
-                if (spec.input_size != sizeof(rk_vector_add_request) || spec.output_size != sizeof(rk_vector_add_response))
-                    throw std::invalid_argument(
-                        "the vector_add handler takes VectorAddRequest (" + std::to_string(sizeof(rk_vector_add_request)) +
-                        " bytes) and answers VectorAddResponse (" + std::to_string(sizeof(rk_vector_add_response)) +
-                        " bytes), got " + std::to_string(spec.input_size) + " and " + std::to_string(spec.output_size));
-                core.step = step_vector_add;
-            } else if (h.name == "count") {
-                core.step = step_count;
-            } else {
-                std::string names;
-                for (const auto &n : builtin_handlers()) names += (names.empty() ? "" : ", ") + n;
-                throw std::invalid_argument("no built-in handler named '" + h.name + "' (built-ins: " + names + ")");
-            }
+            check_builtin(spec);  // a known name, records of the sizes it needs
+#define RK_CPU_BUILTIN_PICK(builtin, fn, records) \
+    if (h.name == #builtin) core.step = step_##builtin;
+            RK_BUILTINS(RK_CPU_BUILTIN_PICK)
+#undef RK_CPU_BUILTIN_PICK
             break;
         case Handler::Kind::Source:
         {

@@ -370,7 +370,7 @@ std::shared_ptr<DeviceState> open_device(int index) {
     d->lazy_loading = cuda_module_loading() == CudaModuleLoading::Lazy;
     // Load every kernel of the library now, before any is resident: loading one later (lazy loading) may
     // need a context synchronisation, which a resident kernel would block forever.
-    for (const char *name : {"echo", "vector_add", "count"}) prepare_function(cuda_builtin_kernel(name), name);
+    for (const std::string &name : builtin_handlers()) prepare_function(cuda_builtin_kernel(name.c_str()), name.c_str());
     prepare_function(cuda_clock_probe_kernel(), "the clock probe");
     check(cudaStreamCreateWithFlags(&d->copies, cudaStreamDefault), "cudaStreamCreateWithFlags");
     check(cudaStreamCreateWithFlags(&d->probe_stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");

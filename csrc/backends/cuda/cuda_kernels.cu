@@ -7,12 +7,11 @@
 #include "cuda_kernels.hpp"
 #include "rk_builtins.h"
 
-RK_DEFINE_BLOCK_STEP(rk_cuda_step_echo, rk_builtin_echo)
-RK_DEFINE_BLOCK_STEP(rk_cuda_step_vector_add, rk_builtin_vector_add)
-RK_DEFINE_BLOCK_STEP(rk_cuda_step_count, rk_builtin_count)
-RK_DEFINE_CUDA_KERNEL(rk_cuda_persistent_echo, rk_cuda_step_echo)
-RK_DEFINE_CUDA_KERNEL(rk_cuda_persistent_vector_add, rk_cuda_step_vector_add)
-RK_DEFINE_CUDA_KERNEL(rk_cuda_persistent_count, rk_cuda_step_count)
+#define RK_CUDA_BUILTIN(builtin, fn, records)        \
+    RK_DEFINE_BLOCK_STEP(rk_cuda_step_##builtin, fn) \
+    RK_DEFINE_CUDA_KERNEL(rk_cuda_persistent_##builtin, rk_cuda_step_##builtin)
+RK_BUILTINS(RK_CUDA_BUILTIN)
+#undef RK_CUDA_BUILTIN
 
 extern "C" __global__ void rk_cuda_clock_probe(rk_u64 *mailbox) {
     if (threadIdx.x != 0 || blockIdx.x != 0) return;
@@ -33,9 +32,10 @@ extern "C" __global__ void rk_cuda_clock_probe(rk_u64 *mailbox) {
 namespace rk {
 
 const void *cuda_builtin_kernel(const char *name) {
-    if (std::strcmp(name, "echo") == 0) return reinterpret_cast<const void *>(&rk_cuda_persistent_echo);
-    if (std::strcmp(name, "vector_add") == 0) return reinterpret_cast<const void *>(&rk_cuda_persistent_vector_add);
-    if (std::strcmp(name, "count") == 0) return reinterpret_cast<const void *>(&rk_cuda_persistent_count);
+#define RK_CUDA_BUILTIN_FIND(n, fn, records) \
+    if (std::strcmp(name, #n) == 0) return reinterpret_cast<const void *>(&rk_cuda_persistent_##n);
+    RK_BUILTINS(RK_CUDA_BUILTIN_FIND)
+#undef RK_CUDA_BUILTIN_FIND
     return nullptr;
 }
 
