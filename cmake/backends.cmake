@@ -48,6 +48,5 @@ void register_built_backends(BackendRegistry &r) {
 }  // namespace rk
 " @ONLY)
   target_sources(${target} PRIVATE "${out}")
-  set(RINGKERNEL_BUILT_BACKENDS "${built}" PARENT_SCOPE)
   message(STATUS "ringkernel: backends compiled in: ${built}")
 endfunction()

@@ -69,10 +69,9 @@ std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg) {
 }
 
 const std::vector<std::string> &dialect_headers() {
-    static const std::vector<std::string> headers = {
-        "rk_kernel.h",  "rk_handler.h", "rk_step.h",           "rk_entry_opencl.h",     "rk_entry_cuda.cuh",
-        "rk_builtins.h", "rk_ring.h",   "rk_atomic.h",         "rk_target.h",           "ringkernel/layout.h",
-        "ringkernel/rk_types.h"};
+    static const std::vector<std::string> headers = {"rk_kernel.h", "rk_builtins.h", "rk_ring.h",
+                                                     "rk_atomic.h", "rk_target.h", "ringkernel/layout.h",
+                                                     "ringkernel/rk_types.h"};
     return headers;
 }
 

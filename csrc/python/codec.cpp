@@ -146,11 +146,11 @@ std::string range_text(const FieldCodec &f) {
     return "[" + std::to_string(-hi - 1) + ", " + std::to_string(hi) + "]";
 }
 
-// A numpy view of field `f` of the record in `owner` (which it keeps alive).
-py::object field_view(const FieldCodec &f, PyObject *owner) {
-    PyArray_Descr *d = reinterpret_cast<PyArray_Descr *>(f.dtype.ptr());
+// A numpy view (of `dtype`) of the bytes at `offset` of the record in `owner`, which it keeps alive.
+py::object record_view(const py::object &dtype, std::uint32_t offset, PyObject *owner) {
+    PyArray_Descr *d = reinterpret_cast<PyArray_Descr *>(dtype.ptr());
     Py_INCREF(d);
-    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, d, 0, nullptr, nullptr, data_of(owner) + f.offset,
+    PyObject *arr = PyArray_NewFromDescr(&PyArray_Type, d, 0, nullptr, nullptr, data_of(owner) + offset,
                                          NPY_ARRAY_CARRAY, nullptr);
     if (!arr) throw py::error_already_set();
     Py_INCREF(owner);
@@ -240,7 +240,7 @@ void set_field(const FieldCodec &f, PyObject *self, PyObject *v) {
     }
     case Kind::Python: {
         py::object stored = f.ftype.attr("put")(py::handle(v), f.path);
-        py::object view = field_view(f, self);
+        py::object view = record_view(f.dtype, f.offset, self);
         if (PyObject_SetItem(view.ptr(), Py_Ellipsis, stored.ptr()) != 0) throw py::error_already_set();
         return;
     }
@@ -266,7 +266,7 @@ PyObject *get_field(const FieldCodec &f, PyObject *self) {
         if (PyErr_Occurred()) throw py::error_already_set();
         return f.enum_cls(key).release().ptr();  // not a member: the enum's own ValueError
     }
-    case Kind::Python: return f.ftype.attr("get")(field_view(f, self)).release().ptr();
+    case Kind::Python: return f.ftype.attr("get")(record_view(f.dtype, f.offset, self)).release().ptr();
     }
     return nullptr;
 }
@@ -306,64 +306,56 @@ PyObject *record_new(PyTypeObject *type, PyObject *, PyObject *) {
     });
 }
 
-int record_init(PyObject *self, PyObject *args, PyObject *kwargs) {
-    return guarded<int>(-1, [&]() -> int {
-        const Codec &c = codec_or_raise(self);
-        const Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-        if (nargs > static_cast<Py_ssize_t>(c.fields.size()))
-            raise(PyExc_TypeError, c.name + "() takes at most " + std::to_string(c.fields.size()) +
-                                       " positional values, got " + std::to_string(nargs));
-        std::memcpy(data_of(self), c.prototype.data(), c.itemsize);
-        for (Py_ssize_t i = 0; i < nargs; ++i) {
-            const FieldCodec &f = c.fields[static_cast<std::size_t>(i)];
-            if (kwargs && PyDict_GetItemString(kwargs, f.name.c_str()))
-                raise(PyExc_TypeError, c.name + "() got two values for field '" + f.name + "'");
-            set_field(f, self, PyTuple_GET_ITEM(args, i));
+// A message's fields from call arguments in vectorcall form (args[0, nargs) positional, then one value per
+// name of kwnames, which may be null), over the class's prototype.
+void fill_record(const Codec &c, PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (nargs > static_cast<Py_ssize_t>(c.fields.size()))
+        raise(PyExc_TypeError, c.name + "() takes at most " + std::to_string(c.fields.size()) +
+                                   " positional values, got " + std::to_string(nargs));
+    std::memcpy(data_of(self), c.prototype.data(), c.itemsize);
+    for (Py_ssize_t i = 0; i < nargs; ++i) set_field(c.fields[static_cast<std::size_t>(i)], self, args[i]);
+    const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t j = 0; j < nkw; ++j) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, j);
+        PyObject *at = PyDict_GetItemWithError(c.index.ptr(), key);
+        if (!at) {
+            if (PyErr_Occurred()) throw py::error_already_set();
+            raise(PyExc_TypeError, c.name + "() has no field '" + str_of(key) + "' (fields: " + c.field_list + ")");
         }
-        if (kwargs) {
-            PyObject *key, *value;
-            Py_ssize_t pos = 0;
-            while (PyDict_Next(kwargs, &pos, &key, &value)) {
-                PyObject *at = PyDict_GetItemWithError(c.index.ptr(), key);
-                if (!at) {
-                    if (PyErr_Occurred()) throw py::error_already_set();
-                    raise(PyExc_TypeError, c.name + "() has no field '" + str_of(key) + "' (fields: " + c.field_list + ")");
-                }
-                set_field(c.fields[PyLong_AsSize_t(at)], self, value);
-            }
-        }
-        return 0;
-    });
+        const std::size_t idx = PyLong_AsSize_t(at);
+        if (static_cast<Py_ssize_t>(idx) < nargs)
+            raise(PyExc_TypeError, c.name + "() got two values for field '" + c.fields[idx].name + "'");
+        set_field(c.fields[idx], self, args[nargs + j]);
+    }
 }
 
 // Calling a message class: the arguments as the interpreter has them (no kwargs dict), straight into a
-// new record. The same checks and messages as __init__.
+// new record.
 PyObject *record_vectorcall(PyObject *callable, PyObject *const *args, std::size_t nargsf, PyObject *kwnames) {
     return guarded<PyObject *>(nullptr, [&]() -> PyObject * {
-        const Codec *cp = codec_of(callable);
-        if (!cp) raise(PyExc_TypeError, std::string(reinterpret_cast<PyTypeObject *>(callable)->tp_name) + " is not a message type");
-        const Codec &c = *cp;
-        const Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-        if (nargs > static_cast<Py_ssize_t>(c.fields.size()))
-            raise(PyExc_TypeError, c.name + "() takes at most " + std::to_string(c.fields.size()) +
-                                       " positional values, got " + std::to_string(nargs));
-        py::object self = py::reinterpret_steal<py::object>(alloc_record(c));
-        std::memcpy(data_of(self.ptr()), c.prototype.data(), c.itemsize);
-        for (Py_ssize_t i = 0; i < nargs; ++i) set_field(c.fields[static_cast<std::size_t>(i)], self.ptr(), args[i]);
-        const Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-        for (Py_ssize_t j = 0; j < nkw; ++j) {
-            PyObject *key = PyTuple_GET_ITEM(kwnames, j);
-            PyObject *at = PyDict_GetItemWithError(c.index.ptr(), key);
-            if (!at) {
-                if (PyErr_Occurred()) throw py::error_already_set();
-                raise(PyExc_TypeError, c.name + "() has no field '" + str_of(key) + "' (fields: " + c.field_list + ")");
-            }
-            const std::size_t idx = PyLong_AsSize_t(at);
-            if (static_cast<Py_ssize_t>(idx) < nargs)
-                raise(PyExc_TypeError, c.name + "() got two values for field '" + c.fields[idx].name + "'");
-            set_field(c.fields[idx], self.ptr(), args[nargs + j]);
-        }
+        const Codec *c = codec_of(callable);
+        if (!c) raise(PyExc_TypeError, std::string(reinterpret_cast<PyTypeObject *>(callable)->tp_name) + " is not a message type");
+        py::object self = py::reinterpret_steal<py::object>(alloc_record(*c));
+        fill_record(*c, self.ptr(), args, PyVectorcall_NARGS(nargsf), kwnames);
         return self.release().ptr();
+    });
+}
+
+// __init__ called explicitly (a class call goes through record_vectorcall): the same, from a tuple and a dict.
+int record_init(PyObject *self, PyObject *args, PyObject *kwargs) {
+    return guarded<int>(-1, [&]() -> int {
+        const Codec &c = codec_or_raise(self);
+        PyObject **positional = PySequence_Fast_ITEMS(args);  // a tuple
+        std::vector<PyObject *> values(positional, positional + PyTuple_GET_SIZE(args));
+        py::tuple names(kwargs ? PyDict_GET_SIZE(kwargs) : 0);
+        PyObject *key, *value;
+        Py_ssize_t pos = 0, j = 0;
+        while (kwargs && PyDict_Next(kwargs, &pos, &key, &value)) {
+            names[static_cast<std::size_t>(j++)] = py::reinterpret_borrow<py::object>(key);
+            values.push_back(value);
+        }
+        fill_record(c, self, values.data(), PyTuple_GET_SIZE(args), kwargs ? names.ptr() : nullptr);
+        return 0;
     });
 }
 
@@ -413,10 +405,7 @@ PyObject *record_to_bytes(PyObject *self, PyObject *) {
 // The record as a writable 0-d numpy array over the object's own bytes.
 PyObject *record_r(PyObject *self, void *) {
     return guarded<PyObject *>(nullptr, [&]() -> PyObject * {
-        const Codec &c = codec_or_raise(self);
-        FieldCodec whole;
-        whole.dtype = c.dtype;
-        return field_view(whole, self).release().ptr();
+        return record_view(codec_or_raise(self).dtype, 0, self).release().ptr();
     });
 }
 

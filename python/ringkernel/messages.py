@@ -598,8 +598,9 @@ class _MessageMethods:
     @classmethod
     def from_records(cls, records: np.ndarray) -> List[Any]:
         """An array of records to message objects, validated and canonicalised (in C++)."""
-        cls.validate(records)
-        return messages_from_records(cls, records)
+        if not isinstance(records, np.ndarray) or records.dtype != cls.dtype:
+            raise TypeError(f"{cls.__name__}.from_records() takes records of {cls.__name__}.dtype")
+        return messages_from_records(cls, records)  # one validation of the whole array, then the objects
 
     @classmethod
     def _from_canonical(cls, buffer: Any) -> Any:

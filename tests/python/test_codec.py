@@ -66,6 +66,16 @@ def test_positional_and_keyword_construction_follow_the_field_order():
         Sample(bogus=1)
 
 
+def test_an_explicit_init_call_refills_the_message_the_same_way():
+    s = Sample(seq=9, price=1.0, note="x")
+    Sample.__init__(s, 5, qty=2)  # starts again from the prototype, like a new message
+    assert s == Sample(seq=5, qty=2)
+    with pytest.raises(TypeError, match=r"got two values for field 'seq'"):
+        Sample.__init__(s, 1, seq=2)
+    with pytest.raises(TypeError, match=r"has no field 'bogus'"):
+        Sample.__init__(s, bogus=1)
+
+
 def test_field_errors_name_the_field_and_the_valid_range():
     s = Sample()
     with pytest.raises(ValueError, match=r"Sample.qty is rk.i32: 2147483648 is outside \[-2147483648, 2147483647\]"):
