@@ -334,6 +334,8 @@ RK_FN int rk_route_live(const rk_ctx *ctx, rk_u32 channel, RK_GLOBAL rk_ring_hea
     return 0;
 }
 
+#define RK_PUSH_GRACE 160u
+
 /* Push one record to one ring of `channel` under the kernel's backpressure: BLOCK waits (backing off)
  * until there is space, the kernel is told to terminate, or the ring is disconnected; REJECT and
  * DROP_NEW refuse the record; DROP_OLDEST evicts the oldest one. Every record that does not arrive is
@@ -354,10 +356,6 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
                                     RK_RELAXED, scope);
             return 0;
         }
-        if (rk_should_terminate(ctx) || (attempt % 64 == 63 && !rk_route_live(ctx, channel, r))) {
-            rk_count_dropped(ctx, 1);
-            return 0;
-        }
         if (ctx->backpressure == RK_BP_DROP_OLDEST) {
             /* Evict only from a ring that is really full: a push also fails while a consumer is still
              * copying out of the slot it needs, and evicting then would empty the ring. */
@@ -374,6 +372,14 @@ RK_FN int rk_push_route(rk_ctx *ctx, rk_u32 channel, const rk_route *route, cons
                     continue;
                 }
             }
+        }
+        /* Told to terminate, BLOCK stops waiting for space. DROP_OLDEST never waits for space, only for a
+         * consumer finishing its copy out of the slot the push needs: it keeps a bounded grace for that
+         * (RK_PUSH_GRACE attempts, milliseconds on the CPU backend) instead of losing the record. */
+        if ((rk_should_terminate(ctx) && (ctx->backpressure != RK_BP_DROP_OLDEST || attempt >= RK_PUSH_GRACE)) ||
+            (attempt % 64 == 63 && !rk_route_live(ctx, channel, r))) {
+            rk_count_dropped(ctx, 1);
+            return 0;
         }
         rk_backoff(ctx, attempt++);
     }
