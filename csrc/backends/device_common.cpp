@@ -36,6 +36,45 @@ rk_kernel_params kernel_params(const KernelCore &core) {
     return p;
 }
 
+bool DeviceFault::record(KernelCore &core, const std::string &why, rk_i32 code,
+                         const std::function<void(const std::string &)> &first) {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!why_.empty()) return false;
+        why_ = why.empty() ? std::string("the device reported an error") : why;
+    }
+    if (first) first(why);
+    core.fault(why);  // FAULTED from now on, the other blocks told to leave, the queues closed
+    if (code != RK_ERR_FAULT) rk_atomic_store_i32(&core.cb->last_error, code, RK_RELAXED, RK_SCOPE_SYSTEM);
+    return true;
+}
+
+std::string DeviceFault::why() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return why_;
+}
+
+void DeviceUnits::Reservation::release() {
+    std::lock_guard<std::mutex> lock(units_->mu_);
+    if (!held_ || forever_) return;
+    held_ = false;
+    if (claim_.dispatch) units_->held_.dispatch -= 1;
+    else units_->held_.resident -= claim_.units;
+    // Fractions (CUDA's shares) do not always sum back to exactly 0: "nothing resident" must read as 0.
+    if (units_->held_.resident < 1e-9) units_->held_.resident = 0;
+}
+
+void DeviceUnits::Reservation::hold_forever() {
+    std::lock_guard<std::mutex> lock(units_->mu_);
+    if (!held_ || forever_) return;
+    forever_ = true;
+    if (claim_.dispatch) {
+        // A dispatch launch that never returns holds the units it runs on: counted as resident from now on.
+        units_->held_.dispatch -= 1;
+        units_->held_.resident += claim_.units;
+    }
+}
+
 bool notify_progress(const KernelCore &core, RingCursors &seen) {
     bool moved = false;
     const rk_routes &r = core.routes();

@@ -198,8 +198,10 @@ struct DeviceState {
     rk_u64 *mailbox = nullptr;     // the probe's (nullptr while a probe that never answered may still start)
     std::chrono::steady_clock::time_point calibrated;
 
+    // The fraction of the GPU's block slots held by resident kernels (claimed under `mu`, so that a check
+    // of "no kernel is resident" below it holds while `mu` is held).
+    std::shared_ptr<DeviceUnits> units = std::make_shared<DeviceUnits>();
     std::mutex mu;                 // everything below
-    double resident = 0;           // fraction of the GPU's block slots held by resident kernels
     std::string broken;            // a device fault killed the context: why (the device is unusable)
     std::map<std::string, cudaKernel_t> sources;  // loaded NVRTC images, by cache path
     std::map<const void *, int> smem_set;         // dynamic shared memory each kernel was allowed
@@ -441,25 +443,7 @@ private:
     std::shared_ptr<DeviceState> d_;
 };
 
-// A resident kernel's claim on the GPU's block slots, given back once (at TERMINATED).
-class Reservation {
-public:
-    Reservation(std::shared_ptr<DeviceState> d, double share) : d_(std::move(d)), share_(share) {}
-    Reservation(const Reservation &) = delete;
-    Reservation &operator=(const Reservation &) = delete;
-    ~Reservation() { release(); }
-    void release() {
-        std::lock_guard<std::mutex> lock(d_->mu);
-        if (!held_) return;
-        held_ = false;
-        d_->resident -= share_;
-    }
-
-private:
-    std::shared_ptr<DeviceState> d_;
-    double share_;
-    bool held_ = true;
-};
+using Reservation = DeviceUnits::Reservation;  // a resident kernel's share of the GPU's block slots
 
 // How long the blocks of a launch have to check in before it is called not co-resident.
 std::chrono::milliseconds start_timeout() {
@@ -468,26 +452,14 @@ std::chrono::milliseconds start_timeout() {
     return scaled(std::chrono::milliseconds(ms > 0 ? ms : 5000));
 }
 
-// A device fault seen by the bridge or by terminate: the kernel's context is gone.
-struct Failure {
-    std::mutex mu;
-    std::string why;
-};
-
-// Record a device fault: the kernel says why everywhere a user looks, its queues close (senders and
-// receivers return at once instead of waiting for a kernel that is gone), and the device is marked
-// unusable for the rest of the process (a fault kills the CUDA context).
-void record_fault(KernelCore &core, DeviceState &d, Failure &f, const std::string &why) {
-    {
-        std::lock_guard<std::mutex> lock(f.mu);
-        if (!f.why.empty()) return;
-        f.why = why;
-    }
-    {
+// Record a device fault (the first one counts): the kernel says why everywhere a user looks, its queues
+// close (senders and receivers return at once instead of waiting for a kernel that is gone), and the
+// device is marked unusable for the rest of the process first (a fault kills the CUDA context).
+void record_fault(KernelCore &core, DeviceState &d, DeviceFault &f, const std::string &why) {
+    f.record(core, why, RK_ERR_FAULT, [&d](const std::string &w) {
         std::lock_guard<std::mutex> lock(d.mu);
-        if (d.broken.empty()) d.broken = why;
-    }
-    core.fault(why);  // FAULTED from now on, the other blocks told to leave, the queues closed
+        if (d.broken.empty()) d.broken = w;
+    });
 }
 
 class CudaBlocks final : public ResidentRunner {
@@ -573,10 +545,7 @@ public:
         });
     }
 
-    std::string failure() const override {
-        std::lock_guard<std::mutex> lock(failure_->mu);
-        return failure_->why;
-    }
+    std::string failure() const override { return failure_->why(); }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
@@ -601,7 +570,7 @@ private:
     std::unique_ptr<Reservation> units_;
     rk_kernel_params *params_ = nullptr;
     cudaStream_t stream_ = nullptr;
-    std::shared_ptr<Failure> failure_ = std::make_shared<Failure>();
+    std::shared_ptr<DeviceFault> failure_ = std::make_shared<DeviceFault>();
 };
 
 constexpr std::uint32_t kRunLimit = 8;  // messages per run (reply buffers in shared memory)
@@ -644,7 +613,7 @@ public:
         check(cudaDeviceGetLimit(&stack, cudaLimitStackSize), "cudaDeviceGetLimit(StackSize)");
         if (attr.localSizeBytes > stack) {
             std::lock_guard<std::mutex> lock(d_->mu);
-            if (d_->resident > 0)
+            if (d_->units->held().resident > 0)
                 throw std::invalid_argument(
                     "the handler needs " + std::to_string(attr.localSizeBytes) + " bytes of local memory per thread; " +
                     d_->describe() + " reserves " + std::to_string(stack) +
@@ -686,15 +655,16 @@ public:
             const double capacity = static_cast<double>(per_sm) * d_->sms;
             const double share = spec.grid / capacity;
             const double room = 1.0 - 1.0 / d_->sms;
-            if (d_->resident + share > room + 1e-9)
-                throw std::invalid_argument(
-                    "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) + " resident blocks; " +
-                    d_->describe() + " holds " + std::to_string(static_cast<long>(capacity)) +
-                    " such blocks at once and resident kernels already use " +
-                    std::to_string(static_cast<int>(d_->resident * 100 + 0.5)) +
-                    "% of it (one SM is kept free): terminate a kernel or lower grid");
-            d_->resident += share;
-            units = std::make_unique<Reservation>(d_, share);
+            units = d_->units->claim([&](const DeviceUnits::Held &held) {
+                if (held.resident + share > room + 1e-9)
+                    throw std::invalid_argument(
+                        "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) + " resident blocks; " +
+                        d_->describe() + " holds " + std::to_string(static_cast<long>(capacity)) +
+                        " such blocks at once and resident kernels already use " +
+                        std::to_string(static_cast<int>(held.resident * 100 + 0.5)) +
+                        "% of it (one SM is kept free): terminate a kernel or lower grid");
+                return DeviceUnits::Claim{share, false};
+            });
         }
         core.runner = std::make_unique<CudaBlocks>(d_, func, smem, run_limit, core, std::move(units));
         core.mode = KernelMode::Persistent;
@@ -717,7 +687,7 @@ private:
             std::lock_guard<std::mutex> lock(d_->mu);
             auto it = d_->sources.find(img.path);
             if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
-            if (d_->lazy_loading && d_->resident > 0)
+            if (d_->lazy_loading && d_->units->held().resident > 0)
                 throw Error("CUDA in this process loads modules lazily (another library initialised CUDA before "
                         "ringkernel, without CUDA_MODULE_LOADING=EAGER), and loading this handler's module while ring "
                         "kernels are resident could wait for them forever: set CUDA_MODULE_LOADING=EAGER in the "

@@ -40,61 +40,18 @@ struct Context {
     }
 };
 
-// What the device's compute units are committed to, for the whole process (every runtime and context
-// on a device shares its work-group threads): blocks of resident kernels, and whether dispatch-mode
-// kernels need a unit kept free for their launches.
-struct Residency {
-    std::mutex mu;
-    std::uint32_t resident = 0;
-    std::uint32_t dispatch = 0;
-};
-
-Residency &residency_of(cl_device_id device) {
+// The compute units of each device, shared by every runtime and context of the process (they share its
+// work-group threads): resident kernels hold one per work-group, dispatch-mode kernels need one kept free.
+DeviceUnits &units_of(cl_device_id device) {
     static std::mutex mu;
-    static std::map<cl_device_id, std::unique_ptr<Residency>> table;
+    static auto *table = new std::map<cl_device_id, std::shared_ptr<DeviceUnits>>;  // abandoned kernels use it at exit
     std::lock_guard<std::mutex> lock(mu);
-    auto &r = table[device];
-    if (!r) r = std::make_unique<Residency>();
-    return *r;
+    auto &u = (*table)[device];
+    if (!u) u = std::make_shared<DeviceUnits>();
+    return *u;
 }
 
-// One kernel's claim on a device's compute units, given back once (at TERMINATED or destruction).
-class Reservation {
-public:
-    Reservation(Residency &r, std::uint32_t blocks, bool dispatch) : r_(&r), blocks_(blocks), dispatch_(dispatch) {}
-    Reservation(const Reservation &) = delete;
-    Reservation &operator=(const Reservation &) = delete;
-    ~Reservation() { release(); }
-    void release() {
-        std::lock_guard<std::mutex> lock(r_->mu);
-        if (!held_ || forever_) return;
-        held_ = false;
-        if (dispatch_) r_->dispatch -= 1;
-        else r_->resident -= blocks_;
-    }
-    // An abandoned kernel whose work-groups may never return: they hold their compute units for the rest
-    // of the process, and later launches are counted (refused, or placed) knowing it.
-    void hold_forever() {
-        std::lock_guard<std::mutex> lock(r_->mu);
-        if (!held_ || forever_) return;
-        forever_ = true;
-        if (dispatch_) {
-            r_->dispatch -= 1;
-            r_->resident += blocks_;
-        }
-    }
-    static std::uint32_t held(Residency &r) {
-        std::lock_guard<std::mutex> lock(r.mu);
-        return r.resident;
-    }
-
-private:
-    Residency *r_;
-    std::uint32_t blocks_;
-    bool dispatch_;
-    bool held_ = true;
-    bool forever_ = false;
-};
+using Reservation = DeviceUnits::Reservation;
 
 class SvmMemory final : public MemoryResource {
 public:
@@ -116,7 +73,7 @@ private:
     std::shared_ptr<Context> c_;  // the context outlives every allocation made from it
 };
 
-std::string cl_error(const char *what, cl_int err) { return std::string(what) + " failed (OpenCL error " + std::to_string(err) + ")"; }
+std::string cl_error(const std::string &what, cl_int err) { return what + " failed (OpenCL error " + std::to_string(err) + ")"; }
 
 constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply buffers in local memory)
 
@@ -187,14 +144,32 @@ public:
         err = cl.EnqueueNDRangeKernel(queue_, kernel_, 1, nullptr, &global, &local, 0, nullptr, &event_);
         if (err != CL_SUCCESS) throw Error(cl_error("clEnqueueNDRangeKernel", err));
         cl.Flush(queue_);
-        start_bridge(core);
+        // The bridge also watches the launch: one that ends in an error (the device lost, a fault in
+        // the kernel) makes the kernel FAULTED, recorded, instead of a kernel that quietly stops answering.
+        // (The bridge is stopped before the event is released.)
+        const opencl::Api *api = c_->cl;
+        cl_event ev = event_;
+        auto fault = fault_;
+        const std::string where = "kernel '" + spec.name + "' on OpenCL device " + c_->device.name;
+        start_bridge(core, [api, ev, fault, where](KernelCore &k) {
+            const cl_int status = launch_status(*api, ev);
+            if (status >= 0) return true;
+            fault->record(k, cl_error(where, status));
+            return false;
+        });
     }
+
+    std::string failure() const override { return fault_->why(); }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
         for (;;) {  // checked at least once, also with no time left
-            if (complete()) {
+            const cl_int status = event_ ? launch_status(*c_->cl, event_) : CL_COMPLETE;
+            if (status == CL_COMPLETE || status < 0) {
                 stop_bridge();
+                if (status < 0)
+                    fault_->record(core_, cl_error("kernel '" + core_.spec.name + "' on OpenCL device " + c_->device.name,
+                                                   status));
                 return true;
             }
             if (std::chrono::steady_clock::now() >= deadline) return false;
@@ -203,11 +178,10 @@ public:
     }
 
 private:
-    bool complete() {
-        if (!event_) return true;
+    static cl_int launch_status(const opencl::Api &cl, cl_event ev) {
         cl_int status = CL_QUEUED;
-        c_->cl->GetEventInfo(event_, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
-        return status == CL_COMPLETE || status < 0;
+        cl.GetEventInfo(ev, CL_EVENT_COMMAND_EXECUTION_STATUS, sizeof status, &status, nullptr);
+        return status;
     }
 
     std::shared_ptr<Context> c_;
@@ -216,6 +190,7 @@ private:
     cl_event event_ = nullptr;
     rk_kernel_params *params_ = nullptr;
     std::unique_ptr<Reservation> units_;
+    std::shared_ptr<DeviceFault> fault_ = std::make_shared<DeviceFault>();
 };
 
 // The runners of the dispatch modes: a host thread waits until the kernel may run (messages wait, it
@@ -274,13 +249,14 @@ public:
         const cl_int s = launch_state_->load();
         if (s == CL_QUEUED || s == CL_SUBMITTED)
             return "its launch has not started on device " + c_->device.name + ": every compute unit is busy (" +
-                   std::to_string(Reservation::held(residency_of(c_->device.device))) + " of " +
+                   std::to_string(static_cast<std::uint32_t>(units_of(c_->device.device).held().resident)) + " of " +
                    std::to_string(c_->device.compute_units) + " held by resident or abandoned kernels)";
         if (s == CL_RUNNING)
             return "a launch of " + std::to_string(core_.spec.grid) + " work-group(s) is still inside the handler";
         return "its launch thread has not come back from the OpenCL runtime";
     }
     void stopped() override { units_->release(); }
+    std::string failure() const override { return fault_->why(); }
 
 protected:
     // Stop the thread before the derived runner releases what a launch uses.
@@ -302,9 +278,8 @@ protected:
     }
 
     // The kernel cannot run: say so everywhere a user looks, and stop taking messages.
-    static bool fail(KernelCore &core, const std::string &why) {
-        core.fault("it cannot run on the device: " + why);  // FAULTED, its queues closed
-        rk_atomic_store_i32(&core.cb->last_error, RK_ERR_LAUNCH, RK_RELAXED, RK_SCOPE_SYSTEM);
+    bool fail(KernelCore &core, const std::string &why) {
+        fault_->record(core, "it cannot run on the device: " + why, RK_ERR_LAUNCH);  // FAULTED, its queues closed
         return false;
     }
 
@@ -341,6 +316,7 @@ private:
     }
 
     std::unique_ptr<Reservation> units_;
+    std::shared_ptr<DeviceFault> fault_ = std::make_shared<DeviceFault>();
     std::weak_ptr<KernelCore> keepalive_;
     std::thread thread_;
     std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
@@ -724,33 +700,28 @@ public:
                                             dev.name + " runs ring kernels with copies of one input and one output");
         }
         bool persistent = wanted != KernelMode::Dispatch && shared;
-        std::unique_ptr<Reservation> units;
-        {
-            // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
-            // block holds: refuse what the device cannot run instead of hanging. Counted per device for
-            // the whole process.
-            Residency &r = residency_of(dev.device);
-            std::lock_guard<std::mutex> lock(r.mu);
+        // Resident blocks must all run at once, and dispatch launches need a compute unit no resident
+        // block holds: refuse what the device cannot run instead of hanging. Counted per device for
+        // the whole process.
+        std::unique_ptr<Reservation> units = units_of(dev.device).claim([&](const DeviceUnits::Held &held) {
             const std::uint32_t compute = dev.compute_units;
-            const std::uint32_t keep = r.dispatch > 0 || wanted == KernelMode::Auto ? 1u : 0u;
-            const bool fits = r.resident + spec.grid + keep <= compute;
+            const auto resident = static_cast<std::uint32_t>(held.resident);
+            const std::uint32_t keep = held.dispatch > 0 || wanted == KernelMode::Auto ? 1u : 0u;
+            const bool fits = resident + spec.grid + keep <= compute;
             if (wanted == KernelMode::Persistent && !fits)
                 throw std::invalid_argument(
                     "kernel '" + spec.name + "' needs " + std::to_string(spec.grid) +
                     " resident work-group(s) but the device has " + std::to_string(compute) + " compute units, " +
-                    std::to_string(r.resident) + " taken by running kernels" +
+                    std::to_string(resident) + " taken by running kernels" +
                     (keep ? " and 1 kept for dispatch launches" : "") +
                     ": terminate one, lower grid, launch with mode='dispatch', or (PoCL) raise "
                     "POCL_MAX_PTHREAD_COUNT before the process starts");
             if (wanted == KernelMode::Auto && !fits) persistent = false;
-            if (!persistent && r.resident >= compute)
+            if (!persistent && resident >= compute)
                 throw std::invalid_argument("kernel '" + spec.name + "' cannot be dispatched: resident kernels hold all " +
                                             std::to_string(compute) + " compute units of the device");
-            if (persistent) r.resident += spec.grid;
-            else r.dispatch += 1;
-            // Constructed under the lock that counted it, so it is given back exactly once.
-            units = std::make_unique<Reservation>(r, spec.grid, !persistent);
-        }
+            return DeviceUnits::Claim{static_cast<double>(spec.grid), !persistent};
+        });
         if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core, std::move(units));
         else if (shared) core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
         else core.runner = std::make_unique<OpenClCopyDispatch>(c_, prog, core, std::move(units));
