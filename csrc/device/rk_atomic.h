@@ -21,46 +21,54 @@
 #define RK_SCOPE_DEVICE 1
 #define RK_SCOPE_SYSTEM 2
 
-#if defined(RK_TARGET_HOST)
-/* GCC/Clang __atomic builtins: valid in C and C++, understood by TSan. The RK_* order values are
- * the __ATOMIC_* values, asserted below. */
+#if defined(RK_TARGET_HOST) || defined(RK_TARGET_CUDA)
+/* Host and CUDA: each operation is written once below and dispatches, per compilation pass, to one of
+ * two implementations (the cccl way): rk_host_* on the host (the host target, and nvcc's host pass of
+ * the CUDA target, whose RK_FN functions are __host__ __device__) and rk_ptx_* in CUDA device code. */
+#if defined(__CUDA_ARCH__)
+#define RK_ATOMIC_IMPL(op) rk_ptx_##op
+#else
+#define RK_ATOMIC_IMPL(op) rk_host_##op
+#endif
+
+#if !defined(__CUDA_ARCH__)
+/* The host: GCC/Clang __atomic builtins, valid in C and C++ and understood by TSan. Scope is ignored (all
+ * host threads share one coherent memory). The RK_* order values are the __ATOMIC_* values, asserted. */
 #if defined(__cplusplus)
 static_assert(RK_ACQUIRE == __ATOMIC_ACQUIRE && RK_RELEASE == __ATOMIC_RELEASE &&
                   RK_SEQ_CST == __ATOMIC_SEQ_CST && RK_RELAXED == __ATOMIC_RELAXED,
               "RK_* memory orders must equal the __ATOMIC_* constants");
 #endif
-
-RK_FN rk_u64 rk_atomic_load_u64(const rk_u64 *p, int order, int scope) {
+static inline rk_u64 rk_host_load_u64(const rk_u64 *p, int order, int scope) {
     (void)scope;
     return __atomic_load_n(p, order);
 }
-RK_FN void rk_atomic_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
+static inline void rk_host_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
     (void)scope;
     __atomic_store_n(p, v, order);
 }
-/* Strong compare-and-swap; on failure *expected receives the current value. */
-RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
-                            int scope) {
+static inline int rk_host_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
+                                  int scope) {
     (void)scope;
     return __atomic_compare_exchange_n(p, expected, desired, 0, success, failure);
 }
-RK_FN rk_u64 rk_atomic_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
+static inline rk_u64 rk_host_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
     (void)scope;
     return __atomic_fetch_add(p, v, order);
 }
-RK_FN rk_i32 rk_atomic_load_i32(const rk_i32 *p, int order, int scope) {
+static inline rk_i32 rk_host_load_i32(const rk_i32 *p, int order, int scope) {
     (void)scope;
     return __atomic_load_n(p, order);
 }
-RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+static inline void rk_host_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
     (void)scope;
     __atomic_store_n(p, v, order);
 }
-RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+static inline rk_i32 rk_host_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
     (void)scope;
     return __atomic_fetch_add(p, v, order);
 }
-RK_FN void rk_cpu_relax(void) {
+static inline void rk_host_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -68,13 +76,11 @@ RK_FN void rk_cpu_relax(void) {
 #endif
 }
 
-#elif defined(RK_TARGET_CUDA)
-/* Device code: PTX loads, stores and atomics with explicit semantics and scope (sm_70 and later):
+#else
+/* CUDA device code: PTX loads, stores and atomics with explicit semantics and scope (sm_70 and later):
  * .sys for memory the host shares (page-locked, device-mapped host memory), .gpu for device memory.
  * Written in PTX rather than through libcu++'s cuda::atomic_ref so that NVRTC compiles the dialect with
- * no include path at all. The host pass of nvcc (RK_FN functions are __host__ __device__) uses the GCC
- * builtins, as the host target does. */
-#if defined(__CUDA_ARCH__)
+ * no include path at all. */
 /* RK_PTX_SCOPED(scope, X, sem): X(sem, "sys") or X(sem, "gpu"). */
 #define RK_PTX_SCOPED(scope, X, sem)                                                                   \
     do {                                                                                               \
@@ -129,28 +135,8 @@ __device__ inline void rk_ptx_store_i32(rk_i32 *p, rk_i32 v, int order, int scop
     else RK_PTX_SCOPED(scope, RK_PTX_ST32, "release");
 #undef RK_PTX_ST32
 }
-#endif
-
-RK_FN rk_u64 rk_atomic_load_u64(const rk_u64 *p, int order, int scope) {
-#if defined(__CUDA_ARCH__)
-    return rk_ptx_load_u64(p, order, scope);
-#else
-    (void)scope;
-    return __atomic_load_n(p, order);
-#endif
-}
-RK_FN void rk_atomic_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
-#if defined(__CUDA_ARCH__)
-    rk_ptx_store_u64(p, v, order, scope);
-#else
-    (void)scope;
-    __atomic_store_n(p, v, order);
-#endif
-}
-/* Strong compare-and-swap; on failure *expected receives the current value. */
-RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
-                            int scope) {
-#if defined(__CUDA_ARCH__)
+__device__ inline int rk_ptx_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
+                                     int scope) {
     const rk_u64 want = *expected;
     rk_u64 old;
     /* The stronger of the two orders: a failure that acquires adds acquire to a relaxed or release success. */
@@ -167,62 +153,51 @@ RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int suc
 #undef RK_PTX_CAS
     *expected = old;
     return old == want;
-#else
-    (void)scope;
-    return __atomic_compare_exchange_n(p, expected, desired, 0, success, failure);
-#endif
 }
-RK_FN rk_u64 rk_atomic_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
-#if defined(__CUDA_ARCH__)
+__device__ inline rk_u64 rk_ptx_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
     rk_u64 old;
 #define RK_PTX_ADD64(sem, sc)                                                                          \
     asm volatile("atom." sem "." sc ".add.u64 %0, [%1], %2;" : "=l"(old) : "l"(p), "l"(v) : "memory")
     RK_PTX_RMW(order, scope, RK_PTX_ADD64);
 #undef RK_PTX_ADD64
     return old;
-#else
-    (void)scope;
-    return __atomic_fetch_add(p, v, order);
-#endif
 }
-RK_FN rk_i32 rk_atomic_load_i32(const rk_i32 *p, int order, int scope) {
-#if defined(__CUDA_ARCH__)
-    return rk_ptx_load_i32(p, order, scope);
-#else
-    (void)scope;
-    return __atomic_load_n(p, order);
-#endif
-}
-RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
-#if defined(__CUDA_ARCH__)
-    rk_ptx_store_i32(p, v, order, scope);
-#else
-    (void)scope;
-    __atomic_store_n(p, v, order);
-#endif
-}
-RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
-#if defined(__CUDA_ARCH__)
+__device__ inline rk_i32 rk_ptx_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
     rk_i32 old;
 #define RK_PTX_ADD32(sem, sc)                                                                          \
     asm volatile("atom." sem "." sc ".add.s32 %0, [%1], %2;" : "=r"(old) : "l"(p), "r"(v) : "memory")
     RK_PTX_RMW(order, scope, RK_PTX_ADD32);
 #undef RK_PTX_ADD32
     return old;
-#else
-    (void)scope;
-    return __atomic_fetch_add(p, v, order);
-#endif
 }
-RK_FN void rk_cpu_relax(void) {
-#if defined(__CUDA_ARCH__)
-    __nanosleep(32);
-#elif defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause(); /* nvcc's host pass: the same as the host target */
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
+__device__ inline void rk_ptx_relax(void) { __nanosleep(32); }
 #endif
+
+/* The operations, once. */
+RK_FN rk_u64 rk_atomic_load_u64(const rk_u64 *p, int order, int scope) {
+    return RK_ATOMIC_IMPL(load_u64)(p, order, scope);
 }
+RK_FN void rk_atomic_store_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
+    RK_ATOMIC_IMPL(store_u64)(p, v, order, scope);
+}
+/* Strong compare-and-swap; on failure *expected receives the current value. */
+RK_FN int rk_atomic_cas_u64(rk_u64 *p, rk_u64 *expected, rk_u64 desired, int success, int failure,
+                            int scope) {
+    return RK_ATOMIC_IMPL(cas_u64)(p, expected, desired, success, failure, scope);
+}
+RK_FN rk_u64 rk_atomic_fetch_add_u64(rk_u64 *p, rk_u64 v, int order, int scope) {
+    return RK_ATOMIC_IMPL(fetch_add_u64)(p, v, order, scope);
+}
+RK_FN rk_i32 rk_atomic_load_i32(const rk_i32 *p, int order, int scope) {
+    return RK_ATOMIC_IMPL(load_i32)(p, order, scope);
+}
+RK_FN void rk_atomic_store_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+    RK_ATOMIC_IMPL(store_i32)(p, v, order, scope);
+}
+RK_FN rk_i32 rk_atomic_fetch_add_i32(rk_i32 *p, rk_i32 v, int order, int scope) {
+    return RK_ATOMIC_IMPL(fetch_add_i32)(p, v, order, scope);
+}
+RK_FN void rk_cpu_relax(void) { RK_ATOMIC_IMPL(relax)(); }
 
 #elif defined(RK_TARGET_OPENCL)
 #pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
