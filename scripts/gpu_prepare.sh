@@ -61,14 +61,15 @@ CMAKE_BUILD_PARALLEL_LEVEL=$JOBS "$PY" -m pip wheel "$REPO" --no-deps --no-build
     -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH" \
     -C "cmake.define.RINGKERNEL_ENABLE_CUDA=ON"
 ls "$BUNDLE"/wheel/*.whl >/dev/null 2>&1 || die "no wheel was built"
-"$PY" - "$BUNDLE"/wheel/*.whl <<'PYEOF'
-import sys, zipfile
+"$PY" - "$BUNDLE"/wheel/*.whl "$REPO/csrc/device" <<'PYEOF'
+import os, sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 core = [n for n in names if n.startswith("ringkernel/_core")]
-dialect = [n for n in names if n.endswith("rk_kernel.h")]
-if not core or not dialect:
-    sys.exit(f"the wheel lacks the extension ({core}) or the device dialect ({dialect})")
-print("wheel holds", core[0], "and", dialect[0])
+held = {os.path.basename(n) for n in names if n.startswith("ringkernel/include/")}
+missing = sorted(h for h in os.listdir(sys.argv[2]) if h.endswith(".h") and h not in held)
+if not core or missing:
+    sys.exit(f"the wheel lacks the extension ({core}) or device-dialect headers: {missing}")
+print("wheel holds", core[0], "and the device dialect")
 PYEOF
 "$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")' >"$BUNDLE/python.txt"
 

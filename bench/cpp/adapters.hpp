@@ -28,6 +28,7 @@
 #include "ringkernel/hlc.hpp"
 #include "ringkernel/queue.hpp"
 #include "ringkernel/ring.hpp"
+#include "rk_atomic.h"
 
 namespace rkbench {
 

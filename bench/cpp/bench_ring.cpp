@@ -16,6 +16,7 @@
 
 #include "adapters.hpp"
 #include "registry.hpp"
+#include "rk_ring.h"
 
 namespace rkbench {
 namespace {

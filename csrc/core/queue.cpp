@@ -19,6 +19,7 @@
 #include "ringkernel/clock.hpp"
 #include "ringkernel/errors.hpp"
 #include "ringkernel/ids.hpp"
+#include "rk_ring.h"
 
 namespace rk {
 namespace detail {
@@ -205,12 +206,6 @@ void Queue::unwatch(int fd) {
     data_->unwatch_fd(fd);
     space_.unwatch_fd(fd);
     ::close(fd);
-}
-
-void WaitSet::signal_fd(int fd) {
-    const std::uint64_t one = 1;
-    // EAGAIN (counter at its maximum) still leaves the fd readable: nothing to do.
-    if (::write(fd, &one, sizeof one) < 0) return;
 }
 
 void Queue::check_open() const {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ringkernel/options.hpp"
+#include "rk_ring.h"
 
 namespace rk {
 
@@ -55,5 +56,38 @@ Ring::Ring(std::uint32_t capacity, std::uint32_t max_payload, std::uint32_t flag
 }
 
 Ring::~Ring() { memory_->deallocate(hdr_, alloc_); }
+
+// ---- the operations: the ring protocol of rk_ring.h with system-scope host atomics -------------------
+
+bool Ring::try_push(const rk_envelope &env, const void *payload) noexcept {
+    return rk_ring_try_push(hdr_, &env, static_cast<const rk_u8 *>(payload), 0, RK_SCOPE_SYSTEM);
+}
+bool Ring::try_push_single(const rk_envelope &env, const void *payload) noexcept {
+    return rk_ring_try_push(hdr_, &env, static_cast<const rk_u8 *>(payload), 1, RK_SCOPE_SYSTEM);
+}
+bool Ring::try_pop(rk_envelope &env, void *payload, std::uint32_t cap) noexcept {
+    return rk_ring_try_pop(hdr_, &env, static_cast<rk_u8 *>(payload), cap, 0, RK_SCOPE_SYSTEM);
+}
+bool Ring::try_pop_single(rk_envelope &env, void *payload, std::uint32_t cap) noexcept {
+    return rk_ring_try_pop(hdr_, &env, static_cast<rk_u8 *>(payload), cap, 1, RK_SCOPE_SYSTEM);
+}
+rk_envelope *Ring::claim(std::uint64_t &pos, bool single) noexcept {
+    return rk_ring_claim(hdr_, &pos, single, RK_SCOPE_SYSTEM);
+}
+std::uint32_t Ring::claim_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept {
+    return rk_ring_claim_n(hdr_, n, &first, single, RK_SCOPE_SYSTEM);
+}
+void Ring::publish(rk_envelope *slot, std::uint64_t pos) noexcept { rk_ring_publish(slot, pos, RK_SCOPE_SYSTEM); }
+rk_envelope *Ring::acquire(std::uint64_t &pos, bool single) noexcept {
+    return rk_ring_acquire(hdr_, &pos, single, RK_SCOPE_SYSTEM);
+}
+std::uint32_t Ring::acquire_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept {
+    return rk_ring_acquire_n(hdr_, n, &first, single, RK_SCOPE_SYSTEM);
+}
+void Ring::release(rk_envelope *slot, std::uint64_t pos) noexcept { rk_ring_release(hdr_, slot, pos, RK_SCOPE_SYSTEM); }
+rk_envelope *Ring::slot(std::uint64_t pos) noexcept { return rk_ring_slot(hdr_, pos); }
+bool Ring::can_push() noexcept { return rk_ring_can_claim(hdr_, RK_SCOPE_SYSTEM); }
+bool Ring::can_pop() noexcept { return rk_ring_can_acquire(hdr_, RK_SCOPE_SYSTEM); }
+std::size_t Ring::size() noexcept { return static_cast<std::size_t>(rk_ring_size(hdr_, RK_SCOPE_SYSTEM)); }
 
 }  // namespace rk

@@ -69,9 +69,10 @@ std::vector<std::string> dialect_include_dirs(const RuntimeConfig &cfg) {
 }
 
 const std::vector<std::string> &dialect_headers() {
-    static const std::vector<std::string> headers = {"rk_kernel.h", "rk_builtins.h", "rk_ring.h",
-                                                     "rk_atomic.h", "rk_target.h", "ringkernel/layout.h",
-                                                     "ringkernel/rk_types.h"};
+    static const std::vector<std::string> headers = {
+        "rk_kernel.h", "rk_handler.h", "rk_step.h", "rk_entry_opencl.h", "rk_entry_cuda.h", "rk_builtins.h",
+        "rk_ring.h",   "rk_atomic.h",  "rk_target.h", "ringkernel/layout.h", "ringkernel/rk_types.h",
+        "ringkernel/rk_status.h"};
     return headers;
 }
 

@@ -12,6 +12,7 @@
 
 #include "ringkernel/queue.hpp"
 #include "ringkernel/ring.hpp"
+#include "rk_ring.h"
 
 using namespace std::chrono_literals;
 

@@ -5,6 +5,7 @@
 
 #include "ringkernel/layout.h"
 #include "ringkernel/ring.hpp"
+#include "rk_ring.h"
 
 extern "C" int rk_c_dialect_roundtrip(void);
 extern "C" unsigned rk_c_sizeof_envelope(void);

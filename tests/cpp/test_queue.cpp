@@ -11,6 +11,7 @@
 #include "ringkernel/ids.hpp"
 #include "ringkernel/errors.hpp"
 #include "ringkernel/queue.hpp"
+#include "rk_ring.h"
 
 using namespace std::chrono_literals;
 

@@ -39,6 +39,7 @@
 #include "ringkernel/errors.hpp"
 #include "ringkernel/queue.hpp"
 #include "ringkernel/ring.hpp"
+#include "rk_ring.h"
 
 #ifndef RK_FUZZ_STRICT
 #define RK_FUZZ_STRICT 0

@@ -36,7 +36,7 @@ import ringkernel as rk
 BP = rk.Backpressure
 KS = rk.KernelState
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
-RK_MAX_RUN = 32  # messages a block takes in one run at most (csrc/device/rk_kernel.h)
+RK_MAX_RUN = 32  # messages a block takes in one run at most (csrc/device/rk_handler.h)
 STAT_KEYS = ("sent", "received", "rejected", "dropped", "duplicates", "expired", "timed_out")
 
 

@@ -1,5 +1,5 @@
-// ring.hpp — an owning host ring: one aligned allocation laid out as rk_ring_header + slots, driven
-// by the device-dialect protocol of rk_ring.h through the host atomics.
+// ring.hpp — an owning host ring: one aligned allocation laid out as rk_ring_header + slots (layout.h),
+// driven by the ring protocol of the device dialect (rk_ring.h, in ring.cpp) through the host atomics.
 #pragma once
 
 #include <cstddef>
@@ -7,7 +7,6 @@
 
 #include "ringkernel/layout.h"
 #include "ringkernel/memory.hpp"
-#include "rk_ring.h"
 
 namespace rk {
 
@@ -32,40 +31,26 @@ public:
 
     // Whole messages. Multi-producer/multi-consumer unless the *_single form is used, which the
     // caller may use only while it is the sole producer (or consumer).
-    bool try_push(const rk_envelope &env, const void *payload) noexcept {
-        return rk_ring_try_push(hdr_, &env, static_cast<const rk_u8 *>(payload), 0, RK_SCOPE_SYSTEM);
-    }
-    bool try_push_single(const rk_envelope &env, const void *payload) noexcept {
-        return rk_ring_try_push(hdr_, &env, static_cast<const rk_u8 *>(payload), 1, RK_SCOPE_SYSTEM);
-    }
-    bool try_pop(rk_envelope &env, void *payload, std::uint32_t cap) noexcept {
-        return rk_ring_try_pop(hdr_, &env, static_cast<rk_u8 *>(payload), cap, 0, RK_SCOPE_SYSTEM);
-    }
-    bool try_pop_single(rk_envelope &env, void *payload, std::uint32_t cap) noexcept {
-        return rk_ring_try_pop(hdr_, &env, static_cast<rk_u8 *>(payload), cap, 1, RK_SCOPE_SYSTEM);
-    }
+    bool try_push(const rk_envelope &env, const void *payload) noexcept;
+    bool try_push_single(const rk_envelope &env, const void *payload) noexcept;
+    bool try_pop(rk_envelope &env, void *payload, std::uint32_t cap) noexcept;
+    bool try_pop_single(rk_envelope &env, void *payload, std::uint32_t cap) noexcept;
 
-    // Two-phase forms (write or read in place), see rk_ring.h.
-    rk_envelope *claim(std::uint64_t &pos, bool single) noexcept {
-        return rk_ring_claim(hdr_, &pos, single, RK_SCOPE_SYSTEM);
-    }
-    std::uint32_t claim_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept {
-        return rk_ring_claim_n(hdr_, n, &first, single, RK_SCOPE_SYSTEM);
-    }
-    void publish(rk_envelope *slot, std::uint64_t pos) noexcept { rk_ring_publish(slot, pos, RK_SCOPE_SYSTEM); }
-    rk_envelope *acquire(std::uint64_t &pos, bool single) noexcept {
-        return rk_ring_acquire(hdr_, &pos, single, RK_SCOPE_SYSTEM);
-    }
-    std::uint32_t acquire_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept {
-        return rk_ring_acquire_n(hdr_, n, &first, single, RK_SCOPE_SYSTEM);
-    }
-    void release(rk_envelope *slot, std::uint64_t pos) noexcept { rk_ring_release(hdr_, slot, pos, RK_SCOPE_SYSTEM); }
-    rk_envelope *slot(std::uint64_t pos) noexcept { return rk_ring_slot(hdr_, pos); }
-    static std::uint8_t *payload(rk_envelope *slot) noexcept { return rk_envelope_payload(slot); }
+    // Two-phase forms (write or read in place): claim a slot (or a run of n), fill it, publish it;
+    // acquire a message (or a run), read it in place, release it. nullptr / 0 when none is free.
+    rk_envelope *claim(std::uint64_t &pos, bool single) noexcept;
+    std::uint32_t claim_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept;
+    void publish(rk_envelope *slot, std::uint64_t pos) noexcept;
+    rk_envelope *acquire(std::uint64_t &pos, bool single) noexcept;
+    std::uint32_t acquire_n(std::uint32_t n, std::uint64_t &first, bool single) noexcept;
+    void release(rk_envelope *slot, std::uint64_t pos) noexcept;
+    rk_envelope *slot(std::uint64_t pos) noexcept;
+    // A slot's payload: the bytes right after its envelope.
+    static std::uint8_t *payload(rk_envelope *slot) noexcept { return reinterpret_cast<std::uint8_t *>(slot + 1); }
 
-    bool can_push() noexcept { return rk_ring_can_claim(hdr_, RK_SCOPE_SYSTEM); }
-    bool can_pop() noexcept { return rk_ring_can_acquire(hdr_, RK_SCOPE_SYSTEM); }
-    std::size_t size() noexcept { return static_cast<std::size_t>(rk_ring_size(hdr_, RK_SCOPE_SYSTEM)); }
+    bool can_push() noexcept;
+    bool can_pop() noexcept;
+    std::size_t size() noexcept;
     // Cursor totals since creation: every claimed and every acquired position.
     std::uint64_t pushed() const noexcept { return __atomic_load_n(&hdr_->tail, __ATOMIC_ACQUIRE); }
     std::uint64_t popped() const noexcept { return __atomic_load_n(&hdr_->head, __ATOMIC_ACQUIRE); }

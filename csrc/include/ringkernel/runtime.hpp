@@ -23,7 +23,11 @@
 #include "ringkernel/layout.h"
 #include "ringkernel/options.hpp"
 #include "ringkernel/queue.hpp"
-#include "rk_kernel.h"
+#include "ringkernel/rk_status.h"
+
+// A block's view of its kernel (the device dialect's rk_ctx, rk_handler.h): opaque here. A C++ host
+// handler that calls the handler API (rk_thread_rank, rk_request, rk_emit ...) includes "rk_kernel.h".
+struct rk_ctx;
 
 namespace rk {
 

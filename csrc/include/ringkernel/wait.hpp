@@ -18,8 +18,6 @@
 #include <thread>
 #include <vector>
 
-#include "rk_atomic.h"
-
 #if defined(__SANITIZE_THREAD__)
 #define RK_TSAN 1
 #elif defined(__has_feature)
@@ -29,6 +27,9 @@
 #endif
 
 namespace rk {
+
+// One pause of a spin-wait (x86 `pause`, ARM `yield`): the host atomics' rk_cpu_relax.
+void cpu_relax() noexcept;
 
 // How long a call may wait. timeout_ns < 0 waits forever, 0 does not wait. `interrupt`, if set, is
 // called about every 100 ms of waiting and may throw to abandon the wait (Python checks signals).
@@ -93,7 +94,7 @@ public:
     bool wait(Ready ready, const Deadline &deadline, const std::function<void()> *interrupt) {
         for (int i = 0; i < kSpins; ++i) {
             if (ready()) return true;
-            rk_cpu_relax();
+            cpu_relax();
         }
         for (int i = 0; i < kYields; ++i) {
             if (ready()) return true;
