@@ -1,0 +1,75 @@
+// bind_options.cpp — the options of queues and kernel launches: Backpressure and LaunchOptions, every
+// set validated with the argument named.
+#include <pybind11/native_enum.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+
+#include "args.hpp"
+#include "bindings.hpp"
+#include "ringkernel/ringkernel.hpp"
+
+namespace rkpy {
+
+using namespace pybind11::literals;
+
+void bind_options(py::module_ &m) {
+    py::native_enum<rk::Backpressure>(m, "Backpressure", "enum.IntEnum",
+                                      "What a full queue does with a new message.")
+        .value("BLOCK", rk::Backpressure::Block, "wait for space or the timeout; False on timeout")
+        .value("REJECT", rk::Backpressure::Reject, "False at once, counted rejected")
+        .value("DROP_OLDEST", rk::Backpressure::DropOldest, "evict the oldest (counted dropped), accept the new")
+        .value("DROP_NEW", rk::Backpressure::DropNew, "discard the new (counted dropped), False")
+        .finalize();
+
+    py::class_<rk::LaunchOptions>(m, "LaunchOptions", "Options of a kernel launch (validated on every set).")
+        .def(py::init([](const py::object &queue_capacity, const py::object &dedup_window, rk::Backpressure bp,
+                         bool priority, const py::object &ttl, double idle_backoff) {
+                 rk::LaunchOptions o;
+                 o.set_queue_capacity(int_in_range<std::uint64_t>(queue_capacity, "queue_capacity", 0, ~0ull));
+                 o.set_dedup_window(int_in_range<std::uint64_t>(dedup_window, "dedup_window", 0, ~0ull));
+                 o.set_backpressure(bp).set_priority(priority);
+                 o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl)));
+                 o.set_idle_backoff_ns(idle_backoff_ns(idle_backoff));
+                 return o;
+             }),
+             "queue_capacity"_a = 4096, "dedup_window"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
+             "priority"_a = false, "ttl"_a = py::none(), "idle_backoff"_a = 1e-6)
+        .def_static("production", &rk::LaunchOptions::production, "4096 slots, BLOCK, dedup window 1024")
+        .def_static("low_latency", &rk::LaunchOptions::low_latency, "256 slots, REJECT, no dedup")
+        .def_static("high_throughput", &rk::LaunchOptions::high_throughput, "16384 slots, BLOCK, no dedup")
+        .def_property(
+            "queue_capacity", &rk::LaunchOptions::queue_capacity,
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_queue_capacity(int_in_range<std::uint64_t>(v, "queue_capacity", 0, ~0ull));
+            })
+        .def_property(
+            "dedup_window", &rk::LaunchOptions::dedup_window,
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_dedup_window(int_in_range<std::uint64_t>(v, "dedup_window", 0, ~0ull));
+            },
+            "the window in force: the requested one clamped to queue_capacity")
+        .def_property("backpressure", &rk::LaunchOptions::backpressure, &rk::LaunchOptions::set_backpressure)
+        .def_property("priority", &rk::LaunchOptions::priority, &rk::LaunchOptions::set_priority)
+        .def_property(
+            "ttl", [](const rk::LaunchOptions &o) { return ttl_seconds(o.ttl_ns()); },
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_ttl_ns(v.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(v)));
+            },
+            "message time-to-live in seconds, or None")
+        .def_property(
+            "idle_backoff", [](const rk::LaunchOptions &o) { return static_cast<double>(o.idle_backoff_ns()) / 1e9; },
+            [](rk::LaunchOptions &o, double v) { o.set_idle_backoff_ns(idle_backoff_ns(v)); },
+            "CUDA: the longest an idle block sleeps between polls of its inputs, in seconds")
+        .def("__repr__", &rk::LaunchOptions::to_string)
+        .def("__eq__", [](const rk::LaunchOptions &a, const rk::LaunchOptions &b) {
+            return a.queue_capacity() == b.queue_capacity() && a.dedup_window() == b.dedup_window() &&
+                   a.backpressure() == b.backpressure() && a.priority() == b.priority() && a.ttl_ns() == b.ttl_ns() &&
+                   a.idle_backoff_ns() == b.idle_backoff_ns();
+        })
+        .def("__copy__", [](const rk::LaunchOptions &o) { return o; })
+        .attr("__hash__") = py::none();
+}
+
+}  // namespace rkpy
