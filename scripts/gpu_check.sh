@@ -306,9 +306,9 @@ step_racecheck() { sanitizer racecheck; }
 step_synccheck() { sanitizer synccheck; }
 
 step_pytest() {
-    # The files with cuda cases (test_cuda.py and the backend-parametrised suite), or all of them (--full).
-    local rc marks=(-m cuda) extra=() files=(tests/python/test_cuda.py tests/python/test_runtime.py)
-    [ "$FULL" = 1 ] && marks=() && files=(tests/python)
+    # The cuda cases (test_cuda.py and the backend-parametrised suite, across its files), or everything (--full).
+    local rc marks=(-m cuda) extra=() files=(tests/python)
+    [ "$FULL" = 1 ] && marks=()
     cd "$BUNDLE" || return 1
     if [ "$DRY" = 1 ]; then
         lim "$PY" -m pytest -q -p no:cacheprovider --collect-only "${marks[@]}" "${files[@]}" </dev/null 2>&1 | tee "$LOGS/pytest-collect.out"

@@ -3,6 +3,9 @@ import os
 import numpy as np
 import pytest
 
+import ringkernel as rk
+from kernel_helpers import BACKENDS, availability
+
 # PoCL's CPU device has as many compute units as worker threads (the cores, by default), and every
 # block of a persistent kernel stays resident on one: the OpenCL suite launches several kernels at
 # once (9 in the registry test), so it gives PoCL more threads than this 2-core machine has cores (set before PoCL starts).
@@ -28,3 +31,30 @@ def records(start: int, n: int, dtype: np.dtype = SAMPLE) -> np.ndarray:
     arr = np.zeros(n, dtype=dtype)
     arr["seq"] = np.arange(start, start + n)
     return arr
+
+
+# ---- the behavioural suite's fixtures (test_runtime.py and its sibling files; helpers in kernel_helpers.py) ----
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, monkeypatch) -> str:
+    name = request.param
+    if name == "opencl-copy":
+        monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
+        name = "opencl"
+    info = availability()[name]
+    if not info.available:
+        pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
+    return name
+
+
+@pytest.fixture
+def rt(backend):
+    with rk.Runtime(backend) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def cpu_rt():
+    with rk.Runtime("cpu") as runtime:
+        yield runtime

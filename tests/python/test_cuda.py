@@ -1,6 +1,6 @@
 """The CUDA backend: what runs anywhere (buffers through DLPack, options, availability, NVRTC discovery)
 and what needs a GPU (marked ``cuda``; skipped with the reason elsewhere). The backend-parametrised
-behavioural suite in test_runtime.py runs on CUDA too."""
+behavioural suite (test_runtime.py and its sibling files) runs on CUDA too."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ringkernel as rk
-from test_runtime import DOUBLE  # the shared suite's source handler (tests/python is on sys.path)
+from kernel_helpers import DOUBLE  # the shared suite's source handler (tests/python is on sys.path)
 
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
 

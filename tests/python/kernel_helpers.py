@@ -1,0 +1,80 @@
+"""What the behavioural suite's files share (the fixtures are in conftest.py): the backends it runs on, a
+small record type, request builders, and skip helpers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import ringkernel as rk
+from ringkernel.builtins import VectorAddRequest, VectorOp
+
+# "opencl-copy": the OpenCL backend as on a device that cannot share memory with the host while a
+# kernel runs (RINGKERNEL_OPENCL_SVM=0 hides PoCL's SVM): dispatch mode with copies.
+# The cuda cases carry the `cuda` mark at collection, so `pytest -m cuda` selects them too.
+BACKENDS = ["cpu", "opencl", "opencl-copy", pytest.param("cuda", marks=pytest.mark.cuda)]
+REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
+
+
+def availability() -> dict:
+    return {b.name: b for b in rk.backends()}
+
+
+def copies() -> bool:
+    """Whether OpenCL runs as on a device without shared memory (dispatch mode with copies)."""
+    return os.environ.get("RINGKERNEL_OPENCL_SVM") == "0"
+
+
+def skip_without_shared_memory(rt, what: str) -> None:
+    if rt.backend == "opencl" and copies():
+        pytest.skip(f"{what} need memory the host and the device share (fine-grained SVM); without it the "
+                    "OpenCL backend refuses them with a clear error (tested in test_copy_mode_refusals)")
+
+
+def rec(seq: int, value: float = 0.0):
+    a = np.zeros((), REC)
+    a["seq"], a["value"] = seq, value
+    return a[()]
+
+
+def vreq(op, a, b=None, **kw):
+    n = len(a)
+    pad = lambda v: list(v) + [0.0] * (25 - len(v))  # noqa: E731
+    if n > 25:
+        return VectorAddRequest(op=op, length=n, **kw)
+    return VectorAddRequest(op=op, length=n, a=pad(a), b=pad(b), **kw)
+
+
+def opencl_or_skip() -> None:
+    info = availability()["opencl"]
+    if not info.available:
+        pytest.skip(f"backend opencl unavailable here: {info.detail}")
+
+
+def python_subprocess(code: str, **env: str):
+    """Run `code` in a fresh interpreter with `env` added; it must succeed."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, **env))
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+# The four vector_add operations and what numpy computes for each.
+OPS = {VectorOp.ADD: np.add, VectorOp.SUBTRACT: np.subtract, VectorOp.MULTIPLY: np.multiply,
+       VectorOp.DIVIDE: np.divide}
+
+# A portable-source handler: the reply doubles the value.
+DOUBLE = r"""
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int twice(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    RK_LOCAL rec *o = (RK_LOCAL rec *)out;
+    o->seq = r->seq;
+    o->value = 2.0 * r->value;
+    return RK_REPLY;
+}
+"""
