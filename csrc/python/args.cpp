@@ -44,7 +44,7 @@ py::object ttl_seconds(std::uint64_t ns) {
 }
 
 py::object numpy() {
-    static PyObject *np = py::module_::import("numpy").release().ptr();  // leaked, see envelope_dtype()
+    static PyObject *np = py::module_::import("numpy").release().ptr();  // leaked: a static py::object would be released at process exit, after the interpreter is gone
     return py::reinterpret_borrow<py::object>(np);
 }
 

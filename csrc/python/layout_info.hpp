@@ -11,7 +11,8 @@ namespace rkpy {
 namespace py = pybind11;
 
 // The numpy dtypes of layout.h's structs, given by ringkernel.layout when it is imported (the package does
-// so first): the bindings never import the package's Python modules. Leaked on purpose (see numpy()).
+// so first): the bindings never import the package's Python modules. Leaked on purpose, as numpy() is: a
+// static reference would be released at process exit, after the interpreter is gone.
 struct LayoutDtypes {
     PyObject *envelope = nullptr, *telemetry = nullptr, *control_block = nullptr;
 };

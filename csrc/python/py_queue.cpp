@@ -16,7 +16,6 @@
 
 namespace rkpy {
 
-// The bytes of one record: a numpy scalar (np.void for structured dtypes) or a 0-d array.
 // The bytes of one record: an np.void (structured dtypes), another numpy scalar, a 0-d array,
 // or any buffer exporter with a matching .dtype. The view holds the exporter's buffer until it
 // is destroyed (under the GIL), so the bytes cannot move while a send waits without the GIL.
@@ -29,7 +28,6 @@ public:
         if (held_) PyBuffer_Release(&view_);
     }
     const void *data = nullptr;
-    py::object keep;  // whatever owns `data`, held for the duration of the call
 
 private:
     friend class PyQueue;

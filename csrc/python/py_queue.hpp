@@ -33,7 +33,6 @@ public:
     // One record's bytes as what receive() returns (a message object or a numpy scalar).
     py::object decode(const void *src) const;
 
-    const std::shared_ptr<rk::Queue> &shared() const { return q_; }
 
     bool send(const py::object &record, const py::object &id, const py::object &priority,
               const py::object &timeout, const py::object &correlation_id);
