@@ -100,7 +100,7 @@ ls -l "$BUNDLE/bin"
 say "dialect, tests, benchmark scripts, manifest"
 cp -r csrc/device "$BUNDLE/include/device"
 mkdir -p "$BUNDLE/include/ringkernel"
-cp csrc/include/ringkernel/rk_types.h csrc/include/ringkernel/layout.h "$BUNDLE/include/ringkernel/"
+cp csrc/include/ringkernel/*.h "$BUNDLE/include/ringkernel/"  # the C headers the dialect includes
 mkdir -p "$BUNDLE/tests/python" "$BUNDLE/bench"
 cp tests/python/*.py tests/python/*.txt "$BUNDLE/tests/python/"
 cp bench/*.py "$BUNDLE/bench/"
