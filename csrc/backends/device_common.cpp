@@ -18,6 +18,9 @@ std::string device_handler_entry(const KernelSpec &spec, const char *backend) {
         return h.entry;
     case Handler::Kind::Host:
         break;
+    case Handler::Kind::Native:
+        throw std::invalid_argument("compiled handler '" + h.name + "' is host code, which runs on the CPU backend; on " +
+                                    backend + " use a built-in handler or an rk.Source in the device dialect");
     }
     throw std::invalid_argument(std::string("host (Python or C++) handlers run on the CPU backend only; on ") + backend +
                                 " use a built-in handler or an rk.Source in the device dialect");

@@ -67,11 +67,22 @@ Handler Handler::on_host(std::shared_ptr<HostHandler> host) {
     return h;
 }
 
+Handler Handler::compiled(std::string name, NativeHandlerFn fn, std::shared_ptr<const void> keepalive) {
+    if (!fn) throw std::invalid_argument("a compiled handler needs a function (got a null pointer)");
+    Handler h;
+    h.kind = Kind::Native;
+    h.name = std::move(name);
+    h.native = fn;
+    h.keepalive = std::move(keepalive);
+    return h;
+}
+
 std::string Handler::describe() const {
     switch (kind) {
     case Kind::Builtin: return "builtin:" + name;
     case Kind::Source: return "source:" + entry;
     case Kind::Host: return "host";
+    case Kind::Native: return "compiled:" + name;
     }
     return "?";
 }

@@ -62,12 +62,18 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     std::shared_ptr<rk::HostHandler> host;
     if (py::isinstance<py::str>(handler)) {
         spec.handler = rk::Handler::builtin(handler.cast<std::string>());
+    } else if (py::hasattr(handler, "_rk_native")) {
+        // A compiled handler (rk.jit): (name, address of its C entry). The Python side keeps the code for
+        // the life of the process (a kernel abandoned in it may still call it), so nothing is held here.
+        auto native = handler.attr("_rk_native").cast<std::pair<std::string, std::uintptr_t>>();
+        spec.handler = rk::Handler::compiled(native.first, reinterpret_cast<rk::NativeHandlerFn>(native.second), nullptr);
     } else if (py::hasattr(handler, "code") && py::hasattr(handler, "entry")) {
         spec.handler = rk::Handler::source(handler.attr("code").cast<std::string>(), handler.attr("entry").cast<std::string>());
     } else if (PyCallable_Check(handler.ptr())) {
         spec.handler = rk::Handler::on_host(nullptr);  // filled below, once the queues exist
     } else {
-        throw py::type_error("handler must be a built-in name (str), an rk.Source or a Python callable, got " +
+        throw py::type_error("handler must be a built-in name (str), an rk.Source, an rk.jit handler or a Python "
+                             "callable, got " +
                              type_name(handler));
     }
     if (spec.handler.kind != rk::Handler::Kind::Host && max_batch != 1)

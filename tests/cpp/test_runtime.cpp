@@ -9,6 +9,7 @@
 #include <cstring>
 #include <thread>
 
+#include "ringkernel/native_api.h"
 #include "ringkernel/ringkernel.hpp"
 #include "rk_builtins.h"
 
@@ -664,4 +665,64 @@ TEST(KernelMode, NamesRoundTripAndUnknownOnesAreRefused) {
     s.name = "d";
     s.mode = rk::KernelMode::Dispatch;
     EXPECT_THROW(rt.launch(s), std::invalid_argument);
+}
+
+// ---- compiled (native) handlers: a C function the blocks call directly --------------------------------
+
+namespace {
+std::atomic<int> g_native_calls[2];
+
+// Doubles the value; odd requests go to channel 1 instead of a reply; seq 13 "raises".
+int doubling_handler(rk_ctx *, const void *in, void *out) {
+    const auto *r = static_cast<const Rec *>(in);
+    auto *o = static_cast<Rec *>(out);
+    const rk_u32 rank = rk_native_thread_rank();
+    if (rank < 2) g_native_calls[rank].fetch_add(1);
+    if (rk_native_thread_count() != 2) return RK_ERR_HANDLER;
+    if (r->seq == 13) return RK_ERR_HOST;
+    o->seq = r->seq;
+    o->value = r->value * 2;
+    if (r->seq % 2 == 1) {
+        const rk_i32 sent = rk_native_emit(1, o);
+        return rank == 0 && sent != 1 ? RK_ERR_CHANNEL : RK_NO_REPLY;
+    }
+    return RK_REPLY;
+}
+}  // namespace
+
+TEST(NativeHandler, RunsOnEveryThreadOfTheBlockEmitsAndFailsOneMessageAtATime) {
+    EXPECT_THROW(rk::Handler::compiled("null", nullptr, nullptr), std::invalid_argument);
+    EXPECT_EQ(rk_native_emit(1, nullptr), RK_ERR_CHANNEL);  // outside a handler
+    EXPECT_EQ(rk_native_buffer(1, 1), nullptr);
+    EXPECT_EQ(rk_native_thread_count(), 1u);
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = echo_spec("native");
+    s.handler = rk::Handler::compiled("doubling", doubling_handler, nullptr);
+    s.block = 2;
+    s.channels = {"odd"};
+    auto k = rt.launch(s);
+    k->activate();
+    for (std::uint64_t i = 0; i < 20; ++i) {
+        Rec r{i, i};
+        ASSERT_TRUE(k->input()->send(&r));
+    }
+    Rec out{};
+    for (std::uint64_t i = 0; i < 20; i += 2) {
+        ASSERT_TRUE(k->output()->receive(&out, nullptr, secs(2)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(out.value, 2 * i);
+    }
+    for (std::uint64_t i = 1; i < 20; i += 2) {
+        if (i == 13) continue;
+        ASSERT_TRUE(k->channel_queue(1)->receive(&out, nullptr, secs(2)));
+        EXPECT_EQ(out.seq, i);
+        EXPECT_EQ(out.value, 2 * i);
+    }
+    EXPECT_FALSE(k->channel_queue(1)->receive(&out, nullptr, secs(0.05)));
+    EXPECT_EQ(k->errors(), 1);  // seq 13 failed, alone
+    EXPECT_EQ(k->last_error(), RK_ERR_HOST);
+    EXPECT_NE(k->last_error_message().find("compiled handler 'doubling' raised"), std::string::npos);
+    EXPECT_EQ(g_native_calls[0].load(), 20);
+    EXPECT_EQ(g_native_calls[1].load(), 20);
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
 }

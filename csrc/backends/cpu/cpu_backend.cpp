@@ -25,6 +25,7 @@
 #include "../../core/kernel_core.hpp"
 #include "handler_faults.hpp"
 #include "host_compiler.hpp"
+#include "native_handler.hpp"
 #include "ringkernel/clock.hpp"
 #include "rk_builtins.h"
 
@@ -476,6 +477,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.now_ns = host_now_ns;
     HostHandler *host = spec.handler.host.get();
     ctx.handler_data = host;
+    if (spec.handler.kind == Handler::Kind::Native) ctx.handler_data = reinterpret_cast<void *>(spec.handler.native);
     std::size_t batch = host ? host->batch_size() : 1;
     if (batch > 1) {
         b.batch_in.resize(batch * spec.input_size);
@@ -496,7 +498,8 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     }
     t_block = &b;
     t_block_core = &core;
-    const bool native = spec.handler.kind == Handler::Kind::Source && handler_faults_catchable() && batch <= 1;
+    const bool native = (spec.handler.kind == Handler::Kind::Source || spec.handler.kind == Handler::Kind::Native) &&
+                        handler_faults_catchable() && batch <= 1;
     if (native) {
         install_handler_fault_handlers();
         use_signal_stack();
@@ -603,6 +606,9 @@ public:
         case Handler::Kind::Host:
             if (!h.host) throw std::invalid_argument("host handler is null");
             core.step = step_host;
+            break;
+        case Handler::Kind::Native:
+            core.step = native_handler_step;  // Handler::compiled() refused a null function
             break;
         }
         core.runner = std::make_unique<CpuBlocks>(core);

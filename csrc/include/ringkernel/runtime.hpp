@@ -55,16 +55,25 @@ public:
     virtual bool concurrent() const { return true; }
 };
 
+// A handler compiled to native code outside the library (e.g. by Numba from Python, rk.jit): a C function
+// with the device dialect's handler signature, run by the CPU backend's blocks directly (no host handler
+// object, no lock, no GIL). `keepalive` holds whatever owns the code while a kernel may call it.
+using NativeHandlerFn = int (*)(rk_ctx *ctx, const void *in, void *out);
+
 struct Handler {
-    enum class Kind { Builtin, Source, Host };
+    enum class Kind { Builtin, Source, Host, Native };
     Kind kind = Kind::Builtin;
-    std::string name;                  // built-in name
+    std::string name;                  // built-in name; a native handler's name (for messages)
     std::string code, entry;           // portable source and its entry function
     std::shared_ptr<HostHandler> host;
+    NativeHandlerFn native = nullptr;
+    std::shared_ptr<const void> keepalive;
 
     static Handler builtin(std::string name);
     static Handler source(std::string code, std::string entry);
     static Handler on_host(std::shared_ptr<HostHandler> h);
+    // invalid_argument for a null function.
+    static Handler compiled(std::string name, NativeHandlerFn fn, std::shared_ptr<const void> keepalive);
     std::string describe() const;
 };
 
