@@ -51,6 +51,7 @@ from .messages import (  # noqa: E402
     write_header,
 )
 from .runtime import Buffer, Kernel, KernelState, Mode, Runtime, Source, Topic, batch  # noqa: E402
+from .compiled import CompiledHandler, JitHandler, jit  # noqa: E402  (Numba is imported on first use)
 from ._core import (  # noqa: E402
     BackendInfo,
     BackendUnavailableError,
@@ -97,6 +98,9 @@ __all__ = [
     "layout",
     # ring kernels (ringkernel.runtime)
     "Buffer",
+    "CompiledHandler",
+    "JitHandler",
+    "jit",
     "Kernel",
     "KernelState",
     "Mode",

@@ -21,7 +21,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 import numpy as np
 
 from . import _core
-from ._core import KernelState, LaunchOptions, Queue
+from ._core import CompileError, KernelState, LaunchOptions, Queue
+from .compiled import BACKENDS as JIT_BACKENDS
+from .compiled import JitHandler
+from .compiled import _dtype_of as _jit_dtype
+from .compiled import _not_here as _jit_not_here
 
 __all__ = ["Runtime", "Kernel", "Source", "Buffer", "Topic", "KernelState", "Mode", "batch"]
 
@@ -420,7 +424,18 @@ async def _send_async(q: Queue, message: Any, timeout: Optional[float], kw: dict
         q._unwatch(fd)
 
 
-HandlerArg = Union[str, Source, Callable[..., Any], _Batch]
+HandlerArg = Union[str, Source, JitHandler, Callable[..., Any], _Batch]
+
+
+def _jit_types(handler: JitHandler, input: Any, output: Any, backend: str) -> tuple:
+    """A compiled handler's record types (launch may restate them, not change them), on a backend that runs it."""
+    if backend not in JIT_BACKENDS:
+        raise CompileError(_jit_not_here(handler.__name__, backend))
+    for what, given, own in (("input", input, handler.input), ("output", output, handler.output)):
+        if given is not None and _jit_dtype(given, what) != _jit_dtype(own, what):
+            raise TypeError(f"rk.jit handler '{handler.__name__}' was compiled for {what} {_jit_dtype(own, what)}, "
+                            f"launch() gave {_jit_dtype(given, what)}")
+    return handler.input, handler.output
 
 
 class Runtime:
@@ -464,7 +479,7 @@ class Runtime:
         return self._rt.closed
 
     # ---- kernels ------------------------------------------------------------------------------------
-    def create(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
+    def create(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
                mode: Union[Mode, str, None] = None) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
@@ -472,6 +487,11 @@ class Runtime:
         fn: Any = handler
         if isinstance(handler, _Batch):
             fn, max_batch = handler.fn, handler.max_size
+        if isinstance(handler, JitHandler):
+            input, output = _jit_types(handler, input, output, self.backend)
+        elif input is None:
+            raise TypeError("launch() needs input=: the kernel's request type (an @rk.message class or a numpy "
+                            "dtype); only an rk.jit handler brings its own")
         for arg, value in (("grid", grid), ("block", block)):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
@@ -491,12 +511,13 @@ class Runtime:
         for old in [n for n, other in self._kernels.items() if other.state in ended]:
             del self._kernels[old]
 
-    def launch(self, name: str, handler: HandlerArg, *, input: Any, output: Any = None, grid: int = 1,
+    def launch(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
                mode: Union[Mode, str, None] = None) -> Kernel:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
-        handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, a Python callable
+        handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, an ``rk.jit`` handler
+        (compiled Python; it brings its record types), a Python callable
         ``f(request) -> reply | None | {channel: reply}``, or ``rk.batch(f)`` for numpy batches.
         input/output: message classes or numpy dtypes (output defaults to input). grid: blocks
         (worker threads on CPU); block: threads per block. channels: named extra outputs. mode: this

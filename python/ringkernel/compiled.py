@@ -1,0 +1,388 @@
+"""Ring-kernel handlers written in Python and compiled to native code with Numba: ``rk.jit`` (DESIGN §10).
+
+::
+
+    @rk.jit(input=Req, output=Req)
+    def double(msg, out):          # nopython Python: msg and out are record views
+        out.seq = msg.seq
+        out.x = msg.x * 2.0
+        return True                # True: reply with `out`; False: no reply
+
+    k = rt.launch("double", double)   # input/output come from the handler
+
+On the CPU backend the function becomes a C function (a Numba ``cfunc`` with the dialect's handler
+signature) that the kernel's worker threads call directly: no GIL, no Python object per message. It
+is compiled once per (function source, record types, Numba version) and cached on disk under the
+handler cache (``$RINGKERNEL_CACHE_DIR``, else ``~/.cache/ringkernel``; ``jit/``), so a second process
+loads it instead of compiling. What Numba refuses raises ``rk.CompileError`` at decoration, with Numba's
+message and the handler's name.
+
+Inside a handler, besides the fields (read and written as attributes; fixed arrays as arrays) and the
+math Numba supports, four helpers (``from ringkernel.compiled import emit, buffer, thread_rank,
+thread_count``):
+
+- ``emit(channel, record)``: send an output record (``out``, or any record of the output type) on one of
+  the kernel's named channels, 1..7 in the order of ``launch(channels=[...])`` (0: the default output);
+  returns how many rings took it. Only thread 0 of a block sends.
+- ``buffer(handle, count, dtype)``: a ``count``-element array of a numeric ``dtype`` over the buffer
+  behind ``handle`` (``rt.alloc``). A handle that does not resolve, or a buffer smaller than the view,
+  raises IndexError: that message fails (counted in ``errors``), nothing is written.
+- ``thread_rank()``, ``thread_count()``: this thread within the block. On the CPU backend ``block=N``
+  runs the handler N times per message, once per rank, one after the other (there is no barrier for
+  compiled handlers there); the reply is thread 0's ``out``.
+
+A handler that raises (an explicit ``raise``, an IndexError of a bounds-checked index) fails that one
+message like any handler failure: counted in ``errors``, ``last_error`` is ``ERR_HOST``, the kernel goes
+on. Array indexing is bounds-checked by default (``boundscheck=True``): an index outside a field's array
+or a buffer view fails the message instead of writing elsewhere; ``boundscheck=False`` trades that for
+speed.
+
+The handler signature takes a third argument, the kernel's state (``f(msg, out, state)``), once actor
+state exists (DESIGN §11); the C entry stays ``int entry(rk_ctx *, const void *in, void *out)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import stat
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import _core
+from .messages import is_message
+
+#: The backends that run compiled Python handlers.
+BACKENDS = ("cpu",)
+_ERR_HOST = -4  # RK_ERR_HOST (ringkernel/rk_status.h): the handler raised
+_ABI = 1        # the C entry's shape; part of the cache key
+
+
+def _numba() -> Any:
+    try:
+        import numba
+    except ImportError as e:
+        raise ImportError("rk.jit compiles handlers with Numba, which is not installed: "
+                          "pip install 'pyringkernel[jit]' (or pip install numba)") from e
+    return numba
+
+
+def _dtype_of(t: Any, what: str) -> np.dtype:
+    if is_message(t):
+        return np.dtype(t.dtype)
+    try:
+        dt = np.dtype(t)
+    except TypeError as e:
+        raise TypeError(f"{what} must be an @rk.message class or a numpy dtype, got {t!r}") from e
+    if dt.fields is None:
+        raise TypeError(f"{what} must be a structured record type (fields read as attributes), got dtype {dt}")
+    return dt
+
+
+def thread_rank() -> int:
+    """This thread's rank within its block (inside a compiled handler only)."""
+    raise RuntimeError("thread_rank() is for compiled (rk.jit) handlers; it has no meaning in plain Python")
+
+
+def thread_count() -> int:
+    """The number of threads of the block (inside a compiled handler only)."""
+    raise RuntimeError("thread_count() is for compiled (rk.jit) handlers; it has no meaning in plain Python")
+
+
+def emit(channel: int, record: Any) -> int:
+    """Send an output record on named channel ``channel`` (inside a compiled handler only)."""
+    raise RuntimeError("emit() is for compiled (rk.jit) handlers; a Python handler returns {channel: reply}")
+
+
+def buffer(handle: int, count: int, dtype: Any) -> Any:
+    """A ``count``-element array view of the buffer behind ``handle`` (inside a compiled handler only)."""
+    raise RuntimeError("buffer() is for compiled (rk.jit) handlers; from Python use rt.buffer_view(handle)")
+
+
+# ---- Numba glue, registered once, on the first compile ----------------------------------------------------
+
+_glue_lock = threading.Lock()
+_glue_done = False
+
+
+def _register_glue() -> None:
+    """The helpers' Numba implementations, over the library's rk_native_* entry points (native_api.h),
+    which Numba resolves by name: registered with LLVM's symbol table from this process's extension, so
+    code loaded from the cache links to them as code compiled now does."""
+    global _glue_done
+    with _glue_lock:
+        if _glue_done:
+            return
+        import ctypes
+
+        from llvmlite import binding as llvm
+        from numba import carray, types
+        from numba.core.extending import intrinsic, overload
+
+        lib = ctypes.CDLL(_core.__file__)
+        for name in ("rk_native_thread_rank", "rk_native_thread_count", "rk_native_emit", "rk_native_buffer"):
+            llvm.add_symbol(name, ctypes.cast(getattr(lib, name), ctypes.c_void_p).value)
+        ext_rank = types.ExternalFunction("rk_native_thread_rank", types.uint32())
+        ext_count = types.ExternalFunction("rk_native_thread_count", types.uint32())
+        ext_emit = types.ExternalFunction("rk_native_emit", types.int32(types.uint32, types.uintp))
+        ext_buffer = types.ExternalFunction("rk_native_buffer", types.uintp(types.uint64, types.uint64))
+
+        @intrinsic
+        def record_address(typingctx: Any, rec: Any) -> Any:
+            if not isinstance(rec, types.Record):
+                return None
+
+            def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+                return builder.ptrtoint(args[0], context.get_value_type(types.uintp))  # a record is its pointer
+            return types.uintp(rec), codegen
+
+        @intrinsic
+        def as_voidptr(typingctx: Any, addr: Any) -> Any:
+            def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+                return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+            return types.voidptr(types.uintp), codegen
+
+        @overload(thread_rank)
+        def _rank() -> Any:
+            return lambda: ext_rank()
+
+        @overload(thread_count)
+        def _count() -> Any:
+            return lambda: ext_count()
+
+        @overload(emit)
+        def _emit(channel: Any, record: Any) -> Any:
+            if not isinstance(channel, types.Integer) or not isinstance(record, types.Record):
+                raise TypeError(f"emit(channel, record) takes an integer channel and a record of the output "
+                                f"type, got {channel} and {record}")
+
+            def impl(channel: Any, record: Any) -> Any:
+                if channel < 0 or channel > 7:
+                    raise IndexError("emit(): channel must be in [0, 7]")
+                return ext_emit(np.uint32(channel), record_address(record))
+            return impl
+
+        @overload(buffer)
+        def _buffer(handle: Any, count: Any, dtype: Any) -> Any:
+            if not isinstance(dtype, types.NumberClass):
+                raise TypeError(f"buffer(handle, count, dtype): dtype must be a numpy number type (np.float32, "
+                                f"np.int64, ...), got {dtype}")
+            size = np.dtype(str(dtype.dtype)).itemsize
+
+            def impl(handle: Any, count: Any, dtype: Any) -> Any:
+                if count < 0:
+                    raise IndexError("buffer(): count must be >= 0")
+                address = ext_buffer(np.uint64(handle), np.uint64(count) * np.uint64(size))
+                if address == 0:
+                    raise IndexError("buffer(): the handle does not resolve, or its buffer is smaller than the view")
+                return carray(as_voidptr(address), count, dtype)
+            return impl
+
+        _glue_done = True
+
+
+# ---- the cache ------------------------------------------------------------------------------------------------
+
+
+def _cache_dir() -> Path:
+    d = os.environ.get("RINGKERNEL_CACHE_DIR")
+    if not d:
+        base = os.environ.get("XDG_CACHE_HOME") or (os.path.join(os.environ["HOME"], ".cache")
+                                                    if os.environ.get("HOME") else None)
+        d = os.path.join(base, "ringkernel") if base else f"/tmp/ringkernel-{os.getuid()}"
+    path = Path(d) / "jit"
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise _core.CompileError(f"the handler cache directory {path} is not private (it must belong to this "
+                                 "user and not be group- or world-writable); fix its permissions or set "
+                                 "RINGKERNEL_CACHE_DIR")
+    return path
+
+
+# The C entry around the user's function, one module per (function, types): a real file, so that Numba can
+# cache it (its cache is keyed by file and function). RK_USER is the user's function, set before compiling.
+_ENTRY = '''# Generated by ringkernel.compiled for handler {name!r}: do not edit (the name is its cache key).
+from numba import carray
+
+RK_USER = None
+
+
+def rk_entry(ctx, inp, out):
+    m = carray(inp, 1)[0]
+    o = carray(out, 1)[0]
+    try:
+        r = RK_USER(m, o)
+    except Exception:
+        return {err}
+    return 1 if r else 0
+'''
+
+
+def _source_identity(fn: Callable) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = fn.__code__
+        return repr((code.co_code, code.co_consts, code.co_names))
+
+
+def _load_entry_module(key: str, name: str) -> Any:
+    modname = f"_ringkernel_jit_{key}"
+    if modname in sys.modules:
+        return sys.modules[modname]
+    path = _cache_dir() / f"{modname}.py"
+    text = _ENTRY.format(name=name, err=_ERR_HOST)
+    if not path.is_file() or path.read_text() != text:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)  # atomic: another process compiling the same handler sees all or nothing
+    spec = importlib.util.spec_from_file_location(modname, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[modname] = mod  # cached code refers to its globals through the module's name
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ---- handlers ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompiledHandler:
+    """A handler compiled for one backend: ``code`` is what runs there, ``entry`` its C symbol."""
+
+    backend: str
+    arch: str
+    entry: str
+    code: bytes
+    log: str
+
+
+class JitHandler:
+    """What ``rk.jit`` returns: launch it (``rt.launch(name, handler)``), or compile it ahead of time."""
+
+    _keep: list = []  # compiled code lives as long as the process: a kernel abandoned in it may still call it
+
+    def __init__(self, fn: Callable, input: Any, output: Any, boundscheck: bool):
+        if not callable(fn) or not hasattr(fn, "__code__"):
+            raise TypeError(f"rk.jit decorates a Python function, got {fn!r}")
+        self.py_func = fn
+        self.__name__ = getattr(fn, "__name__", "handler")
+        self.__doc__ = fn.__doc__
+        self.input = input
+        self.output = input if output is None else output
+        self.input_dtype = _dtype_of(self.input, "input")
+        self.output_dtype = _dtype_of(self.output, "output")
+        self.boundscheck = bool(boundscheck)
+        nparams = len(inspect.signature(fn).parameters)
+        if nparams != 2:
+            raise TypeError(f"rk.jit handler '{self.__name__}' must take (msg, out), got {nparams} parameter(s) "
+                            "(a third, the kernel's state, comes with actor state: DESIGN §11)")
+        self.compile_seconds = 0.0
+        self._address, self._cfunc = self._compile_cpu()
+
+    def __repr__(self) -> str:
+        return f"<rk.jit handler {self.__name__}: {self.input_dtype} -> {self.output_dtype}>"
+
+    @property
+    def _rk_native(self) -> tuple:
+        return (self.__name__, self._address)
+
+    def _key(self) -> str:
+        numba = _numba()
+        h = hashlib.sha256()
+        for part in (_ABI, numba.__version__, np.__version__, sys.version_info[:2], self.boundscheck,
+                     getattr(self.py_func, "__module__", ""), self.py_func.__qualname__,
+                     _source_identity(self.py_func), self.input_dtype.descr, self.output_dtype.descr,
+                     self.input_dtype.itemsize, self.output_dtype.itemsize):
+            h.update(repr(part).encode())
+            h.update(b"\0")
+        return h.hexdigest()[:24]
+
+    def _fail(self, what: str, err: BaseException) -> Exception:
+        text = str(err).strip()
+        exc = _core.CompileError(f"rk.jit handler '{self.__name__}' {what}:\n{text}")
+        exc.log = text
+        return exc
+
+    def _compile_cpu(self) -> tuple:
+        import time
+
+        numba = _numba()
+        from numba import types
+
+        _register_glue()
+        t0 = time.perf_counter()
+        try:
+            in_t = numba.from_dtype(self.input_dtype)
+            out_t = numba.from_dtype(self.output_dtype)
+        except Exception as e:  # a dtype Numba has no type for
+            raise self._fail("has record types Numba cannot represent", e) from None
+        try:
+            user = numba.njit(self.py_func, cache=True, boundscheck=self.boundscheck)
+            user.compile((in_t, out_t))
+        except numba.core.errors.NumbaError as e:
+            raise self._fail("did not compile", e) from None
+        except Exception as e:  # a cache that cannot be written (a function defined in a REPL): compile uncached
+            try:
+                user = numba.njit(self.py_func, boundscheck=self.boundscheck)
+                user.compile((in_t, out_t))
+            except numba.core.errors.NumbaError as e2:
+                raise self._fail("did not compile", e2) from None
+            except Exception:
+                raise self._fail("did not compile", e) from None
+        returns = [user.overloads[s].signature.return_type for s in user.overloads]
+        if not returns or not all(isinstance(r, types.Boolean) for r in returns):
+            raise _core.CompileError(f"rk.jit handler '{self.__name__}' must return True (reply) or False (no "
+                                     f"reply), and returns {returns[0] if returns else 'nothing'}")
+        mod = _load_entry_module(self._key(), self.__name__)
+        mod.RK_USER = user
+        sig = types.int32(types.voidptr, types.CPointer(in_t), types.CPointer(out_t))
+        try:
+            entry = numba.cfunc(sig, cache=True)(mod.rk_entry)
+        except numba.core.errors.NumbaError as e:
+            raise self._fail("did not compile (its C entry)", e) from None
+        self.compile_seconds = time.perf_counter() - t0
+        JitHandler._keep.append((entry, user, mod))
+        return entry.address, entry
+
+    def compile(self, backend: str = "cpu", arch: Optional[str] = None) -> CompiledHandler:
+        """Compile ahead of time for ``backend`` (no device needed). ``cpu``: the handler's native code (LLVM
+        IR of its C entry) as built at decoration."""
+        if backend == "cpu":
+            if arch is not None:
+                raise ValueError(f"arch is for device backends; the cpu backend compiles for this host, got {arch!r}")
+            ir = self._cfunc.inspect_llvm()
+            return CompiledHandler("cpu", "host", self._cfunc.native_name, ir.encode(), "")
+        raise _core.CompileError(_not_here(self.__name__, backend))
+
+
+def _not_here(name: str, backend: str) -> str:
+    return (f"rk.jit handler '{name}' cannot run on backend '{backend}': compiled Python handlers run on "
+            f"{', '.join(BACKENDS)}; use an rk.Source (the device dialect in C) for a handler every backend runs")
+
+
+def jit(input: Any = None, output: Any = None, *, boundscheck: bool = True) -> Callable[[Callable], JitHandler]:
+    """Compile a Python function into a ring-kernel handler (see the module's documentation).
+
+    input/output: @rk.message classes or structured numpy dtypes (output defaults to input). Compiled at
+    decoration: what Numba refuses raises ``rk.CompileError`` here, with its message.
+    """
+    if input is None:
+        raise TypeError("rk.jit needs the handler's record types: @rk.jit(input=Req, output=Resp)")
+    if callable(input) and not is_message(input) and not isinstance(input, (type, np.dtype)):
+        raise TypeError("rk.jit is used with its record types: @rk.jit(input=Req, output=Resp)")
+
+    def decorate(fn: Callable) -> JitHandler:
+        return JitHandler(fn, input, output, boundscheck)
+    return decorate
+
+
+__all__ = ["BACKENDS", "CompiledHandler", "JitHandler", "buffer", "emit", "jit", "thread_count", "thread_rank"]
