@@ -1,0 +1,277 @@
+"""Compiled Python handlers (rk.jit, DESIGN §10) on the CPU backend: fields and fixed arrays, no reply, K2K emit,
+buffers by handle (in range, and out of range: a failed message, no stray write), thread rank and count, a
+handler that raises, compile errors at decoration, other backends refused, and the on-disk cache reused by a
+second process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba", reason="rk.jit needs Numba (pip install 'pyringkernel[jit]')")
+
+import ringkernel as rk  # noqa: E402
+from ringkernel.compiled import buffer, emit, thread_count, thread_rank  # noqa: E402
+
+
+@rk.message
+class Req:
+    seq: rk.u64
+    x: rk.f64
+    v: rk.array(rk.f32, 4)
+    handle: rk.u64
+    n: rk.i64
+
+
+@rk.message
+class Resp:
+    seq: rk.u64
+    total: rk.f64
+    ranks: rk.u32
+
+
+@rk.jit(input=Req)
+def double(msg, out):
+    out.seq = msg.seq
+    out.x = msg.x * 2.0
+    for i in range(4):
+        out.v[i] = msg.v[i] * msg.v[i]
+    return msg.seq % 3 != 2  # every third request: no reply
+
+
+@pytest.fixture
+def cpu():
+    with rk.Runtime("cpu") as rt:
+        yield rt
+
+
+def req(seq, x=0.0, v=(0, 0, 0, 0), handle=0, n=0):
+    return Req(seq=seq, x=x, v=list(v), handle=handle, n=n)
+
+
+def test_scalar_fields_fixed_arrays_and_no_reply(cpu):
+    assert isinstance(double, rk.JitHandler) and double.input is Req and double.output is Req
+    k = cpu.launch("double", double)  # the record types come from the handler
+    k.activate()
+    for i in range(30):
+        assert k.send(req(i, x=i + 0.5, v=(1, 2, 3, i)))
+    got = [k.receive(timeout=5) for _ in range(20)]
+    assert [g.seq for g in got] == [i for i in range(30) if i % 3 != 2]
+    for g in got:
+        assert g.x == 2 * (g.seq + 0.5)
+        assert list(g.v) == [1.0, 4.0, 9.0, float(g.seq * g.seq)]
+    assert k.receive(timeout=0.1) is None
+    assert k.messages_processed == 30 and k.errors == 0
+
+
+def test_launch_may_restate_the_types_but_not_change_them(cpu):
+    k = cpu.launch("same", double, input=Req, output=Req.dtype)
+    assert k.state == rk.KernelState.LAUNCHED
+    with pytest.raises(TypeError, match="was compiled for input"):
+        cpu.launch("other", double, input=Resp)
+    with pytest.raises(TypeError, match="needs input="):
+        cpu.launch("missing", "echo")
+
+
+def test_a_raise_fails_that_message_only(cpu):
+    @rk.jit(input=Req)
+    def picky(msg, out):
+        if msg.seq == 7:
+            raise ValueError("seven")
+        out.seq = msg.seq
+        return True
+
+    k = cpu.launch("picky", picky)
+    k.activate()
+    for i in range(10):
+        k.send(req(i))
+    assert [k.receive(timeout=5).seq for _ in range(9)] == [0, 1, 2, 3, 4, 5, 6, 8, 9]
+    assert k.errors == 1 and k.last_error == rk._core.ERR_HOST
+    assert "compiled handler 'picky' raised" in k.last_error_message
+    assert k.state == rk.KernelState.ACTIVE
+
+
+def test_emit_on_a_named_channel_feeds_another_kernel(cpu):
+    @rk.jit(input=Req)
+    def split(msg, out):
+        out.seq = msg.seq
+        if msg.seq % 2 == 1:
+            emit(1, out)  # channel 1: "odd"
+            return False
+        return True
+
+    router = cpu.launch("router", split, channels=["odd"])
+    sink = cpu.launch("sink", "echo", input=Req)
+    cpu.connect(router, sink, channel="odd")
+    for k in (router, sink):
+        k.activate()
+    for i in range(10):
+        router.send(req(i))
+    assert [router.receive(timeout=5).seq for _ in range(5)] == [0, 2, 4, 6, 8]
+    assert [sink.receive(timeout=5).seq for _ in range(5)] == [1, 3, 5, 7, 9]
+    assert router.errors == 0
+
+
+def test_emit_on_a_channel_the_kernel_lacks_is_counted_not_fatal(cpu):
+    @rk.jit(input=Req)
+    def stray(msg, out):
+        out.seq = msg.seq
+        return emit(5, out) >= 0  # the kernel has no channel 5: RK_ERR_CHANNEL (negative), no reply
+
+    k = cpu.launch("stray", stray)
+    k.activate()
+    k.send(req(1))
+    assert k.receive(timeout=0.3) is None
+    assert k.messages_processed == 1
+
+
+def test_buffers_by_handle_in_and_out_of_range(cpu):
+    @rk.jit(input=Req, output=Resp)
+    def sum_and_mark(msg, out):
+        a = buffer(msg.handle, msg.n, np.float32)  # IndexError when the buffer is smaller than n floats
+        s = 0.0
+        for i in range(msg.n):
+            s += a[i]
+        a[msg.n - 1] = -1.0  # in range of the view
+        out.seq = msg.seq
+        out.total = s
+        return True
+
+    data = np.arange(1, 9, dtype=np.float32)  # 8 floats: sum 36
+    guard = cpu.buffer(np.full(8, 5, np.float32))
+    buf = cpu.buffer(data)
+    k = cpu.launch("sum", sum_and_mark)
+    k.activate()
+    k.send(req(1, handle=buf.handle, n=8))
+    r = k.receive(timeout=5)
+    assert r.seq == 1 and r.total == 36.0
+    assert buf.read(np.float32)[7] == -1.0
+    before = buf.read(np.float32).copy()
+    for seq, handle, n in ((2, buf.handle, 9), (3, buf.handle + (1 << 32), 4), (4, 0, 1)):  # too big, stale, none
+        k.send(req(seq, handle=handle, n=n))
+    assert k.receive(timeout=0.3) is None
+    assert k.errors == 3
+    np.testing.assert_array_equal(buf.read(np.float32), before)  # nothing written by the failed messages
+    np.testing.assert_array_equal(guard.read(np.float32), np.full(8, 5, np.float32))
+
+
+def test_bounds_checked_indexing_fails_the_message_instead_of_writing_past_the_view(cpu):
+    @rk.jit(input=Req, output=Resp)
+    def overrun(msg, out):
+        a = buffer(msg.handle, 4, np.float32)
+        a[msg.n] = 99.0  # n = 4 is one past the view
+        out.seq = msg.seq
+        return True
+
+    buf = cpu.buffer(np.zeros(8, np.float32))
+    k = cpu.launch("overrun", overrun)
+    k.activate()
+    k.send(req(1, handle=buf.handle, n=3))
+    assert k.receive(timeout=5).seq == 1
+    k.send(req(2, handle=buf.handle, n=4))
+    assert k.receive(timeout=0.3) is None and k.errors == 1
+    np.testing.assert_array_equal(buf.read(np.float32), [0, 0, 0, 99, 0, 0, 0, 0])
+
+
+def test_every_thread_of_a_block_runs_the_handler(cpu):
+    @rk.jit(input=Req, output=Resp)
+    def ranks(msg, out):
+        a = buffer(msg.handle, 8, np.int32)
+        a[thread_rank()] += 1
+        out.seq = msg.seq
+        out.ranks = thread_count()
+        return True
+
+    counts = cpu.buffer(np.zeros(8, np.int32))
+    k = cpu.launch("ranks", ranks, block=4)
+    k.activate()
+    for i in range(5):
+        k.send(req(i, handle=counts.handle))
+    got = [k.receive(timeout=5) for _ in range(5)]
+    assert [g.ranks for g in got] == [4] * 5
+    np.testing.assert_array_equal(counts.read(np.int32), [5, 5, 5, 5, 0, 0, 0, 0])
+
+
+def test_compile_errors_come_at_decoration_with_numbas_message():
+    with pytest.raises(rk.CompileError) as err:
+        @rk.jit(input=Req)
+        def missing_field(msg, out):
+            out.seq = msg.nope
+            return True
+    assert "missing_field" in str(err.value) and "nope" in str(err.value) and err.value.log
+
+    with pytest.raises(rk.CompileError, match="must return True .* or False"):
+        @rk.jit(input=Req)
+        def returns_a_number(msg, out):
+            return msg.x
+
+    with pytest.raises(rk.CompileError, match="python_object"):
+        @rk.jit(input=Req)
+        def python_object(msg, out):
+            d = {"a": object()}
+            return len(d) > 0
+
+    with pytest.raises(TypeError, match=r"must take \(msg, out\)"):
+        rk.jit(input=Req)(lambda msg: True)
+    with pytest.raises(TypeError, match="structured record type"):
+        rk.jit(input=np.float64)(lambda msg, out: True)
+    with pytest.raises(TypeError, match="record types"):
+        rk.jit(lambda msg, out: True)
+
+
+def test_other_backends_are_refused_with_the_alternatives():
+    opencl = {b.name: b for b in rk.backends()}["opencl"]
+    if not opencl.available:
+        pytest.skip(f"backend opencl unavailable here: {opencl.detail}")
+    with rk.Runtime("opencl") as rt:
+        with pytest.raises(rk.CompileError, match="run on cpu.*rk.Source"):
+            rt.launch("d", double)
+    with pytest.raises(rk.CompileError, match="cannot run on backend 'opencl'"):
+        double.compile("opencl")
+    compiled = double.compile("cpu")
+    assert compiled.backend == "cpu" and compiled.entry and compiled.entry.encode() in compiled.code
+
+
+def test_a_second_process_loads_the_compiled_handler_from_the_cache(tmp_path):
+    module = tmp_path / "handlers_for_cache.py"
+    module.write_text(textwrap.dedent("""
+        import numpy as np
+        import ringkernel as rk
+        REQ = np.dtype([("seq", "<u8"), ("x", "<f8")])
+
+        @rk.jit(input=REQ)
+        def triple(msg, out):
+            out.seq = msg.seq
+            out.x = msg.x * 3.0
+            return True
+
+        with rk.Runtime("cpu") as rt:
+            k = rt.launch("t", triple)
+            k.activate()
+            a = np.zeros((), REQ); a["seq"], a["x"] = 1, 2.0
+            k.send(a[()])
+            r = k.receive(timeout=5)
+            assert r["x"] == 6.0
+            print("ok")
+    """))
+    env = dict(os.environ, RINGKERNEL_CACHE_DIR=str(tmp_path / "cache"), NUMBA_DEBUG_CACHE="1",
+               PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+
+    def run() -> str:
+        out = subprocess.run([sys.executable, str(module)], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert "ok" in out.stdout
+        return out.stdout + out.stderr
+
+    first = run()
+    assert "data saved" in first and "rk_entry" in first
+    second = run()
+    loaded = [line for line in second.splitlines() if "data loaded" in line]
+    assert any("_ringkernel_jit_" in line for line in loaded), second  # the C entry, not recompiled
+    assert not any("data saved" in line and "_ringkernel_jit_" in line for line in second.splitlines())
+    assert list((tmp_path / "cache" / "jit").glob("_ringkernel_jit_*.py"))
