@@ -351,16 +351,20 @@ class JitHandler:
             raise self._fail("did not compile (its C entry)", e) from None
         self.compile_seconds = time.perf_counter() - t0
         JitHandler._keep.append((entry, user, mod))
+        self._entry_source = (sig, mod.rk_entry)
         return entry.address, entry
 
     def compile(self, backend: str = "cpu", arch: Optional[str] = None) -> CompiledHandler:
-        """Compile ahead of time for ``backend`` (no device needed). ``cpu``: the handler's native code (LLVM
-        IR of its C entry) as built at decoration."""
+        """Compile ahead of time for ``backend`` (no device needed). ``cpu``: the LLVM IR of the handler's C
+        entry (``entry`` is its symbol)."""
         if backend == "cpu":
             if arch is not None:
                 raise ValueError(f"arch is for device backends; the cpu backend compiles for this host, got {arch!r}")
-            ir = self._cfunc.inspect_llvm()
-            return CompiledHandler("cpu", "host", self._cfunc.native_name, ir.encode(), "")
+            # Compiled again, uncached: code loaded from Numba's cache cannot be inspected.
+            numba = _numba()
+            sig, fn = self._entry_source
+            fresh = numba.cfunc(sig, cache=False)(fn)
+            return CompiledHandler("cpu", "host", fresh.native_name, fresh.inspect_llvm().encode(), "")
         raise _core.CompileError(_not_here(self.__name__, backend))
 
 

@@ -477,7 +477,10 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.now_ns = host_now_ns;
     HostHandler *host = spec.handler.host.get();
     ctx.handler_data = host;
-    if (spec.handler.kind == Handler::Kind::Native) ctx.handler_data = reinterpret_cast<void *>(spec.handler.native);
+    if (spec.handler.kind == Handler::Kind::Native) {
+        ctx.handler_data = reinterpret_cast<void *>(spec.handler.native);
+        native_handler_serve(&ctx);
+    }
     std::size_t batch = host ? host->batch_size() : 1;
     if (batch > 1) {
         b.batch_in.resize(batch * spec.input_size);
@@ -537,7 +540,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
             HandlerFault fault;
             StepCall call{core.step, &ctx};
             if (!run_catching_faults(&StepCall::run, &call, &rc, &fault)) {
-                core.fault("handler '" + spec.handler.entry + "' (rk.Source) raised " + fault.describe() +
+                const bool source = spec.handler.kind == Handler::Kind::Source;
+                core.fault("handler '" + (source ? spec.handler.entry : spec.handler.name) +
+                           (source ? "' (rk.Source) raised " : "' (compiled) raised ") + fault.describe() +
                            " on block " + std::to_string(index) + " of " + std::to_string(spec.grid) +
                            "; the run of messages it was handling is lost and the kernel takes no more");
                 break;
@@ -568,6 +573,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     t_block = nullptr;
     t_block_core = nullptr;
     if (native) release_signal_stack();
+    if (spec.handler.kind == Handler::Kind::Native) native_handler_serve(nullptr);
     rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
     auto *runner = static_cast<CpuBlocks *>(core.runner.get());
     {

@@ -12,27 +12,11 @@
 namespace rk {
 namespace {
 
-thread_local rk_ctx *t_ctx = nullptr;  // the block whose compiled handler this thread is running
-
-// Published for exactly one call, and restored after it (a handler never nests, but be exact).
-class Serving {
-public:
-    explicit Serving(rk_ctx *ctx) : prev_(t_ctx) { t_ctx = ctx; }
-    ~Serving() { t_ctx = prev_; }
-    Serving(const Serving &) = delete;
-    Serving &operator=(const Serving &) = delete;
-
-private:
-    rk_ctx *prev_;
-};
+thread_local rk_ctx *t_ctx = nullptr;  // the block this worker thread serves (a worker serves one block)
 
 int native_trampoline(rk_ctx *ctx, const void *in, void *out) {
     const auto fn = reinterpret_cast<NativeHandlerFn>(ctx->handler_data);
-    int rc;
-    {
-        Serving serving(ctx);
-        rc = fn(ctx, in, out);
-    }
+    const int rc = fn(ctx, in, out);
     if (rc == RK_ERR_HOST) {
         // The compiled code caught an exception its handler raised (Numba keeps no text for it).
         auto *core = static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]);
@@ -48,6 +32,8 @@ RK_DEFINE_BLOCK_STEP(step_native, native_trampoline)
 }  // namespace
 
 int native_handler_step(rk_ctx *ctx) { return step_native(ctx); }
+
+void native_handler_serve(rk_ctx *ctx) noexcept { t_ctx = ctx; }
 
 }  // namespace rk
 

@@ -6,8 +6,11 @@
 
 namespace rk {
 
-// The block step of a compiled handler: ctx->handler_data is its NativeHandlerFn. Each call runs with the
-// block's context published to the rk_native_* entry points (a thread-local of the worker).
+// The block step of a compiled handler: ctx->handler_data is its NativeHandlerFn.
 int native_handler_step(rk_ctx *ctx);
+
+// Publish the block this worker thread serves to the rk_native_* entry points (nullptr: none). A worker
+// serves one block for its whole life, so this is set once, not per message.
+void native_handler_serve(rk_ctx *ctx) noexcept;
 
 }  // namespace rk

@@ -1,8 +1,9 @@
 /*
  * native_api.h — what a handler compiled outside the library (rk.jit: Numba) calls while it runs on the
  * CPU backend: the handler API of the device dialect (rk_handler.h) without the rk_ctx argument, for
- * code that is not given one. The block being served is the calling thread's (the CPU backend publishes
- * it around every call of a compiled handler); called from anywhere else they answer as documented.
+ * code that is not given one. The block being served is the calling thread's (a CPU worker thread serves
+ * one block for its life and publishes it when it starts); called from any other thread they answer as
+ * documented.
  * Exported with default visibility from the library (and the Python extension that embeds it), so a JIT
  * resolves them by name.
  */
