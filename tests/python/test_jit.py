@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,13 @@ def test_a_second_process_loads_the_compiled_handler_from_the_cache(tmp_path):
     assert any("_ringkernel_jit_" in line for line in loaded), second  # the C entry, not recompiled
     assert not any("data saved" in line and "_ringkernel_jit_" in line for line in second.splitlines())
     assert list((tmp_path / "cache" / "jit").glob("_ringkernel_jit_*.py"))
+
+
+def test_the_pipeline_example_runs():
+    example = Path(__file__).resolve().parents[2] / "examples" / "jit_pipeline.py"
+    out = subprocess.run([sys.executable, str(example), "5000"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "5000 readings through parse -> score -> aggregate" in out.stdout
+    alerts = int(out.stdout.split("alerts: ")[1].split()[0])
+    assert 0 < alerts <= 5000 // 200  # the injected spikes, less the first reading of a sensor
+    assert out.stdout.count("625 readings") == 8
