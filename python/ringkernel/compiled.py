@@ -356,7 +356,8 @@ class JitHandler:
 
     def compile(self, backend: str = "cpu", arch: Optional[str] = None) -> CompiledHandler:
         """Compile ahead of time for ``backend`` (no device needed). ``cpu``: the LLVM IR of the handler's C
-        entry (``entry`` is its symbol)."""
+        entry (``entry`` is its symbol). ``cuda``: the cubin of the persistent kernel (``entry``, rk_persistent)
+        with the handler linked in, for ``arch`` ('sm_90', ...; ringkernel.compiled_cuda)."""
         if backend == "cpu":
             if arch is not None:
                 raise ValueError(f"arch is for device backends; the cpu backend compiles for this host, got {arch!r}")
@@ -365,6 +366,12 @@ class JitHandler:
             sig, fn = self._entry_source
             fresh = numba.cfunc(sig, cache=False)(fn)
             return CompiledHandler("cpu", "host", fresh.native_name, fresh.inspect_llvm().encode(), "")
+        if backend == "cuda":
+            if arch is None:
+                raise ValueError("compile('cuda') needs the GPU's architecture: arch='sm_90' (an H100), 'sm_80', ...")
+            from .compiled_cuda import compile_cuda
+
+            return compile_cuda(self, arch)
         raise _core.CompileError(_not_here(self.__name__, backend))
 
 

@@ -286,3 +286,70 @@ def test_the_pipeline_example_runs():
     alerts = int(out.stdout.split("alerts: ")[1].split()[0])
     assert 0 < alerts <= 5000 // 200  # the injected spikes, less the first reading of a sensor
     assert out.stdout.count("625 readings") == 8
+
+
+# ---- CUDA, ahead of time (no GPU needed: numba-cuda, NVRTC and nvJitLink) ---------------------------------
+
+
+def _cuda_toolchain():
+    pytest.importorskip("numba.cuda", reason="compiling for CUDA needs numba-cuda (pip install 'pyringkernel[cuda]')")
+    pytest.importorskip("cuda.bindings.nvjitlink", reason="linking for CUDA needs nvJitLink (the [cuda] extra)")
+
+
+@rk.message
+class Sample:
+    seq: rk.u64
+    x: rk.f64
+    v: rk.array(rk.f32, 4)
+
+
+@rk.jit(input=Sample)
+def scaled(msg, out):
+    out.seq = msg.seq
+    out.x = msg.x * 2.0 + thread_rank() * 0 + thread_count() * 0
+    for i in range(4):
+        out.v[i] = msg.v[i] + 1.0
+    return msg.seq % 2 == 0
+
+
+@rk.jit(input=Sample)
+def shifted(msg, out):
+    out.seq = msg.seq + 1
+    return True
+
+
+def test_cuda_compile_links_the_handler_into_the_persistent_kernel():
+    _cuda_toolchain()
+    c = scaled.compile("cuda", arch="sm_90")
+    assert isinstance(c, rk.CompiledHandler) and c.backend == "cuda" and c.arch == "sm_90"
+    assert c.code[:4] == b"\x7fELF" and c.entry == "rk_persistent" and c.entry.encode() in c.code  # a cubin
+    other = shifted.compile("cuda", arch="sm_90")
+    assert other.code != c.code  # the handler is in the code
+    assert scaled.compile("cuda", arch="sm_80").code != c.code
+
+
+def test_cuda_compile_refuses_bad_arches_and_what_the_bridge_cannot_carry():
+    _cuda_toolchain()
+    for bad in ("sm90", "compute_90", "sm_60", "", 90, "gfx90a"):
+        with pytest.raises(ValueError, match="sm_XY"):
+            scaled.compile("cuda", arch=bad)
+    with pytest.raises(ValueError, match="needs the GPU's architecture"):
+        scaled.compile("cuda")
+
+    @rk.jit(input=Req)
+    def emits(msg, out):
+        out.seq = msg.seq
+        emit(1, out)
+        return False
+
+    with pytest.raises(rk.CompileError, match="emit.* not available to CUDA"):
+        emits.compile("cuda", arch="sm_90")
+
+    @rk.jit(input=Sample)
+    def whole(msg, out):
+        m = msg  # a record as a value: fine on the CPU, not through the CUDA bridge
+        out.seq = m.seq
+        return True
+
+    with pytest.raises(rk.CompileError, match="through its fields"):
+        whole.compile("cuda", arch="sm_90")
