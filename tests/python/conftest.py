@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ringkernel as rk
-from kernel_helpers import BACKENDS, availability
+from kernel_helpers import BACKENDS, JitEchoRuntime, availability
 
 # PoCL's CPU device has as many compute units as worker threads (the cores, by default), and every
 # block of a persistent kernel stays resident on one: the OpenCL suite launches several kernels at
@@ -42,6 +42,9 @@ def backend(request, monkeypatch) -> str:
     if name == "opencl-copy":
         monkeypatch.setenv("RINGKERNEL_OPENCL_SVM", "0")
         name = "opencl"
+    if name == "cpu-jit":
+        pytest.importorskip("numba", reason="the cpu-jit cases need Numba (pip install 'pyringkernel[jit]')")
+        name = "cpu"
     info = availability()[name]
     if not info.available:
         pytest.skip(f"backend {request.param} unavailable here: {info.detail}")
@@ -49,8 +52,9 @@ def backend(request, monkeypatch) -> str:
 
 
 @pytest.fixture
-def rt(backend):
-    with rk.Runtime(backend) as runtime:
+def rt(request, backend):
+    jit = getattr(request.node, "callspec", None) is not None and request.node.callspec.params.get("backend") == "cpu-jit"
+    with (JitEchoRuntime(backend) if jit else rk.Runtime(backend)) as runtime:
         yield runtime
 
 

@@ -16,7 +16,9 @@ from ringkernel.builtins import VectorAddRequest, VectorOp
 # "opencl-copy": the OpenCL backend as on a device that cannot share memory with the host while a
 # kernel runs (RINGKERNEL_OPENCL_SVM=0 hides PoCL's SVM): dispatch mode with copies.
 # The cuda cases carry the `cuda` mark at collection, so `pytest -m cuda` selects them too.
-BACKENDS = ["cpu", "opencl", "opencl-copy", pytest.param("cuda", marks=pytest.mark.cuda)]
+# "cpu-jit": the CPU backend with every "echo" kernel's handler an rk.jit (compiled Python) echo instead of
+# the built-in C one: the suite run once with a compiled handler (needs Numba).
+BACKENDS = ["cpu", "cpu-jit", "opencl", "opencl-copy", pytest.param("cuda", marks=pytest.mark.cuda)]
 REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
 
 
@@ -78,3 +80,47 @@ int twice(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
     return RK_REPLY;
 }
 """
+
+
+# ---- the suite with compiled handlers ("cpu-jit") -------------------------------------------------------------
+
+_echoes: dict = {}
+
+
+def _copy_lines(name: str, shape: tuple, depth: int = 0) -> list:
+    if not shape:
+        return [f"out.{name} = msg.{name}"]
+    idx = ", ".join(f"i{d}" for d in range(len(shape)))
+    lines, pad = [], ""
+    for d, n in enumerate(shape):
+        lines.append(f"{pad}for i{d} in range({n}):")
+        pad += "    "
+    return lines + [f"{pad}out.{name}[{idx}] = msg.{name}[{idx}]"]
+
+
+def compiled_echo(dtype: np.dtype):
+    """An rk.jit handler that answers each request with a copy of it, field by field (one per dtype)."""
+    dtype = np.dtype(dtype)
+    key = dtype
+    if key not in _echoes:
+        body = []
+        for name in dtype.names:
+            ft = dtype.fields[name][0]
+            body += _copy_lines(name, ft.shape if ft.subdtype else ())
+        src = "def echo(msg, out):\n" + "".join(f"    {line}\n" for line in body) + "    return True\n"
+        scope: dict = {}
+        exec(compile(src, f"<compiled echo for {dtype}>", "exec"), scope)
+        _echoes[key] = rk.jit(input=dtype)(scope["echo"])
+    return _echoes[key]
+
+
+class JitEchoRuntime(rk.Runtime):
+    """rk.Runtime("cpu") whose "echo" kernels run a compiled echo (the behavioural suite's "cpu-jit")."""
+
+    def create(self, name, handler, *, input=None, output=None, **kw):
+        if isinstance(handler, str) and handler == "echo" and input is not None:
+            in_dt = input.dtype if rk.is_message(input) else np.dtype(input)
+            if output is None or (output.dtype if rk.is_message(output) else np.dtype(output)) == in_dt:
+                return super().create(name, compiled_echo(in_dt), input=input, output=output, **kw)
+        return super().create(name, handler, input=input, output=output, **kw)
+

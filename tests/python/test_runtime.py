@@ -46,6 +46,16 @@ def test_unavailable_or_unknown_backend_is_a_clear_error():
 
 # ---- lifecycle --------------------------------------------------------------------------------------
 
+def test_echo_kernels_run_the_handler_the_case_names(rt, request):
+    # The cpu-jit cases are the suite with every "echo" kernel a compiled Python echo (kernel_helpers.py).
+    k = rt.launch("which", "echo", input=REC)
+    jit = request.node.callspec.params["backend"] == "cpu-jit"
+    assert k._k.handler == ("compiled:echo" if jit else "builtin:echo")
+    k.activate()
+    k.send(rec(3, 1.5))
+    assert tuple(k.receive(timeout=5).item()) == (3, 1.5)
+
+
 def test_lifecycle_and_errors(rt):
     k = rt.launch("echo", "echo", input=REC)
     assert k.state == rk.KernelState.LAUNCHED
@@ -211,7 +221,7 @@ def test_launch_terminate_cycles_do_not_leak(rt):
     for i in range(1000):
         cycle(i)
     gc.collect()
-    assert _threads() == threads
+    assert _threads() <= threads  # none left behind (one that was ending at the start may be gone now)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 20_000  # KiB
     assert rt.queue_names() == []
 

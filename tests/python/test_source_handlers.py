@@ -66,10 +66,12 @@ def test_source_cache_is_reused(rt, tmp_path):
     if rt.backend != "cpu":
         pytest.skip("the on-disk cache belongs to the CPU backend's host compiler; device programs are cached "
                     "per runtime in memory")
+    # A source no earlier test compiled (a module loaded in this process would be reused without the disk).
+    source = DOUBLE + f"/* {tmp_path.name} */\n"
     with rk.Runtime(rt.backend, cache_dir=str(tmp_path)) as r2:
-        r2.launch("one", rk.Source(DOUBLE, entry="twice"), input=REC)
+        r2.launch("one", rk.Source(source, entry="twice"), input=REC)
         files = sorted(p.name for p in tmp_path.iterdir())
-        r2.launch("two", rk.Source(DOUBLE, entry="twice"), input=REC)
+        r2.launch("two", rk.Source(source, entry="twice"), input=REC)
         assert sorted(p.name for p in tmp_path.iterdir()) == files and len(files) == 1
 
 
