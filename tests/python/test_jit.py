@@ -288,6 +288,37 @@ def test_the_pipeline_example_runs():
     assert out.stdout.count("625 readings") == 8
 
 
+def test_a_changed_module_constant_is_not_served_from_the_cache(tmp_path):
+    module = tmp_path / "scaled_by_constant.py"
+    module.write_text(textwrap.dedent("""
+        import os, numpy as np, ringkernel as rk
+        K = float(os.environ["K"])
+        REQ = np.dtype([("seq", "<u8"), ("x", "<f8")])
+
+        @rk.jit(input=REQ)
+        def scale(msg, out):
+            out.seq = msg.seq
+            out.x = msg.x * K
+            return True
+
+        with rk.Runtime("cpu") as rt:
+            k = rt.launch("s", scale)
+            k.activate()
+            a = np.zeros((), REQ); a["x"] = 1.0
+            k.send(a[()])
+            print(k.receive(timeout=5)["x"])
+    """))
+    cache = tmp_path / "cache"
+
+    def run(k: str) -> float:
+        env = dict(os.environ, K=k, RINGKERNEL_CACHE_DIR=str(cache))
+        out = subprocess.run([sys.executable, str(module)], capture_output=True, text=True, env=env, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return float(out.stdout.split()[-1])
+
+    assert [run("2"), run("3"), run("2")] == [2.0, 3.0, 2.0]
+
+
 # ---- CUDA, ahead of time (no GPU needed: numba-cuda, NVRTC and nvJitLink) ---------------------------------
 
 
