@@ -108,10 +108,24 @@ def test_readme_tour_runs(tmp_path, monkeypatch):
     readme = (HERE.parent.parent / "README.md").read_text()
     kernels = readme.split("```python\n", 1)[1].split("```", 1)[0]  # the ring-kernel tour runs as written
     exec(compile(kernels, "README.md", "exec"), {})
-    code = readme.split("```python\n", 2)[2].split("```", 1)[0]
+    code = readme.split("## Queues, messages, clocks: a short tour", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     *body, last = code.strip().splitlines()
     assert "queue_capacity=1000" in last  # the tour ends by showing a validation error
     exec(compile("\n".join(body), "README.md", "exec"), {})
     assert "typedef struct Order" in (tmp_path / "messages.h").read_text()
     with pytest.raises(ValueError, match="queue_capacity must be a power of two"):
         exec(compile(last, "README.md", "exec"), {"rk": rk})
+
+
+def test_readme_python_handler_example_runs():
+    pytest.importorskip("numba", reason="rk.jit needs Numba (pip install 'pyringkernel[jit]')")
+    readme = (HERE.parent.parent / "README.md").read_text()
+    code = readme.split("## Writing handlers in Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    with rk.Runtime("cpu") as rt:
+        scope = {"rk": rk, "rt": rt}
+        exec(compile(code, "README.md", "exec"), scope)
+        k = scope["k"]
+        k.activate()
+        k.send(scope["Req"](seq=4, x=1.25))
+        r = k.receive(timeout=5)
+        assert (r.seq, r.x) == (4, 2.5)
