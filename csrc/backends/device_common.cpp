@@ -41,13 +41,14 @@ rk_kernel_params kernel_params(const KernelCore &core) {
 
 bool DeviceFault::record(KernelCore &core, const std::string &why, rk_i32 code,
                          const std::function<void(const std::string &)> &first) {
+    const std::string text = why.empty() ? std::string("the device reported an error") : why;
     {
         std::lock_guard<std::mutex> lock(mu_);
         if (!why_.empty()) return false;
-        why_ = why.empty() ? std::string("the device reported an error") : why;
+        why_ = text;
     }
-    if (first) first(why);
-    core.fault(why);  // FAULTED from now on, the other blocks told to leave, the queues closed
+    if (first) first(text);
+    core.fault(text);  // FAULTED from now on, the other blocks told to leave, the queues closed
     if (code != RK_ERR_FAULT) rk_atomic_store_i32(&core.cb->last_error, code, RK_RELAXED, RK_SCOPE_SYSTEM);
     return true;
 }

@@ -23,5 +23,6 @@ void bind_builtins(py::module_ &m);             // bind_builtins.cpp: builtin_ha
 void bind_backends(py::module_ &m);             // bind_backends.cpp: backends(), cuda_module_loading()
 void bind_layout(py::module_ &m);               // layout_info.cpp: _set_layout_dtypes, layout_info
 void bind_build_info(py::module_ &m);           // bind_backends.cpp: build_info(), the ring's size limits
+void bind_source_cache(py::module_ &m);         // bind_source_cache.cpp: handler_cache_dir, dialect_include_dirs
 
 }  // namespace rkpy

@@ -42,4 +42,5 @@ PYBIND11_MODULE(_core, m) {
     rkpy::bind_backends(m);
     rkpy::bind_layout(m);
     rkpy::bind_build_info(m);
+    rkpy::bind_source_cache(m);
 }

@@ -47,7 +47,6 @@ import hashlib
 import importlib.util
 import inspect
 import os
-import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ from .messages import is_message
 
 #: The backends that run compiled Python handlers.
 BACKENDS = ("cpu",)
-_ERR_HOST = -4  # RK_ERR_HOST (ringkernel/rk_status.h): the handler raised
+_ERR_HOST = _core.ERR_HOST  # RK_ERR_HOST (ringkernel/rk_status.h): the handler raised
 _ABI = 1        # the C entry's shape; part of the cache key
 
 
@@ -108,7 +107,8 @@ def emit(channel: int, record: Any) -> int:
 
 def buffer(handle: int, count: int, dtype: Any) -> Any:
     """A ``count``-element array view of the buffer behind ``handle`` (inside a compiled handler only)."""
-    raise RuntimeError("buffer() is for compiled (rk.jit) handlers; from Python use rt.buffer_view(handle)")
+    raise RuntimeError("buffer() is for compiled (rk.jit) handlers; from Python a buffer is rt.buffer(...), read "
+                       "and written with Buffer.read() and Buffer.write()")
 
 
 # ---- Numba glue, registered once, on the first compile ----------------------------------------------------
@@ -207,19 +207,11 @@ def _register_glue() -> None:
 
 
 def _cache_dir() -> Path:
-    d = os.environ.get("RINGKERNEL_CACHE_DIR")
-    if not d:
-        base = os.environ.get("XDG_CACHE_HOME") or (os.path.join(os.environ["HOME"], ".cache")
-                                                    if os.environ.get("HOME") else None)
-        d = os.path.join(base, "ringkernel") if base else f"/tmp/ringkernel-{os.getuid()}"
-    path = Path(d) / "jit"
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = path.stat()
-    if st.st_uid != os.getuid() or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise _core.CompileError(f"the handler cache directory {path} is not private (it must belong to this "
-                                 "user and not be group- or world-writable); fix its permissions or set "
-                                 "RINGKERNEL_CACHE_DIR")
-    return path
+    """The handler cache's jit/ folder: the directory the C++ backends cache compiled handlers in."""
+    try:
+        return Path(_core.handler_cache_dir("jit"))
+    except _core.RingKernelError as e:  # not private, or cannot be made
+        raise _core.CompileError(str(e)) from None
 
 
 # The C entry around the user's function, one module per (function, types): a real file, so that Numba can

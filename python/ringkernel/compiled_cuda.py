@@ -154,11 +154,9 @@ def _shim(fin: list, fout: list) -> str:
 
 
 def _include_dirs() -> List[str]:
+    """The device dialect's folders, as the runtime finds them (the package's include/, else the build's)."""
     pkg = Path(__file__).resolve().parent / "include"
-    if (pkg / "rk_kernel.h").is_file():
-        return [str(pkg)]
-    src = Path(__file__).resolve().parents[2] / "csrc"  # a source checkout
-    return [str(src / "device"), str(src / "include")]
+    return _core.dialect_include_dirs([str(pkg)] if (pkg / "rk_kernel.h").is_file() else [])
 
 
 def _ok(result: Any, what: str) -> Any:
