@@ -81,6 +81,11 @@ struct KernelCore {
     // its queues close with `why` (senders and receivers return at once).
     void fault(const std::string &why);
     std::string fault_text() const;
+    // What the last failed message's handler said (Kernel::last_error_message), under err_mu.
+    void set_last_error_message(std::string what) {
+        std::lock_guard<std::mutex> lock(err_mu);
+        last_error_message = std::move(what);
+    }
 
     std::mutex exit_mu;
     std::condition_variable exit_cv;

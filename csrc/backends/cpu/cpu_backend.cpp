@@ -53,9 +53,7 @@ RK_BUILTINS(RK_CPU_BUILTIN_STEP)
 #undef RK_CPU_BUILTIN_STEP
 
 void record_host_error(rk_ctx *ctx, const std::string &what) {
-    auto *core = static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]);
-    std::lock_guard<std::mutex> lock(core->err_mu);
-    core->last_error_message = what;
+    static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0])->set_last_error_message(what);
 }
 
 int host_trampoline(rk_ctx *ctx, const void *in, void *out) {

@@ -2,7 +2,6 @@
 // points (ringkernel/native_api.h) they call, answered from the block the calling worker is serving.
 #include "native_handler.hpp"
 
-#include <mutex>
 #include <string>
 
 #include "../../core/kernel_core.hpp"
@@ -20,9 +19,8 @@ int native_trampoline(rk_ctx *ctx, const void *in, void *out) {
     if (rc == RK_ERR_HOST) {
         // The compiled code caught an exception its handler raised (Numba keeps no text for it).
         auto *core = static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]);
-        std::lock_guard<std::mutex> lock(core->err_mu);
-        core->last_error_message = "compiled handler '" + core->spec.handler.name +
-                                   "' raised an exception (the message failed; the kernel goes on)";
+        core->set_last_error_message("compiled handler '" + core->spec.handler.name +
+                                     "' raised an exception (the message failed; the kernel goes on)");
     }
     return rc;
 }
