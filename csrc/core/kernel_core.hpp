@@ -132,6 +132,9 @@ public:
     virtual std::string mixed_atomics_refusal() const { return {}; }
     // Where rings between two of the backend's kernels live when not in memory(): device memory on CUDA.
     virtual std::shared_ptr<MemoryResource> k2k_memory() { return nullptr; }
+    // The code target of the device, for handlers compiled outside the library (Handler::image): "sm_90"
+    // on CUDA; empty where the backend loads no prebuilt images.
+    virtual std::string device_target() const { return {}; }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

@@ -12,6 +12,7 @@
 #include "backend_registry.hpp"
 #include "kernel_core.hpp"
 #include "process.hpp"
+#include "source_cache.hpp"
 #include "ringkernel/ids.hpp"
 #include "rk_builtins.h"
 
@@ -77,12 +78,29 @@ Handler Handler::compiled(std::string name, NativeHandlerFn fn, std::shared_ptr<
     return h;
 }
 
+Handler Handler::image(std::string name, std::string target, std::string image, std::string entry) {
+    if (!valid_identifier(target))
+        throw std::invalid_argument("a handler image names the backend it was built for (e.g. 'cuda'), got target '" +
+                                    target + "'");
+    if (image.empty()) throw std::invalid_argument("handler image '" + name + "' is empty");
+    if (!valid_identifier(entry))
+        throw std::invalid_argument("entry must be a C identifier naming the image's kernel, got '" + entry + "'");
+    Handler h;
+    h.kind = Kind::Image;
+    h.name = std::move(name);
+    h.target = std::move(target);
+    h.code = std::move(image);
+    h.entry = std::move(entry);
+    return h;
+}
+
 std::string Handler::describe() const {
     switch (kind) {
     case Kind::Builtin: return "builtin:" + name;
     case Kind::Source: return "source:" + entry;
     case Kind::Host: return "host";
     case Kind::Native: return "compiled:" + name;
+    case Kind::Image: return "image:" + target + ":" + name;
     }
     return "?";
 }
@@ -522,6 +540,8 @@ Runtime::Runtime(const std::string &backend, RuntimeConfig cfg) : cfg_(std::move
         throw std::invalid_argument("max_buffers must be in [1, 1048576], got " + std::to_string(cfg_.max_buffers));
     buffers_ = std::make_shared<BufferTable>(cfg_.max_buffers, backend_->memory(), backend_->buffer_memory());
 }
+
+std::string Runtime::device_target() const { return backend_->device_target(); }
 
 Runtime::~Runtime() {
     try {

@@ -67,13 +67,19 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
         // the life of the process (a kernel abandoned in it may still call it), so nothing is held here.
         auto native = handler.attr("_rk_native").cast<std::pair<std::string, std::uintptr_t>>();
         spec.handler = rk::Handler::compiled(native.first, reinterpret_cast<rk::NativeHandlerFn>(native.second), nullptr);
+    } else if (py::hasattr(handler, "_rk_image")) {
+        // A handler image built for a device backend (rk.CompiledHandler: rk.jit compiled for CUDA):
+        // (name, target backend, image bytes, kernel entry).
+        auto img = handler.attr("_rk_image").cast<std::tuple<std::string, std::string, py::bytes, std::string>>();
+        spec.handler = rk::Handler::image(std::get<0>(img), std::get<1>(img), std::string(std::get<2>(img)),
+                                          std::get<3>(img));
     } else if (py::hasattr(handler, "code") && py::hasattr(handler, "entry")) {
         spec.handler = rk::Handler::source(handler.attr("code").cast<std::string>(), handler.attr("entry").cast<std::string>());
     } else if (PyCallable_Check(handler.ptr())) {
         spec.handler = rk::Handler::on_host(nullptr);  // filled below, once the queues exist
     } else {
-        throw py::type_error("handler must be a built-in name (str), an rk.Source, an rk.jit handler or a Python "
-                             "callable, got " +
+        throw py::type_error("handler must be a built-in name (str), an rk.Source, an rk.jit handler, an "
+                             "rk.CompiledHandler or a Python callable, got " +
                              type_name(handler));
     }
     if (spec.handler.kind != rk::Handler::Kind::Host && max_batch != 1)
@@ -257,6 +263,9 @@ void bind_runtime(py::module_ &m) {
              "device"_a = -1, "mode"_a = "auto")
         .def_property_readonly("backend", [](const PyRuntime &r) { return r.rt->backend(); })
         .def_property_readonly("closed", [](const PyRuntime &r) { return r.rt->closed(); })
+        .def_property_readonly("device_target", [](const PyRuntime &r) { return r.rt->device_target(); },
+                               "What a handler image must be built for to run on this runtime's device ('sm_90' "
+                               "on CUDA); empty where the backend loads no prebuilt images")
         .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,
              "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "")
         .def("queue_names", [](const PyRuntime &r) { return r.rt->queue_names(); })

@@ -280,6 +280,42 @@ TEST(CudaRuntime, SourceHandlersCooperateAcrossTheBlock) {
     }
 }
 
+// A module built outside the library (as rk.jit's nvJitLink link is) runs as a handler image: here the
+// image is NVRTC's cubin of an rk.Source, compiled for the device the runtime reports.
+TEST(CudaRuntime, HandlerImagesBuiltElsewhereRun) {
+    REQUIRE_GPU();
+    const auto cfg = private_cache();
+    rk::Runtime rt("cuda", cfg);
+    const std::string target = rt.device_target();
+    ASSERT_EQ(target.rfind("sm_", 0), 0u) << target;
+    const rk::CudaImage img = rk::compile_cuda_source(kTwice, "twice", std::stoi(target.substr(3)), cfg);
+    auto k = rt.launch(spec("img", rk::Handler::image("twice", "cuda", img.data, rk::kCudaSourceKernel), 2, 1));
+    EXPECT_EQ(k->spec().handler.describe(), "image:cuda:twice");
+    k->activate();
+    for (std::uint64_t i = 0; i < 200; ++i) ASSERT_TRUE(send(*k, Rec{i, static_cast<double>(i)}));
+    std::vector<bool> seen(200, false);
+    for (int i = 0; i < 200; ++i) {
+        Rec r{};
+        ASSERT_TRUE(receive(*k->output(), &r)) << i;
+        ASSERT_LT(r.seq, 200u);
+        EXPECT_FALSE(seen[r.seq]);
+        seen[r.seq] = true;
+        EXPECT_EQ(r.value, 2.0 * static_cast<double>(r.seq));
+    }
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    // An entry the image lacks, and bytes that are no image, are refused at launch with the reason.
+    EXPECT_THROW(rt.launch(spec("noentry", rk::Handler::image("twice", "cuda", img.data, "no_such_kernel"))),
+                 rk::CompileError);
+    try {
+        rt.launch(spec("junk", rk::Handler::image("junk", "cuda", std::string(256, 'x'), rk::kCudaSourceKernel)));
+        ADD_FAILURE() << "junk bytes loaded as an image";
+    } catch (const rk::CompileError &e) {
+        EXPECT_NE(std::string(e.what()).find("handler image 'junk'"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(rt.launch(spec("wrong", rk::Handler::image("x", "opencl", img.data, rk::kCudaSourceKernel))),
+                 std::invalid_argument);
+}
+
 TEST(CudaRuntime, KernelsOnOneGpuMessageEachOther) {
     REQUIRE_GPU();
     rk::Runtime rt("cuda", private_cache());

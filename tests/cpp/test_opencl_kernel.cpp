@@ -373,3 +373,20 @@ TEST(OpenClRuntime, BuildErrorsCarryTheLog) {
         EXPECT_NE(e.log().find("nope"), std::string::npos) << e.log();
     }
 }
+
+TEST(OpenClRuntime, HandlerImagesOfOtherBackendsAreRefusedByName) {
+    Device d;
+    if (!d.skip.empty()) GTEST_SKIP() << d.skip;
+    rk::Runtime rt("opencl");
+    EXPECT_EQ(rt.device_target(), "");
+    rk::KernelSpec s;
+    s.name = "img";
+    s.handler = rk::Handler::image("jit", "cuda", "\x7f" "ELF", "rk_persistent");
+    s.input_size = s.output_size = 16;
+    try {
+        rt.launch(s);
+        FAIL() << "expected invalid_argument";
+    } catch (const std::invalid_argument &e) {
+        EXPECT_NE(std::string(e.what()).find("built for backend 'cuda'"), std::string::npos) << e.what();
+    }
+}

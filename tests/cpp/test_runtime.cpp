@@ -623,6 +623,28 @@ TEST(Runtime, LaunchTerminateCyclesDoNotLeakThreads) {
     EXPECT_TRUE(rt.queue_names().empty());
 }
 
+// Handler images (modules built for a device backend elsewhere, e.g. rk.jit for CUDA): their arguments are
+// checked when made, and a backend other than the image's target refuses them by name.
+TEST(Runtime, HandlerImagesAreCheckedAndRunOnlyWhereTheyWereBuiltFor) {
+    EXPECT_THROW(rk::Handler::image("h", "cuda", "", "rk_persistent"), std::invalid_argument);
+    EXPECT_THROW(rk::Handler::image("h", "cuda", "data", "not an identifier"), std::invalid_argument);
+    EXPECT_THROW(rk::Handler::image("h", "", "data", "rk_persistent"), std::invalid_argument);
+    const rk::Handler h = rk::Handler::image("h", "cuda", "data", "rk_persistent");
+    EXPECT_EQ(h.kind, rk::Handler::Kind::Image);
+    EXPECT_EQ(h.describe(), "image:cuda:h");
+    rk::Runtime rt("cpu");
+    EXPECT_EQ(rt.device_target(), "");
+    auto s = echo_spec("img");
+    s.handler = h;
+    try {
+        rt.launch(s);
+        ADD_FAILURE() << "the cpu backend ran a cuda image";
+    } catch (const std::invalid_argument &e) {
+        EXPECT_NE(std::string(e.what()).find("built for backend 'cuda'"), std::string::npos) << e.what();
+    }
+    EXPECT_TRUE(rt.queue_names().empty());
+}
+
 TEST(Runtime, BadArgumentsAreRefused) {
     rk::Runtime rt("cpu");
     auto s = echo_spec("ok");

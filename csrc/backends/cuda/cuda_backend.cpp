@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "../../core/process.hpp"
+#include "../../core/source_cache.hpp"
 #include "../device_common.hpp"
 #include "cuda_kernels.hpp"
 #include "cuda_probe.hpp"
@@ -203,7 +204,7 @@ struct DeviceState {
     std::shared_ptr<DeviceUnits> units = std::make_shared<DeviceUnits>();
     std::mutex mu;                 // everything below
     std::string broken;            // a device fault killed the context: why (the device is unusable)
-    std::map<std::string, cudaKernel_t> sources;  // loaded NVRTC images, by cache path
+    std::map<std::string, cudaKernel_t> sources;  // loaded modules: NVRTC images by cache path, handler images by hash
     std::map<const void *, int> smem_set;         // dynamic shared memory each kernel was allowed
 
     explicit DeviceState(int i) : index(i), pool(i) {}
@@ -604,6 +605,7 @@ public:
         }
         use(d_->index);
         const void *func = spec.handler.kind == Handler::Kind::Builtin ? cuda_builtin_kernel(spec.handler.name.c_str())
+                           : spec.handler.kind == Handler::Kind::Image ? load_image(spec.handler)
                                                                        : load_source(spec.handler.code, entry, cfg);
         cudaFuncAttributes attr{};
         check(cudaFuncGetAttributes(&attr, func), "cudaFuncGetAttributes");
@@ -671,6 +673,8 @@ public:
         core.uses_barrier = true;
     }
 
+    std::string device_target() const override { return "sm_" + std::to_string(d_->cc); }
+
     std::string mixed_atomics_refusal() const override {
         if (d_->host_atomics) return {};
         return d_->describe() + " and this host have no native CPU-GPU atomics (cudaDevAttrHostNativeAtomicSupported "
@@ -678,55 +682,85 @@ public:
     }
 
 private:
-    // A portable-source handler: NVRTC (cached on disk), loaded once per process and device. Loading a
-    // module while kernels are resident may wait for them (always under lazy loading, which then needs a
-    // context synchronisation): refused up front under lazy loading, and under a deadline otherwise.
+    // A portable-source handler: NVRTC (cached on disk), loaded once per process and device (load_module).
     const void *load_source(const std::string &code, const std::string &entry, const RuntimeConfig &cfg) {
         CudaImage img = compile_cuda_source(code, entry, d_->cc, cfg);
+        Loaded r = load_module(img.path, img.data, kCudaSourceKernel);
+        if (r.error == cudaErrorInvalidKernelImage || r.error == cudaErrorInvalidPtx || r.error == cudaErrorInvalidSource) {
+            // A damaged cache entry: compile again, once.
+            std::remove(img.path.c_str());
+            img = compile_cuda_source(code, entry, d_->cc, cfg);
+            r = load_module(img.path, img.data, kCudaSourceKernel);
+        }
+        if (r.error != cudaSuccess)
+            throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", r.error),
+                               "");
+        return r.kernel;
+    }
+
+    // A handler image built outside the library (Handler::image: an rk.jit handler linked by nvJitLink).
+    const void *load_image(const Handler &h) {
+        const std::string key = "image:" + fnv1a_hex(h.code + '\0' + h.entry);
+        Loaded r = load_module(key, h.code, h.entry.c_str());
+        if (r.error == cudaErrorInvalidKernelImage || r.error == cudaErrorNoKernelImageForDevice ||
+            r.error == cudaErrorInvalidPtx || r.error == cudaErrorUnsupportedPtxVersion)
+            throw CompileError(cuda_error("handler image '" + h.name + "' does not load on " + d_->describe() +
+                                              ": build it for this device (arch='" + device_target() + "')",
+                                          r.error),
+                               "");
+        if (r.error == cudaErrorSymbolNotFound || r.error == cudaErrorInvalidDeviceFunction)
+            throw CompileError(cuda_error("handler image '" + h.name + "' has no kernel '" + h.entry + "'", r.error), "");
+        if (r.error != cudaSuccess)
+            throw CompileError(cuda_error("loading handler image '" + h.name + "'", r.error), "");
+        return r.kernel;
+    }
+
+    struct Loaded {
+        cudaError_t error = cudaSuccess;
+        const void *kernel = nullptr;
+    };
+
+    // Loads a module (cubin or PTX) once per process and device, under `key`, and finds its kernel `entry`.
+    // Loading a module while kernels are resident may wait for them (always under lazy loading, which then
+    // needs a context synchronisation): refused up front under lazy loading, and under a deadline otherwise.
+    Loaded load_module(const std::string &key, const std::string &data, const char *entry) {
         {
             std::lock_guard<std::mutex> lock(d_->mu);
-            auto it = d_->sources.find(img.path);
-            if (it != d_->sources.end()) return reinterpret_cast<const void *>(it->second);
+            auto it = d_->sources.find(key);
+            if (it != d_->sources.end()) return {cudaSuccess, reinterpret_cast<const void *>(it->second)};
             if (d_->lazy_loading && d_->units->held().resident > 0)
                 throw Error("CUDA in this process loads modules lazily (another library initialised CUDA before "
                         "ringkernel, without CUDA_MODULE_LOADING=EAGER), and loading this handler's module while ring "
                         "kernels are resident could wait for them forever: set CUDA_MODULE_LOADING=EAGER in the "
-                        "environment before CUDA starts, or launch rk.Source kernels before the others");
+                        "environment before CUDA starts, or launch rk.Source and rk.jit kernels before the others");
         }
         // Loaded without the device's lock (a load may take up to its deadline; faults and other launches
         // must not wait for it).
         using Result = std::pair<cudaError_t, cudaKernel_t>;
-        auto load = [this](const std::string &data) {
-            auto image = std::make_shared<std::string>(data);
-            return within_deadline<Result>(d_->index, "loading the compiled handler (cudaLibraryLoadData)",
-                                           scaled(std::chrono::seconds(10)), [image] {
-                cudaLibrary_t lib = nullptr;
-                cudaError_t e = cudaLibraryLoadData(&lib, image->c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
-                cudaKernel_t k = nullptr;
-                if (e == cudaSuccess) e = cudaLibraryGetKernel(&k, lib, kCudaSourceKernel);
-                if (e == cudaSuccess) {
-                    cudaFuncAttributes attr{};
-                    e = cudaFuncGetAttributes(&attr, reinterpret_cast<const void *>(k));  // loads it now
-                }
-                if (e != cudaSuccess) cudaGetLastError();
-                return Result{e, k};
-            });
-        };
-        Result r = load(img.data);
-        if (r.first == cudaErrorInvalidKernelImage || r.first == cudaErrorInvalidPtx || r.first == cudaErrorInvalidSource) {
-            // A damaged cache entry: compile again, once.
-            std::remove(img.path.c_str());
-            img = compile_cuda_source(code, entry, d_->cc, cfg);
-            r = load(img.data);
-        }
-        if (r.first != cudaSuccess)
-            throw CompileError(cuda_error("loading the compiled handler (" + img.arch + ", " + img.path + ")", r.first),
-                               "");
+        auto image = std::make_shared<std::string>(data);
+        auto name = std::make_shared<std::string>(entry);
+        Result r = within_deadline<Result>(d_->index, "loading the compiled handler (cudaLibraryLoadData)",
+                                           scaled(std::chrono::seconds(10)), [image, name] {
+            cudaLibrary_t lib = nullptr;
+            cudaError_t e = cudaLibraryLoadData(&lib, image->c_str(), nullptr, nullptr, 0, nullptr, nullptr, 0);
+            cudaKernel_t k = nullptr;
+            if (e == cudaSuccess) e = cudaLibraryGetKernel(&k, lib, name->c_str());
+            if (e == cudaSuccess) {
+                cudaFuncAttributes attr{};
+                e = cudaFuncGetAttributes(&attr, reinterpret_cast<const void *>(k));  // loads it now
+            }
+            if (e != cudaSuccess) {
+                cudaGetLastError();
+                if (lib) cudaLibraryUnload(lib);
+            }
+            return Result{e, k};
+        });
+        if (r.first != cudaSuccess) return {r.first, nullptr};
         prepare_function(reinterpret_cast<const void *>(r.second), "the handler's kernel");
         std::lock_guard<std::mutex> lock(d_->mu);
         // Loaded for the life of the process (kernels may outlive runtimes); when another thread loaded the
         // same image meanwhile, its copy serves both (this one stays loaded, unused).
-        return reinterpret_cast<const void *>(d_->sources.emplace(img.path, r.second).first->second);
+        return {cudaSuccess, reinterpret_cast<const void *>(d_->sources.emplace(key, r.second).first->second)};
     }
 
     std::shared_ptr<DeviceState> d_;

@@ -61,10 +61,11 @@ public:
 using NativeHandlerFn = int (*)(rk_ctx *ctx, const void *in, void *out);
 
 struct Handler {
-    enum class Kind { Builtin, Source, Host, Native };
+    enum class Kind { Builtin, Source, Host, Native, Image };
     Kind kind = Kind::Builtin;
-    std::string name;                  // built-in name; a native handler's name (for messages)
-    std::string code, entry;           // portable source and its entry function
+    std::string name;                  // built-in name; a native handler's or an image's name (for messages)
+    std::string code, entry;           // portable source and its entry function; an image and its kernel
+    std::string target;                // an image: the backend it was built for ("cuda")
     std::shared_ptr<HostHandler> host;
     NativeHandlerFn native = nullptr;
     std::shared_ptr<const void> keepalive;
@@ -74,6 +75,11 @@ struct Handler {
     static Handler on_host(std::shared_ptr<HostHandler> h);
     // invalid_argument for a null function.
     static Handler compiled(std::string name, NativeHandlerFn fn, std::shared_ptr<const void> keepalive);
+    // A device image built outside the library for one backend: on "cuda", a cubin (or PTX) whose kernel
+    // `entry` is a persistent ring kernel of the device dialect (RK_DEFINE_CUDA_KERNEL), e.g. an rk.jit
+    // handler linked by nvJitLink. invalid_argument for an empty image or a target or entry that is not
+    // a C identifier; a backend other than `target` refuses it at launch.
+    static Handler image(std::string name, std::string target, std::string image, std::string entry);
     std::string describe() const;
 };
 
@@ -255,6 +261,9 @@ public:
 
     const std::string &backend() const noexcept { return backend_name_; }
     const RuntimeConfig &config() const noexcept { return cfg_; }
+    // What code a handler image (Handler::image) must be built for to run on this runtime's device:
+    // "sm_90" for an H100 on CUDA; empty where the backend loads no prebuilt images (cpu, opencl).
+    std::string device_target() const;
 
     // A CREATED kernel: handler prepared (a source handler is compiled here), queues registered.
     std::shared_ptr<Kernel> create(const KernelSpec &spec);
