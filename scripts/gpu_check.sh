@@ -23,7 +23,8 @@
 #   install    pip install --no-deps --no-index the bundle's wheel (or one built here for this Python,
 #              sm_90, all cores: its time is in the summary); ringkernel imports and rk.backends() has cuda
 #   ctest      the CUDA ctest binary of the manifest (GoogleTest linked in); a GPU test that skips fails
-#   pytest     pytest -m cuda (test_cuda.py and the backend-parametrised runtime suite on cuda)
+#   pytest     pytest -m cuda (test_cuda.py, the backend-parametrised runtime suite on cuda, and rk.jit handlers
+#              compiled for the GPU and run on it: test_jit.py)
 #   memcheck   compute-sanitizer --tool memcheck on the manifest's focused tests
 #   racecheck  compute-sanitizer --tool racecheck on the manifest's focused tests
 #   synccheck  (--full only) compute-sanitizer --tool synccheck
@@ -327,6 +328,11 @@ step_pytest() {
     note "$(grep -E '[0-9]+ (passed|failed|error)' "$LOGS/pytest.out" | tail -n 1 | tr -d '=' | sed 's/^ *//;s/ *$//')"
     if grep -q "backend cuda unavailable here" "$LOGS/pytest.out"; then
         echo "!! cuda tests skipped because the backend was unavailable"
+        rc=1
+    fi
+    # The compiled-handler (rk.jit) cases need Numba, numba-cuda and nvJitLink in this Python.
+    if grep -qE "rk.jit needs Numba|compiling for CUDA needs numba-cuda|linking for CUDA needs nvJitLink" "$LOGS/pytest.out"; then
+        echo "!! rk.jit cuda tests skipped: this Python lacks numba, numba-cuda or nvidia-nvjitlink (carry their wheels)"
         rc=1
     fi
     cd "$REPO" || return 1

@@ -1,4 +1,5 @@
-"""Ring-kernel handlers written in Python and compiled to native code with Numba: ``rk.jit`` (DESIGN §10).
+"""Ring-kernel handlers written in Python and compiled to native code with Numba: ``rk.jit`` (DESIGN §10),
+for the CPU backend (this module) and CUDA (compiled_cuda).
 
 ::
 
@@ -29,13 +30,19 @@ thread_count``):
   raises IndexError: that message fails (counted in ``errors``), nothing is written.
 - ``thread_rank()``, ``thread_count()``: this thread within the block. On the CPU backend ``block=N``
   runs the handler N times per message, once per rank, one after the other (there is no barrier for
-  compiled handlers there); the reply is thread 0's ``out``.
+  compiled handlers there); on CUDA ``block=N`` is N GPU threads running it at once (``threadIdx.x``,
+  ``blockDim.x``). The reply is thread 0's ``out``; a failure of any thread fails the message.
 
 A handler that raises (an explicit ``raise``, an IndexError of a bounds-checked index) fails that one
 message like any handler failure: counted in ``errors``, ``last_error`` is ``ERR_HOST``, the kernel goes
 on. Array indexing is bounds-checked by default (``boundscheck=True``): an index outside a field's array
 or a buffer view fails the message instead of writing elsewhere; ``boundscheck=False`` trades that for
 speed.
+
+On the CUDA backend (``rt.launch`` on a cuda runtime, or ``handler.compile("cuda", arch=...)`` ahead of
+time) the same function is compiled for the GPU by numba-cuda and linked into the persistent kernel with
+nvJitLink (extra ``[cuda]``; ringkernel.compiled_cuda says how and what differs: a failure is an error code
+instead of an exception, emit sends ``out``, no try/except). OpenCL runs rk.Source handlers only.
 
 The handler signature takes a third argument, the kernel's state (``f(msg, out, state)``), once actor
 state exists (DESIGN §11); the C entry stays ``int entry(rk_ctx *, const void *in, void *out)``.
@@ -59,7 +66,7 @@ from . import _core
 from .messages import is_message
 
 #: The backends that run compiled Python handlers.
-BACKENDS = ("cpu",)
+BACKENDS = ("cpu", "cuda")
 _ERR_HOST = _core.ERR_HOST  # RK_ERR_HOST (ringkernel/rk_status.h): the handler raised
 _ABI = 1        # the C entry's shape; part of the cache key
 
@@ -280,13 +287,25 @@ def _load_entry_module(key: str, name: str) -> Any:
 
 @dataclass(frozen=True)
 class CompiledHandler:
-    """A handler compiled for one backend: ``code`` is what runs there, ``entry`` its C symbol."""
+    """A handler compiled for one backend: ``code`` is what runs there, ``entry`` its symbol (on cuda the
+    persistent kernel). One compiled for cuda launches like its handler (``rt.launch(name, compiled)``) on
+    a GPU of its ``arch``; one compiled for cpu is for inspection (launch the rk.jit handler itself)."""
 
     backend: str
     arch: str
     entry: str
     code: bytes
     log: str
+    name: str = ""
+    input: Any = None
+    output: Any = None
+
+    @property
+    def _rk_image(self) -> tuple:
+        return (self.name or "rk.jit", self.backend, self.code, self.entry)
+
+    def __repr__(self) -> str:
+        return f"<rk.CompiledHandler {self.name!r} for {self.backend} {self.arch}: {len(self.code)} bytes>"
 
 
 class JitHandler:
@@ -310,6 +329,7 @@ class JitHandler:
             raise TypeError(f"rk.jit handler '{self.__name__}' must take (msg, out), got {nparams} parameter(s) "
                             "(a third, the kernel's state, comes with actor state: DESIGN §11)")
         self.compile_seconds = 0.0
+        self._images: dict = {}
         self._address, self._cfunc = self._compile_cpu()
 
     def __repr__(self) -> str:
@@ -371,6 +391,14 @@ class JitHandler:
         self._entry_source = (sig, mod.rk_entry)
         return entry.address, entry
 
+    def for_device(self, backend: str, target: str) -> CompiledHandler:
+        """What a launch on a device backend runs: compiled for the device's ``target`` once per process
+        (and from the disk cache in the next one)."""
+        key = (backend, target)
+        if key not in self._images:
+            self._images[key] = self.compile(backend, arch=target)
+        return self._images[key]
+
     def compile(self, backend: str = "cpu", arch: Optional[str] = None) -> CompiledHandler:
         """Compile ahead of time for ``backend`` (no device needed). ``cpu``: the LLVM IR of the handler's C
         entry (``entry`` is its symbol). ``cuda``: the cubin of the persistent kernel (``entry``, rk_persistent)
@@ -382,7 +410,8 @@ class JitHandler:
             numba = _numba()
             sig, fn = self._entry_source
             fresh = numba.cfunc(sig, cache=False)(fn)
-            return CompiledHandler("cpu", "host", fresh.native_name, fresh.inspect_llvm().encode(), "")
+            return CompiledHandler("cpu", "host", fresh.native_name, fresh.inspect_llvm().encode(), "",
+                                   self.__name__, self.input, self.output)
         if backend == "cuda":
             if arch is None:
                 raise ValueError("compile('cuda') needs the GPU's architecture: arch='sm_90' (an H100), 'sm_80', ...")

@@ -1,29 +1,44 @@
-"""rk.jit handlers for the CUDA backend, ahead of time: ``handler.compile("cuda", arch="sm_90")``.
+"""rk.jit handlers on the CUDA backend: ``rt.launch(name, handler)`` on a cuda runtime compiles the handler for
+its GPU (``rt.device_target``), and ``handler.compile("cuda", arch="sm_90")`` does it ahead of time, without one.
 
 The same Python function becomes a device function linked into the persistent CUDA kernel:
 
 1. **The bridge** (why it exists): numba-cuda compiles C-ABI device functions whose arguments are scalars
    and pointers to scalars, but not pointers to record types (``'ArrayType' object has no attribute
-   'is_opaque'`` inside numba-cuda 0.30, with either ABI), and ``carray`` is not available on the CUDA
-   target. So the handler's source is rewritten (its AST) to take one typed pointer per field: ``msg.x``
-   reads ``msg__x[0]``, ``out.v[i] = ...`` writes ``out__v[i]``, and ``thread_rank()``/``thread_count()``
-   become ``cuda.threadIdx.x``/``cuda.blockDim.x``, and ``return cond`` returns 1 (reply) or 0: the
-   handler itself becomes the C-ABI entry ``rk_jit_entry(msg__a, ..., out__a, ...)`` (numba-cuda needs a
-   current device to call one device function from another, and this runs without a GPU). Scalar fields and one-dimensional fixed arrays are supported; ``emit`` and
-   ``buffer`` are not on CUDA yet (rk.CompileError says so).
-2. **The kernel**: NVRTC compiles the device dialect's persistent kernel (``rk_persistent``, as for an
+   'is_opaque'`` inside numba-cuda 0.30, with either ABI), and ``numba.carray`` is not available on the CUDA
+   target; calling one numba-cuda device function from another needs a current device, and this runs
+   without a GPU. So the handler's source is rewritten (its AST) into the C-ABI entry itself,
+   ``rk_jit_entry(ctx, out, <one typed pointer per field>)``: ``msg.x`` reads ``msg__x[0]``, a fixed array
+   ``out.v`` is a 1-d view of its elements, ``thread_rank()``/``thread_count()`` are
+   ``threadIdx.x``/``blockDim.x``, ``return cond`` returns 1 (reply) or 0, and an explicit ``raise``
+   returns RK_ERR_HANDLER (numba-cuda has no exceptions there).
+2. **Checks** (numba-cuda has no bounds checking and no exceptions): indexes into fields' arrays and buffer
+   views go through helpers (compiled_cuda_glue) that touch no memory outside the array and leave an error
+   code instead; the rewrite returns that code after the statement, so the message fails (counted in
+   ``errors``, ``last_error`` RK_ERR_HANDLER, RK_ERR_BUFFER or RK_ERR_CHANNEL) and nothing is written out of
+   range -- the CPU backend's IndexError, as a code. ``emit(channel, out)`` and ``buffer(handle, count,
+   dtype)`` call two C functions of the shim (``rk_jit_emit``, ``rk_jit_buffer``: the dialect's
+   rk_emit/rk_deliver and rk_buffer). On CUDA, emit sends the output record ``out`` (the CPU also takes
+   other records of the output type); division by zero follows numba-cuda's numpy error model (inf, nan,
+   0), not an error; try/except, slices and whole-record values are rk.CompileError.
+3. **The kernel**: NVRTC compiles the device dialect's persistent kernel (``rk_persistent``, as for an
    ``rk.Source``) around a shim handler that calls ``rk_jit_entry`` with the field pointers of the request
    and reply records, to LTO-IR (``-dlto``).
-3. **The link**: nvJitLink (wheel ``nvidia-nvjitlink``) links both LTO-IRs for the device's arch into a cubin.
+4. **The link**: nvJitLink (wheel ``nvidia-nvjitlink``) links both LTO-IRs for the device's arch into a
+   cubin, cached on disk (``jit/cuda-<key>.cubin`` in the handler cache) under a key of the handler's
+   source, the constants it reads, its record types, the arch, the dialect's headers and the tools'
+   versions. The CUDA backend loads it as a handler image (C++ ``Handler::image``).
 
-Running the result needs a GPU (scripts/gpu_check.sh); compiling needs none. Needs numba-cuda,
-cuda-bindings (NVRTC, nvJitLink) and NVRTC's and nvJitLink's libraries: the ``[cuda]`` extra.
+Needs numba-cuda, cuda-bindings (NVRTC, nvJitLink) and NVRTC's and nvJitLink's libraries: the ``[cuda]``
+extra. Running needs a GPU (scripts/gpu_check.sh runs the cuda cases of tests/python/test_jit.py).
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import inspect
+import os
 import re
 import textwrap
 from pathlib import Path
@@ -32,9 +47,10 @@ from typing import Any, List, Tuple
 import numpy as np
 
 from . import _core
+from .compiled_cuda_glue import ERR_HANDLER, glue
 
-_ARCH = re.compile(r"^sm_(\d)(\d+)a?$")
-_HELPERS_REFUSED = ("emit", "buffer")
+_ARCH = re.compile(r"^sm_(\d+)(\d)a?$")  # sm_90: 9.0, sm_120: 12.0
+_BRIDGE = 2  # the shape of rk_jit_entry and the shim; part of the cache key
 
 
 def parse_arch(arch: Any) -> Tuple[int, int]:
@@ -64,49 +80,184 @@ def _fields(dt: np.dtype, side: str) -> List[Tuple[str, np.dtype, int, int]]:
     return out
 
 
+def _name(id: str) -> ast.Name:
+    return ast.Name(id=id, ctx=ast.Load())
+
+
+def _call(fn: str, args: list) -> ast.Call:
+    return ast.Call(func=_name(fn), args=args, keywords=[])
+
+
+def _guard() -> ast.If:
+    """After a statement whose helpers may have failed: return the error code they left."""
+    bad = ast.Subscript(value=_name("__rk_bad"), slice=ast.Constant(0), ctx=ast.Load())
+    return ast.If(test=bad, body=[ast.Return(value=bad)], orelse=[])
+
+
 class _Rewrite(ast.NodeTransformer):
+    """The handler's body in terms of the entry's parameters and the device-side helpers (compiled_cuda_glue):
+    fields through their pointers, indexes into fields' arrays and buffer views checked, emit/buffer through
+    the shim, and a guard after every statement whose helpers can fail."""
+
     def __init__(self, handler: str, params: Tuple[str, str], fields: dict):
         self.handler, self.params, self.fields = handler, params, fields
+        self.checked = {f"{side}__{name}" for side in params for name, count in fields[side].items() if count}
+        self.hits = 0  # helper calls so far that can fail
+        self.temps = 0
 
+    def _err(self, node: ast.AST, text: str) -> Exception:
+        return _core.CompileError(f"rk.jit handler '{self.handler}' (line {getattr(node, 'lineno', '?')}): {text}")
+
+    # -- statements --------------------------------------------------------------------------------------
+    def block(self, stmts: list) -> list:
+        out = []
+        for stmt in stmts:
+            before = self.hits
+            r = self.visit(stmt)
+            out.extend(r if isinstance(r, list) else [r])
+            if self.hits != before and not isinstance(stmt, (ast.Return, ast.Raise)):
+                out.append(_guard())
+        return out
+
+    def _compound(self, node: Any, heads: Tuple[str, ...]) -> Any:
+        before = self.hits
+        for field in heads:
+            setattr(node, field, self.visit(getattr(node, field)))
+        head_can_fail = self.hits != before
+        node.body = ([_guard()] if head_can_fail else []) + self.block(node.body)
+        node.orelse = self.block(node.orelse)
+        return node
+
+    def visit_For(self, node: ast.For) -> Any:
+        return self._compound(node, ("target", "iter"))
+
+    def visit_While(self, node: ast.While) -> Any:
+        return self._compound(node, ("test",))
+
+    def visit_If(self, node: ast.If) -> Any:
+        return self._compound(node, ("test",))
+
+    def _checked_target(self, target: ast.AST) -> Any:
+        """(array, index) of a store into a checked array, else None."""
+        if not isinstance(target, ast.Subscript):
+            return None
+        value = self.visit(target.value)
+        if not (isinstance(value, ast.Name) and value.id in self.checked):
+            target.value = value
+            return None
+        if isinstance(target.slice, (ast.Slice, ast.Tuple)):
+            raise self._err(target, "on CUDA arrays are written one element at a time (a[i] = v)")
+        return value, self.visit(target.slice)
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        if len(node.targets) == 1:
+            store = self._checked_target(node.targets[0])
+            if store is not None:
+                self.hits += 1
+                value = self.visit(node.value)
+                return ast.copy_location(ast.Expr(value=_call("__rk_store", [*store, value, _name("__rk_bad")])), node)
+        node = self.generic_visit(node)
+        v = node.value
+        if (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and isinstance(v, ast.Call)
+                and isinstance(v.func, ast.Name) and v.func.id == "__rk_buffer"):
+            self.checked.add(node.targets[0].id)  # a buffer view: its indexes are checked too
+        return node
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> Any:
+        store = self._checked_target(node.target)
+        if store is None:
+            return self.generic_visit(node)
+        self.hits += 1
+        arr, index = store
+        value = self.visit(node.value)
+        pre = []
+        if not isinstance(index, (ast.Name, ast.Constant)):  # evaluated once, as Python does
+            self.temps += 1
+            tmp = f"__rk_t{self.temps}"
+            pre.append(ast.copy_location(ast.Assign(targets=[ast.Name(id=tmp, ctx=ast.Store())], value=index), node))
+            index = _name(tmp)
+        current = _call("__rk_load", [arr, index, _name("__rk_bad")])
+        new = ast.BinOp(left=current, op=node.op, right=value)
+        return pre + [ast.copy_location(ast.Expr(value=_call("__rk_store", [arr, index, new, _name("__rk_bad")])), node)]
+
+    def visit_Return(self, node: ast.Return) -> Any:
+        # True/False becomes the C entry's 1 (reply) or 0 (no reply), unless a helper failed on the way.
+        value = self.visit(node.value) if node.value is not None else ast.Constant(False)
+        self.temps += 1
+        tmp = f"__rk_t{self.temps}"
+        keep = ast.Assign(targets=[ast.Name(id=tmp, ctx=ast.Store())],
+                          value=ast.IfExp(test=value, body=ast.Constant(1), orelse=ast.Constant(0)))
+        bad = ast.Subscript(value=_name("__rk_bad"), slice=ast.Constant(0), ctx=ast.Load())
+        ret = ast.Return(value=ast.IfExp(test=bad, body=bad, orelse=_name(tmp)))
+        return [ast.copy_location(keep, node), ast.copy_location(ret, node)]
+
+    def visit_Raise(self, node: ast.Raise) -> Any:
+        # numba-cuda has no exceptions in C-ABI device functions: an explicit raise fails the message.
+        return ast.copy_location(ast.Return(value=ast.Constant(ERR_HANDLER)), node)
+
+    def visit_Try(self, node: ast.AST) -> Any:
+        raise self._err(node, "try/except is not available in CUDA compiled handlers (numba-cuda has no exceptions "
+                              "there); a raise fails the message")
+
+    # -- expressions --------------------------------------------------------------------------------------
     def visit_Attribute(self, node: ast.Attribute) -> Any:
         if isinstance(node.value, ast.Name) and node.value.id in self.params:
             side = node.value.id
             if node.attr not in self.fields[side]:
-                raise _core.CompileError(f"rk.jit handler '{self.handler}' (line {node.lineno}): the "
-                                         f"{'input' if side == self.params[0] else 'output'} record has no field "
-                                         f"{node.attr!r} (its fields: {', '.join(self.fields[side])})")
-            ref = ast.Name(id=f"{side}__{node.attr}", ctx=ast.Load())
+                raise self._err(node, f"the {'input' if side == self.params[0] else 'output'} record has no field "
+                                      f"{node.attr!r} (its fields: {', '.join(self.fields[side])})")
+            ref = _name(f"{side}__{node.attr}")
             if self.fields[side][node.attr] == 0:  # a scalar: element 0 of its pointer
                 return ast.copy_location(ast.Subscript(value=ref, slice=ast.Constant(0), ctx=node.ctx), node)
-            return ast.copy_location(ref, node)
+            return ast.copy_location(ref, node)  # an array: the view the prologue made
         return self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> Any:
+        value = self.visit(node.value)
+        if isinstance(value, ast.Name) and value.id in self.checked:
+            if not isinstance(node.ctx, ast.Load):
+                raise self._err(node, "on CUDA an array element is written by a statement of its own (a[i] = v, "
+                                      "a[i] += v)")
+            if isinstance(node.slice, (ast.Slice, ast.Tuple)):
+                raise self._err(node, "on CUDA arrays are read one element at a time (a[i])")
+            self.hits += 1
+            return ast.copy_location(_call("__rk_load", [value, self.visit(node.slice), _name("__rk_bad")]), node)
+        node.value = value
+        node.slice = self.visit(node.slice)
+        return node
 
     def visit_Name(self, node: ast.Name) -> Any:
         if node.id in self.params:
-            raise _core.CompileError(f"rk.jit handler '{self.handler}' (line {node.lineno}): on CUDA a record is "
-                                     f"used through its fields ({node.id}.<field>), not as a whole")
+            raise self._err(node, f"on CUDA a record is used through its fields ({node.id}.<field>), not as a whole "
+                                  f"(emit(channel, {self.params[1]}) is the one exception)")
         return node
-
-    def visit_Return(self, node: ast.Return) -> Any:
-        # True/False becomes the C entry's 1 (reply) or 0 (no reply).
-        value = self.visit(node.value) if node.value is not None else ast.Constant(False)
-        test = ast.IfExp(test=value, body=ast.Constant(1), orelse=ast.Constant(0))
-        return ast.copy_location(ast.Return(value=test), node)
 
     def visit_Call(self, node: ast.Call) -> Any:
         if isinstance(node.func, ast.Name):
-            if node.func.id in ("thread_rank", "thread_count") and not node.args:
-                dim = "threadIdx" if node.func.id == "thread_rank" else "blockDim"
+            fn = node.func.id
+            if fn in ("thread_rank", "thread_count") and not node.args:
+                dim = "threadIdx" if fn == "thread_rank" else "blockDim"
                 return ast.copy_location(ast.parse(f"__rk_cuda.{dim}.x", mode="eval").body, node)
-            if node.func.id in _HELPERS_REFUSED:
-                raise _core.CompileError(f"rk.jit handler '{self.handler}' (line {node.lineno}): "
-                                         f"{node.func.id}() is not available to CUDA compiled handlers yet (CPU only); "
-                                         "an rk.Source handler has rk_emit and rk_buffer on every backend")
+            if fn == "emit":
+                if len(node.args) != 2 or node.keywords:
+                    raise self._err(node, "emit takes (channel, record)")
+                rec = node.args[1]
+                if not (isinstance(rec, ast.Name) and rec.id == self.params[1]):
+                    raise self._err(node, f"on CUDA emit sends the output record: emit(channel, {self.params[1]})")
+                self.hits += 1
+                chan = _call("__rk_channel", [self.visit(node.args[0]), _name("__rk_bad")])
+                return ast.copy_location(_call("__rk_emit", [_name("__rk_ctx"), chan, _name("__rk_out")]), node)
+            if fn == "buffer":
+                if len(node.args) != 3 or node.keywords:
+                    raise self._err(node, "buffer takes (handle, count, dtype)")
+                self.hits += 1
+                args = [self.visit(a) for a in node.args]
+                return ast.copy_location(_call("__rk_buffer", [_name("__rk_ctx"), *args, _name("__rk_bad")]), node)
         return self.generic_visit(node)
 
 
-def _rewritten(handler: Any, fin: list, fout: list) -> Tuple[str, List[str]]:
-    """The handler's source as the C-ABI entry: a pointer per field, 1/0 for True/False."""
+def _rewritten(handler: Any, fin: list, fout: list) -> str:
+    """The handler's source as the C-ABI entry rk_jit_entry(ctx, out, <a pointer per field>)."""
     fn = handler.py_func
     if fn.__closure__:
         raise _core.CompileError(f"rk.jit handler '{handler.__name__}' uses variables of an enclosing function "
@@ -123,28 +274,54 @@ def _rewritten(handler: Any, fin: list, fout: list) -> Tuple[str, List[str]]:
     fdef.decorator_list = []
     msg, out = (a.arg for a in fdef.args.args)
     fields = {msg: {f[0]: f[3] for f in fin}, out: {f[0]: f[3] for f in fout}}
-    fdef = _Rewrite(handler.__name__, (msg, out), fields).visit(fdef)
-    params = [f"{msg}__{f[0]}" for f in fin] + [f"{out}__{f[0]}" for f in fout]
+    body = _Rewrite(handler.__name__, (msg, out), fields).block(fdef.body)
+    params, prologue = ["__rk_ctx", "__rk_out"], [
+        "__rk_bad = __rk_cuda.local.array(1, __rk_i32)",
+        "__rk_bad[0] = 0",
+    ]
+    for side, fs in ((msg, fin), (out, fout)):
+        for name, _, _, count in fs:
+            if count:  # a fixed array: a view of its elements, so that indexes into it are checked
+                params.append(f"{side}__{name}__p")
+                prologue.append(f"{side}__{name} = __rk_ptr_view({side}__{name}__p, {count})")
+            else:
+                params.append(f"{side}__{name}")
     fdef.name = "rk_jit_entry"  # the handler itself, inlined: numba-cuda compiles one C-ABI function
     fdef.args = ast.arguments(posonlyargs=[], args=[ast.arg(arg=p) for p in params], kwonlyargs=[],
                               kw_defaults=[], defaults=[])
-    fdef.body.append(ast.Return(value=ast.Constant(0)))  # falling off the end: no reply
-    return ast.unparse(ast.fix_missing_locations(fdef)), params
+    fdef.body = [ast.parse(line).body[0] for line in prologue] + body + [ast.Return(value=ast.Constant(0))]
+    return ast.unparse(ast.fix_missing_locations(fdef))
 
 
 def _shim(fin: list, fout: list) -> str:
-    """CUDA C: the handler that hands rk_jit_entry the field pointers, and the persistent kernel."""
+    """CUDA C: the handler that hands rk_jit_entry the field pointers, the helpers emit() and buffer() reach,
+    and the persistent kernel."""
     def ctype(dt: np.dtype) -> str:
         return {"b": "signed char", "u1": "unsigned char", "i1": "signed char", "u2": "unsigned short",
                 "i2": "short", "u4": "unsigned int", "i4": "int", "u8": "unsigned long long", "i8": "long long",
                 "f4": "float", "f8": "double"}[dt.kind + str(dt.itemsize) if dt.kind != "b" else "b"]
-    decl = [f"const {ctype(f[1])} *" for f in fin] + [f"{ctype(f[1])} *" for f in fout]
-    args = [f"(const {ctype(f[1])} *)(i + {f[2]})" for f in fin] + [f"({ctype(f[1])} *)(o + {f[2]})" for f in fout]
+    decl = ["unsigned long long", "unsigned long long"]
+    decl += [f"const {ctype(f[1])} *" for f in fin] + [f"{ctype(f[1])} *" for f in fout]
+    args = ["(unsigned long long)ctx", "(unsigned long long)out"]
+    args += [f"(const {ctype(f[1])} *)(i + {f[2]})" for f in fin] + [f"({ctype(f[1])} *)(o + {f[2]})" for f in fout]
     return ("// generated by ringkernel: an rk.jit handler for the CUDA backend\n"
             '#include "rk_builtins.h"\n'
             f'extern "C" __device__ int rk_jit_entry({", ".join(decl)});\n'
+            "// emit(channel, out): channel 0 is the main output (thread 0 sends), 1..7 the named channels;\n"
+            "// 8 is what the handler passes for a channel out of range (it has failed the message already).\n"
+            'extern "C" __device__ int rk_jit_emit(unsigned long long ctx, unsigned int channel, '
+            "unsigned long long record) {\n"
+            "    rk_ctx *c = (rk_ctx *)ctx;\n"
+            "    if (channel >= RK_MAX_CHANNELS) return RK_ERR_CHANNEL;\n"
+            "    if (channel == 0) return c->thread_rank == 0 ? rk_deliver(c, 0, (const void *)record) : 0;\n"
+            "    return rk_emit(c, channel, (const void *)record);\n"
+            "}\n"
+            "// buffer(handle, count, dtype): the address of at least `bytes` bytes behind handle, or 0.\n"
+            'extern "C" __device__ unsigned long long rk_jit_buffer(unsigned long long ctx, unsigned long long handle, '
+            "unsigned long long bytes) {\n"
+            "    return (unsigned long long)rk_buffer((const rk_ctx *)ctx, handle, bytes);\n"
+            "}\n"
             "RK_FN int rk_jit_handler(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {\n"
-            "    (void)ctx;\n"
             "    const unsigned char *i = (const unsigned char *)in;\n"
             "    unsigned char *o = (unsigned char *)out;\n"
             f"    return rk_jit_entry({', '.join(args)});\n"
@@ -216,9 +393,31 @@ def _link(parts: List[Tuple[bytes, str]], arch: str) -> Tuple[bytes, str]:
         nvjitlink.destroy(handle)
 
 
+def _cache_key(handler: Any, arch: str) -> str:
+    """What the linked cubin depends on: the handler (its CPU key: source, constants, types, versions), the
+    arch, the dialect's headers and the CUDA tools' versions."""
+    import importlib.metadata as md
+
+    h = hashlib.sha256()
+    parts = [_BRIDGE, handler._key(), arch]
+    for dist in ("numba-cuda", "nvidia-nvjitlink", "cuda-bindings"):
+        try:
+            parts.append(f"{dist}={md.version(dist)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{dist}=?")
+    for d in _include_dirs():
+        for f in sorted(Path(d).rglob("*.h")):
+            parts.append(f"{f.relative_to(d)}:{hashlib.sha256(f.read_bytes()).hexdigest()}")
+    for part in parts:
+        h.update(str(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
 def compile_cuda(handler: Any, arch: Any) -> Any:
-    """The handler linked into the persistent CUDA kernel for ``arch``: an rk.CompiledHandler (cubin)."""
-    from .compiled import CompiledHandler
+    """The handler linked into the persistent CUDA kernel for ``arch``: an rk.CompiledHandler (cubin).
+    Cached on disk next to the CPU entries (jit/cuda-<key>.cubin): a second process loads the cubin."""
+    from .compiled import CompiledHandler, _cache_dir
 
     major, minor = parse_arch(arch)
     try:
@@ -228,18 +427,29 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
         raise ImportError("compiling rk.jit handlers for CUDA needs numba-cuda: pip install 'pyringkernel[cuda]'") from e
     fin = _fields(handler.input_dtype, "input")
     fout = _fields(handler.output_dtype, "output")
-    entry_src, _ = _rewritten(handler, fin, fout)
+    entry_src = _rewritten(handler, fin, fout)  # CompileErrors of the bridge come first, cached or not
+    path = _cache_dir() / f"cuda-{_cache_key(handler, arch)}.cubin"
+    if path.is_file():
+        cubin = path.read_bytes()
+        if cubin[:4] == b"\x7fELF":
+            return CompiledHandler("cuda", arch, "rk_persistent", cubin, f"loaded from {path}",
+                                   handler.__name__, handler.input, handler.output)
     scope = dict(handler.py_func.__globals__)
-    scope["__rk_cuda"] = cuda
+    scope.update(glue())
     try:
         exec(compile(entry_src, f"<rk.jit {handler.__name__} for CUDA>", "exec"), scope)
-        ptr = [types.CPointer(numba.from_dtype(f[1])) for f in fin] + [types.CPointer(numba.from_dtype(f[1])) for f in fout]
+        ptr = [types.uint64, types.uint64]
+        ptr += [types.CPointer(numba.from_dtype(f[1])) for f in fin] + [types.CPointer(numba.from_dtype(f[1])) for f in fout]
         ltoir, _ = cuda.compile(scope["rk_jit_entry"], types.int32(*ptr), device=True, abi="c",
                                 abi_info={"abi_name": "rk_jit_entry"}, output="ltoir", cc=(major, minor))
-    except numba.core.errors.NumbaError as e:
+    except (numba.core.errors.NumbaError, TypeError) as e:
         exc = _core.CompileError(f"rk.jit handler '{handler.__name__}' did not compile for CUDA ({arch}):\n{e}")
         exc.log = str(e)
         raise exc from None
     kernel, nvrtc_log = _nvrtc_ltoir(_shim(fin, fout), arch)
     cubin, link_log = _link([(bytes(ltoir), "handler.ltoir"), (kernel, "kernel.ltoir")], arch)
-    return CompiledHandler("cuda", arch, "rk_persistent", cubin, "\n".join(x for x in (nvrtc_log, link_log) if x))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(cubin)
+    os.replace(tmp, path)  # atomic: a process loading it sees all or nothing
+    return CompiledHandler("cuda", arch, "rk_persistent", cubin, "\n".join(x for x in (nvrtc_log, link_log) if x),
+                           handler.__name__, handler.input, handler.output)

@@ -23,7 +23,7 @@ import numpy as np
 from . import _core
 from ._core import CompileError, KernelState, LaunchOptions, Queue
 from .compiled import BACKENDS as JIT_BACKENDS
-from .compiled import JitHandler
+from .compiled import CompiledHandler, JitHandler
 from .compiled import _dtype_of as _jit_dtype
 from .compiled import _not_here as _jit_not_here
 
@@ -424,18 +424,33 @@ async def _send_async(q: Queue, message: Any, timeout: Optional[float], kw: dict
         q._unwatch(fd)
 
 
-HandlerArg = Union[str, Source, JitHandler, Callable[..., Any], _Batch]
+HandlerArg = Union[str, Source, JitHandler, CompiledHandler, Callable[..., Any], _Batch]
 
 
-def _jit_types(handler: JitHandler, input: Any, output: Any, backend: str) -> tuple:
+def _jit_types(handler: Union[JitHandler, CompiledHandler], input: Any, output: Any, backend: str) -> tuple:
     """A compiled handler's record types (launch may restate them, not change them), on a backend that runs it."""
-    if backend not in JIT_BACKENDS:
-        raise CompileError(_jit_not_here(handler.__name__, backend))
-    for what, given, own in (("input", input, handler.input), ("output", output, handler.output)):
+    if isinstance(handler, CompiledHandler):
+        name = handler.name
+        if handler.backend == "cpu":
+            raise TypeError(f"rk.CompiledHandler '{name}' for cpu is the handler's LLVM IR, for inspection: launch "
+                            "the rk.jit handler itself on cpu")
+        if handler.backend != backend:
+            raise CompileError(f"rk.CompiledHandler '{name}' was compiled for backend '{handler.backend}' and runs "
+                               f"there only, not on '{backend}' (launch its rk.jit handler: it compiles for the "
+                               "runtime's backend)")
+    else:
+        name = handler.__name__
+        if backend not in JIT_BACKENDS:
+            raise CompileError(_jit_not_here(name, backend))
+    own_in = handler.input if handler.input is not None else input
+    own_out = handler.output if handler.output is not None else (own_in if output is None else output)
+    if own_in is None:
+        raise TypeError(f"launch() needs input= for rk.CompiledHandler '{name}' (it was made without its types)")
+    for what, given, own in (("input", input, own_in), ("output", output, own_out)):
         if given is not None and _jit_dtype(given, what) != _jit_dtype(own, what):
-            raise TypeError(f"rk.jit handler '{handler.__name__}' was compiled for {what} {_jit_dtype(own, what)}, "
+            raise TypeError(f"rk.jit handler '{name}' was compiled for {what} {_jit_dtype(own, what)}, "
                             f"launch() gave {_jit_dtype(given, what)}")
-    return handler.input, handler.output
+    return own_in, own_out
 
 
 class Runtime:
@@ -478,6 +493,12 @@ class Runtime:
     def closed(self) -> bool:
         return self._rt.closed
 
+    @property
+    def device_target(self) -> str:
+        """What handlers compiled ahead of time must be built for to run here: ``'sm_90'`` on an H100
+        (``handler.compile("cuda", arch=rt.device_target)``); empty on cpu and opencl."""
+        return self._rt.device_target
+
     # ---- kernels ------------------------------------------------------------------------------------
     def create(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
@@ -487,8 +508,10 @@ class Runtime:
         fn: Any = handler
         if isinstance(handler, _Batch):
             fn, max_batch = handler.fn, handler.max_size
-        if isinstance(handler, JitHandler):
+        if isinstance(handler, (JitHandler, CompiledHandler)):
             input, output = _jit_types(handler, input, output, self.backend)
+            if isinstance(handler, JitHandler) and self.backend != "cpu":
+                fn = handler.for_device(self.backend, self._rt.device_target)  # compiled for this device
         elif input is None:
             raise TypeError("launch() needs input=: the kernel's request type (an @rk.message class or a numpy "
                             "dtype); only an rk.jit handler brings its own")
@@ -517,7 +540,8 @@ class Runtime:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
         handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, an ``rk.jit`` handler
-        (compiled Python; it brings its record types), a Python callable
+        (compiled Python, for cpu or -- compiled for the device at launch -- cuda; it brings its record
+        types), an ``rk.CompiledHandler`` made ahead of time for this device, a Python callable
         ``f(request) -> reply | None | {channel: reply}``, or ``rk.batch(f)`` for numpy batches.
         input/output: message classes or numpy dtypes (output defaults to input). grid: blocks
         (worker threads on CPU); block: threads per block. channels: named extra outputs. mode: this

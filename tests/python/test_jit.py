@@ -51,13 +51,26 @@ def cpu():
         yield rt
 
 
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def jrt(request):
+    """A runtime of each backend that runs compiled handlers: the same handler, the same assertions. On cuda
+    the handler is compiled for the GPU at launch (numba-cuda, NVRTC, nvJitLink) and runs on it."""
+    if request.param == "cuda":
+        _cuda_toolchain()
+        status = {b.name: b for b in rk.backends()}["cuda"]
+        if not status.available:
+            pytest.skip(f"backend cuda unavailable here: {status.detail}")
+    with rk.Runtime(request.param) as rt:
+        yield rt
+
+
 def req(seq, x=0.0, v=(0, 0, 0, 0), handle=0, n=0):
     return Req(seq=seq, x=x, v=list(v), handle=handle, n=n)
 
 
-def test_scalar_fields_fixed_arrays_and_no_reply(cpu):
+def test_scalar_fields_fixed_arrays_and_no_reply(jrt):
     assert isinstance(double, rk.JitHandler) and double.input is Req and double.output is Req
-    k = cpu.launch("double", double)  # the record types come from the handler
+    k = jrt.launch("double", double)  # the record types come from the handler
     k.activate()
     for i in range(30):
         assert k.send(req(i, x=i + 0.5, v=(1, 2, 3, i)))
@@ -79,36 +92,41 @@ def test_launch_may_restate_the_types_but_not_change_them(cpu):
         cpu.launch("missing", "echo")
 
 
-def test_a_raise_fails_that_message_only(cpu):
-    @rk.jit(input=Req)
-    def picky(msg, out):
-        if msg.seq == 7:
-            raise ValueError("seven")
-        out.seq = msg.seq
-        return True
+@rk.jit(input=Req)
+def picky(msg, out):
+    if msg.seq == 7:
+        raise ValueError("seven")
+    out.seq = msg.seq
+    return True
 
-    k = cpu.launch("picky", picky)
+
+def test_a_raise_fails_that_message_only(jrt):
+    k = jrt.launch("picky", picky)
     k.activate()
     for i in range(10):
         k.send(req(i))
     assert [k.receive(timeout=5).seq for _ in range(9)] == [0, 1, 2, 3, 4, 5, 6, 8, 9]
-    assert k.errors == 1 and k.last_error == rk._core.ERR_HOST
-    assert "compiled handler 'picky' raised" in k.last_error_message
+    if jrt.backend == "cpu":
+        assert k.errors == 1 and k.last_error == rk._core.ERR_HOST
+        assert "compiled handler 'picky' raised" in k.last_error_message
+    else:  # no exceptions on the GPU: the raise returns the handler-failure code
+        assert k.errors == 1 and k.last_error == rk._core.ERR_HANDLER
     assert k.state == rk.KernelState.ACTIVE
 
 
-def test_emit_on_a_named_channel_feeds_another_kernel(cpu):
-    @rk.jit(input=Req)
-    def split(msg, out):
-        out.seq = msg.seq
-        if msg.seq % 2 == 1:
-            emit(1, out)  # channel 1: "odd"
-            return False
-        return True
+@rk.jit(input=Req)
+def split(msg, out):
+    out.seq = msg.seq
+    if msg.seq % 2 == 1:
+        emit(1, out)  # channel 1: "odd"
+        return False
+    return True
 
-    router = cpu.launch("router", split, channels=["odd"])
-    sink = cpu.launch("sink", "echo", input=Req)
-    cpu.connect(router, sink, channel="odd")
+
+def test_emit_on_a_named_channel_feeds_another_kernel(jrt):
+    router = jrt.launch("router", split, channels=["odd"])
+    sink = jrt.launch("sink", "echo", input=Req)
+    jrt.connect(router, sink, channel="odd")
     for k in (router, sink):
         k.activate()
     for i in range(10):
@@ -118,35 +136,37 @@ def test_emit_on_a_named_channel_feeds_another_kernel(cpu):
     assert router.errors == 0
 
 
-def test_emit_on_a_channel_the_kernel_lacks_is_counted_not_fatal(cpu):
-    @rk.jit(input=Req)
-    def stray(msg, out):
-        out.seq = msg.seq
-        return emit(5, out) >= 0  # the kernel has no channel 5: RK_ERR_CHANNEL (negative), no reply
+@rk.jit(input=Req)
+def stray(msg, out):
+    out.seq = msg.seq
+    return emit(5, out) >= 0  # the kernel has no channel 5: RK_ERR_CHANNEL (negative), no reply
 
-    k = cpu.launch("stray", stray)
+
+def test_emit_on_a_channel_the_kernel_lacks_is_counted_not_fatal(jrt):
+    k = jrt.launch("stray", stray)
     k.activate()
     k.send(req(1))
     assert k.receive(timeout=0.3) is None
     assert k.messages_processed == 1
 
 
-def test_buffers_by_handle_in_and_out_of_range(cpu):
-    @rk.jit(input=Req, output=Resp)
-    def sum_and_mark(msg, out):
-        a = buffer(msg.handle, msg.n, np.float32)  # IndexError when the buffer is smaller than n floats
-        s = 0.0
-        for i in range(msg.n):
-            s += a[i]
-        a[msg.n - 1] = -1.0  # in range of the view
-        out.seq = msg.seq
-        out.total = s
-        return True
+@rk.jit(input=Req, output=Resp)
+def sum_and_mark(msg, out):
+    a = buffer(msg.handle, msg.n, np.float32)  # IndexError when the buffer is smaller than n floats
+    s = 0.0
+    for i in range(msg.n):
+        s += a[i]
+    a[msg.n - 1] = -1.0  # in range of the view
+    out.seq = msg.seq
+    out.total = s
+    return True
 
+
+def test_buffers_by_handle_in_and_out_of_range(jrt):
     data = np.arange(1, 9, dtype=np.float32)  # 8 floats: sum 36
-    guard = cpu.buffer(np.full(8, 5, np.float32))
-    buf = cpu.buffer(data)
-    k = cpu.launch("sum", sum_and_mark)
+    guard = jrt.buffer(np.full(8, 5, np.float32))
+    buf = jrt.buffer(data)
+    k = jrt.launch("sum", sum_and_mark)
     k.activate()
     k.send(req(1, handle=buf.handle, n=8))
     r = k.receive(timeout=5)
@@ -161,16 +181,17 @@ def test_buffers_by_handle_in_and_out_of_range(cpu):
     np.testing.assert_array_equal(guard.read(np.float32), np.full(8, 5, np.float32))
 
 
-def test_bounds_checked_indexing_fails_the_message_instead_of_writing_past_the_view(cpu):
-    @rk.jit(input=Req, output=Resp)
-    def overrun(msg, out):
-        a = buffer(msg.handle, 4, np.float32)
-        a[msg.n] = 99.0  # n = 4 is one past the view
-        out.seq = msg.seq
-        return True
+@rk.jit(input=Req, output=Resp)
+def overrun(msg, out):
+    a = buffer(msg.handle, 4, np.float32)
+    a[msg.n] = 99.0  # n = 4 is one past the view
+    out.seq = msg.seq
+    return True
 
-    buf = cpu.buffer(np.zeros(8, np.float32))
-    k = cpu.launch("overrun", overrun)
+
+def test_bounds_checked_indexing_fails_the_message_instead_of_writing_past_the_view(jrt):
+    buf = jrt.buffer(np.zeros(8, np.float32))
+    k = jrt.launch("overrun", overrun)
     k.activate()
     k.send(req(1, handle=buf.handle, n=3))
     assert k.receive(timeout=5).seq == 1
@@ -179,17 +200,51 @@ def test_bounds_checked_indexing_fails_the_message_instead_of_writing_past_the_v
     np.testing.assert_array_equal(buf.read(np.float32), [0, 0, 0, 99, 0, 0, 0, 0])
 
 
-def test_every_thread_of_a_block_runs_the_handler(cpu):
-    @rk.jit(input=Req, output=Resp)
-    def ranks(msg, out):
-        a = buffer(msg.handle, 8, np.int32)
-        a[thread_rank()] += 1
-        out.seq = msg.seq
-        out.ranks = thread_count()
+@rk.jit(input=Req)
+def poke(msg, out):
+    out.seq = msg.seq
+    out.v[msg.n] = msg.v[msg.n] + 10.0  # n in [-4, 3]: an element (negative from the end), else outside
+    return True
+
+
+def test_indexes_outside_a_fields_array_fail_the_message(jrt):
+    k = jrt.launch("poke", poke)
+    k.activate()
+    for seq, n in ((1, 0), (2, 4), (3, -1), (4, -5), (5, 1 << 40)):
+        k.send(req(seq, v=(1, 2, 3, 4), n=n))
+    got = [k.receive(timeout=5) for _ in range(2)]
+    assert [g.seq for g in got] == [1, 3]
+    assert list(got[0].v) == [11, 0, 0, 0] and list(got[1].v) == [0, 0, 0, 14]
+    assert k.receive(timeout=0.3) is None
+    assert k.errors == 3 and k.messages_processed == 5
+
+
+def test_division_by_zero_fails_that_message_on_the_cpu(cpu):
+    @rk.jit(input=Req)
+    def ratio(msg, out):
+        out.seq = msg.seq // msg.n  # Numba's error_model="python": ZeroDivisionError, as in Python
         return True
 
-    counts = cpu.buffer(np.zeros(8, np.int32))
-    k = cpu.launch("ranks", ranks, block=4)
+    k = cpu.launch("ratio", ratio)
+    k.activate()
+    for n in (2, 0, 4):
+        k.send(req(8, n=n))
+    assert [k.receive(timeout=5).seq for _ in range(2)] == [4, 2]
+    assert k.errors == 1 and k.last_error == rk._core.ERR_HOST
+
+
+@rk.jit(input=Req, output=Resp)
+def ranks(msg, out):
+    a = buffer(msg.handle, 8, np.int32)
+    a[thread_rank()] += 1
+    out.seq = msg.seq
+    out.ranks = thread_count()
+    return True
+
+
+def test_every_thread_of_a_block_runs_the_handler(jrt):
+    counts = jrt.buffer(np.zeros(8, np.int32))
+    k = jrt.launch("ranks", ranks, block=4)
     k.activate()
     for i in range(5):
         k.send(req(i, handle=counts.handle))
@@ -368,13 +423,31 @@ def test_cuda_compile_refuses_bad_arches_and_what_the_bridge_cannot_carry():
         scaled.compile("cuda")
 
     @rk.jit(input=Req)
-    def emits(msg, out):
-        out.seq = msg.seq
-        emit(1, out)
+    def emits_the_request(msg, out):
+        emit(1, msg)  # the CPU sends any record of the output type; CUDA sends `out`
         return False
 
-    with pytest.raises(rk.CompileError, match="emit.* not available to CUDA"):
-        emits.compile("cuda", arch="sm_90")
+    with pytest.raises(rk.CompileError, match=r"line \d+.*emit sends the output record: emit\(channel, out\)"):
+        emits_the_request.compile("cuda", arch="sm_90")
+
+    @rk.jit(input=Req)
+    def catches(msg, out):
+        try:
+            out.seq = msg.seq
+        except Exception:
+            return False
+        return True
+
+    with pytest.raises(rk.CompileError, match="try/except is not available"):
+        catches.compile("cuda", arch="sm_90")
+
+    @rk.jit(input=Req)
+    def slices(msg, out):
+        out.v[0] = msg.v[1:3].sum()
+        return True
+
+    with pytest.raises(rk.CompileError, match="one element at a time"):
+        slices.compile("cuda", arch="sm_90")
 
     @rk.jit(input=Sample)
     def whole(msg, out):
@@ -384,3 +457,73 @@ def test_cuda_compile_refuses_bad_arches_and_what_the_bridge_cannot_carry():
 
     with pytest.raises(rk.CompileError, match="through its fields"):
         whole.compile("cuda", arch="sm_90")
+
+
+def test_cuda_compile_takes_emit_buffers_and_checked_indexes_and_caches_the_cubin(tmp_path, monkeypatch):
+    _cuda_toolchain()
+    monkeypatch.setenv("RINGKERNEL_CACHE_DIR", str(tmp_path))
+
+    @rk.jit(input=Req, output=Resp)
+    def everything(msg, out):
+        a = buffer(msg.handle, msg.n, np.float32)
+        s = 0.0
+        for i in range(msg.n):
+            s += a[i] * msg.v[i % 4]
+        a[thread_rank()] += 1.0
+        out.seq = msg.seq
+        out.total = s
+        out.ranks = thread_count()
+        if msg.x < 0:
+            raise ValueError("negative")
+        return emit(1, out) >= 0
+
+    first = everything.compile("cuda", arch="sm_90")
+    assert first.code[:4] == b"\x7fELF" and first.name == "everything"
+    cached = list(tmp_path.joinpath("jit").glob("cuda-*.cubin"))
+    assert len(cached) == 1
+    again = everything.compile("cuda", arch="sm_90")
+    assert again.code == first.code and again.log.startswith("loaded from")
+    assert everything.compile("cuda", arch="sm_100").code != first.code
+    assert len(list(tmp_path.joinpath("jit").glob("cuda-*.cubin"))) == 2
+
+
+def test_compiled_handlers_made_ahead_of_time_launch_only_where_they_were_built_for(cpu):
+    _cuda_toolchain()
+    assert cpu.device_target == ""
+    for_cuda = double.compile("cuda", arch="sm_90")
+    assert for_cuda.input is Req and for_cuda.output is Req
+    with pytest.raises(rk.CompileError, match="compiled for backend 'cuda'.*not on 'cpu'"):
+        cpu.launch("pre", for_cuda)
+    with pytest.raises(TypeError, match="LLVM IR, for inspection"):
+        cpu.launch("ir", double.compile("cpu"))
+
+
+@pytest.mark.cuda
+def test_a_handler_compiled_ahead_of_time_runs_on_the_gpu_it_was_built_for():
+    _cuda_toolchain()
+    status = {b.name: b for b in rk.backends()}["cuda"]
+    if not status.available:
+        pytest.skip(f"backend cuda unavailable here: {status.detail}")
+    with rk.Runtime("cuda") as rt:
+        target = rt.device_target
+        assert target.startswith("sm_")
+        compiled = double.compile("cuda", arch=target)
+        k = rt.launch("pre", compiled)
+        assert k.handler == "image:cuda:double"
+        k.activate()
+        for i in range(6):
+            k.send(req(i, x=1.5, v=(1, 2, 3, 4)))
+        got = [k.receive(timeout=5) for _ in range(4)]
+        assert [g.seq for g in got] == [0, 1, 3, 4] and all(g.x == 3.0 for g in got)
+        other = "sm_80" if target != "sm_80" else "sm_90"
+        with pytest.raises(rk.CompileError, match="does not load"):
+            rt.launch("wrong", double.compile("cuda", arch=other))
+
+
+def test_the_handlers_the_gpu_runs_compile_for_cuda_here():
+    """Every handler the cuda cases above launch goes through the CUDA bridge here too (no GPU needed), so a
+    rewrite the GPU would refuse shows up on every machine, not only on a GPU loan."""
+    _cuda_toolchain()
+    for handler in (double, picky, split, stray, sum_and_mark, overrun, poke, ranks):
+        compiled = handler.compile("cuda", arch="sm_90")
+        assert compiled.code[:4] == b"\x7fELF" and compiled.name == handler.__name__
