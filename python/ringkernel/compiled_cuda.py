@@ -36,6 +36,7 @@ extra. Running needs a GPU (scripts/gpu_check.sh runs the cuda cases of tests/py
 from __future__ import annotations
 
 import ast
+import copy
 import hashlib
 import inspect
 import os
@@ -137,19 +138,54 @@ class _Rewrite(ast.NodeTransformer):
     def visit_If(self, node: ast.If) -> Any:
         return self._compound(node, ("test",))
 
+    def _is_checked(self, value: ast.AST) -> bool:
+        """Whether a (rewritten) expression is an array whose indexes are checked: a field's array, a buffer
+        view (buffer(...) itself, or a name bound to one)."""
+        if isinstance(value, ast.Name):
+            return value.id in self.checked
+        return isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "__rk_buffer"
+
     def _checked_target(self, target: ast.AST) -> Any:
-        """(array, index) of a store into a checked array, else None."""
+        """(array, index) of a store into a checked array, else None (and the target is left as it was)."""
         if not isinstance(target, ast.Subscript):
             return None
-        value = self.visit(target.value)
-        if not (isinstance(value, ast.Name) and value.id in self.checked):
-            target.value = value
+        before = self.hits
+        value = self.visit(copy.deepcopy(target.value))
+        if not self._is_checked(value):
+            self.hits = before  # the target is visited again, as it is, by the caller
             return None
         if isinstance(target.slice, (ast.Slice, ast.Tuple)):
             raise self._err(target, "on CUDA arrays are written one element at a time (a[i] = v)")
         return value, self.visit(target.slice)
 
+    def _scratch(self, node: ast.Assign) -> Any:
+        """``name = np.zeros(n, dtype)`` / ``np.empty``: a thread-local array on CUDA (numba-cuda allocates no
+        numpy arrays in device code), zeroed either way; n must be a constant (a literal or a module
+        constant). Its indexes are checked like a field's array."""
+        v = node.value
+        if not (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and isinstance(v, ast.Call)
+                and isinstance(v.func, ast.Attribute) and v.func.attr in ("zeros", "empty")
+                and isinstance(v.func.value, ast.Name) and v.func.value.id in ("np", "numpy")):
+            return None
+        kw = {k.arg: k.value for k in v.keywords}
+        if len(v.args) + len(kw) > 2 or set(kw) - {"shape", "dtype"} or not (v.args or "shape" in kw):
+            raise self._err(node, f"on CUDA np.{v.func.attr} takes (n, dtype): a one-dimensional scratch array")
+        shape = v.args[0] if v.args else kw["shape"]
+        dtype = v.args[1] if len(v.args) > 1 else kw.get("dtype", ast.parse("np.float64", mode="eval").body)
+        name = node.targets[0].id
+        self.checked.add(name)
+        self.temps += 1
+        i = f"__rk_t{self.temps}"
+        local = ast.Assign(targets=[ast.Name(id=name, ctx=ast.Store())],
+                           value=ast.Call(func=ast.parse("__rk_cuda.local.array", mode="eval").body,
+                                          args=[self.visit(shape), self.visit(dtype)], keywords=[]))
+        zero = ast.parse(f"for {i} in range(len({name})):\n    {name}[{i}] = 0").body[0]
+        return [ast.copy_location(local, node), ast.copy_location(zero, node)]
+
     def visit_Assign(self, node: ast.Assign) -> Any:
+        scratch = self._scratch(node)
+        if scratch is not None:
+            return scratch
         if len(node.targets) == 1:
             store = self._checked_target(node.targets[0])
             if store is not None:
@@ -157,10 +193,8 @@ class _Rewrite(ast.NodeTransformer):
                 value = self.visit(node.value)
                 return ast.copy_location(ast.Expr(value=_call("__rk_store", [*store, value, _name("__rk_bad")])), node)
         node = self.generic_visit(node)
-        v = node.value
-        if (len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and isinstance(v, ast.Call)
-                and isinstance(v.func, ast.Name) and v.func.id == "__rk_buffer"):
-            self.checked.add(node.targets[0].id)  # a buffer view: its indexes are checked too
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name) and self._is_checked(node.value):
+            self.checked.add(node.targets[0].id)  # a buffer view or another name for a checked array
         return node
 
     def visit_AugAssign(self, node: ast.AugAssign) -> Any:
@@ -214,7 +248,7 @@ class _Rewrite(ast.NodeTransformer):
 
     def visit_Subscript(self, node: ast.Subscript) -> Any:
         value = self.visit(node.value)
-        if isinstance(value, ast.Name) and value.id in self.checked:
+        if self._is_checked(value):
             if not isinstance(node.ctx, ast.Load):
                 raise self._err(node, "on CUDA an array element is written by a statement of its own (a[i] = v, "
                                       "a[i] += v)")
@@ -442,9 +476,16 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
         ptr += [types.CPointer(numba.from_dtype(f[1])) for f in fin] + [types.CPointer(numba.from_dtype(f[1])) for f in fout]
         ltoir, _ = cuda.compile(scope["rk_jit_entry"], types.int32(*ptr), device=True, abi="c",
                                 abi_info={"abi_name": "rk_jit_entry"}, output="ltoir", cc=(major, minor))
-    except (numba.core.errors.NumbaError, TypeError) as e:
-        exc = _core.CompileError(f"rk.jit handler '{handler.__name__}' did not compile for CUDA ({arch}):\n{e}")
-        exc.log = str(e)
+    except Exception as e:  # whatever numba-cuda raises while compiling is the handler's error
+        text = str(e).strip()
+        if type(e).__name__ == "CudaSupportError":
+            # numba-cuda compiles some functions (np.zeros, calls of @cuda.jit device functions) through a
+            # dispatcher that asks a GPU for its architecture: not available to a handler compiled here.
+            text = ("it calls a function numba-cuda compiles only with a GPU present (numpy calls that allocate, "
+                    "@cuda.jit device functions); scratch arrays are written `name = np.zeros(N, dtype)` with a "
+                    f"constant N, which becomes a thread-local array ({text.splitlines()[0] if text else type(e).__name__})")
+        exc = _core.CompileError(f"rk.jit handler '{handler.__name__}' did not compile for CUDA ({arch}):\n{text}")
+        exc.log = text
         raise exc from None
     kernel, nvrtc_log = _nvrtc_ltoir(_shim(fin, fout), arch)
     cubin, link_log = _link([(bytes(ltoir), "handler.ltoir"), (kernel, "kernel.ltoir")], arch)

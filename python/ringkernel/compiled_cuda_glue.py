@@ -7,8 +7,8 @@ generated CUDA C shim defines (``rk_jit_emit``, ``rk_jit_buffer``; nvJitLink res
 
 Errors: numba-cuda has no exceptions in C-ABI device functions and no bounds checking. A helper that meets
 a failure (an index outside an array, a buffer handle that does not resolve, a channel outside [0, 7])
-does no memory access and writes the handler's error code into the one-element ``__rk_bad`` array; the
-rewritten handler returns that code after the statement (DESIGN §10: the message fails, nothing is written
+does no memory access and writes the handler's error code into the one-element ``__rk_bad`` array (the
+first failure's code stays); the rewritten handler returns that code after the statement (DESIGN §10: the message fails, nothing is written
 out of range).
 """
 
@@ -47,8 +47,11 @@ def glue() -> Dict[str, Any]:
         return ary._getvalue()
 
     def flag(context: Any, builder: Any, badty: Any, bad: Any, code: int) -> None:
+        """bad[0] = bad[0] or code: the first failure of a message is the one reported."""
         b = context.make_array(badty)(context, builder, bad)
-        builder.store(ir.Constant(i32, code), b.data)
+        current = builder.load(b.data)
+        first = builder.icmp_signed("==", current, ir.Constant(i32, 0))
+        builder.store(builder.select(first, ir.Constant(i32, code), current), b.data)
 
     @intrinsic
     def ptr_view(typingctx: Any, ptr: Any, count: Any) -> Any:
@@ -83,13 +86,13 @@ def glue() -> Dict[str, Any]:
                     j = np.int64(i)
                     j = j + n if j < 0 else j
                     if j < 0 or j >= n:
-                        bad[0] = ERR_HANDLER
+                        bad[0] = bad[0] or ERR_HANDLER
                         return zero
                     return arr[j]
             else:
                 def impl(arr: Any, i: Any, bad: Any) -> Any:
                     if np.uint64(i) >= np.uint64(arr.shape[0]):
-                        bad[0] = ERR_HANDLER
+                        bad[0] = bad[0] or ERR_HANDLER
                         return zero
                     return arr[np.int64(i)]
             return context.compile_internal(builder, impl, sig, args)
@@ -108,13 +111,13 @@ def glue() -> Dict[str, Any]:
                     j = np.int64(i)
                     j = j + n if j < 0 else j
                     if j < 0 or j >= n:
-                        bad[0] = ERR_HANDLER
+                        bad[0] = bad[0] or ERR_HANDLER
                     else:
                         arr[j] = value
             else:
                 def impl(arr: Any, i: Any, value: Any, bad: Any) -> Any:
                     if np.uint64(i) >= np.uint64(arr.shape[0]):
-                        bad[0] = ERR_HANDLER
+                        bad[0] = bad[0] or ERR_HANDLER
                     else:
                         arr[np.int64(i)] = value
             return context.compile_internal(builder, impl, sig, args)
@@ -129,7 +132,7 @@ def glue() -> Dict[str, Any]:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             def impl(ch: Any, bad: Any) -> Any:
                 if ch < 0 or ch > 7:
-                    bad[0] = ERR_CHANNEL
+                    bad[0] = bad[0] or ERR_CHANNEL
                     return np.uint32(8)
                 return np.uint32(ch)
             return context.compile_internal(builder, impl, sig, args)

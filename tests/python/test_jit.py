@@ -219,6 +219,32 @@ def test_indexes_outside_a_fields_array_fail_the_message(jrt):
     assert k.errors == 3 and k.messages_processed == 5
 
 
+SCRATCH = 4
+
+
+@rk.jit(input=Req, output=Resp)
+def prefix(msg, out):
+    t = np.zeros(SCRATCH, np.float64)  # on CUDA a zeroed thread-local array
+    acc = 0.0
+    for i in range(4):
+        acc += msg.v[i]
+        t[i] = acc
+    t[msg.n] += 100.0  # n outside [-4, 3]: the message fails, nothing written
+    out.seq = msg.seq
+    out.total = t[0] + t[1] + t[2] + t[3]
+    return True
+
+
+def test_scratch_arrays_are_zeroed_and_their_indexes_checked(jrt):
+    k = jrt.launch("prefix", prefix)
+    k.activate()
+    for seq, n in ((1, 0), (2, 4), (3, -1)):
+        k.send(req(seq, v=(1, 2, 3, 4), n=n))
+    got = [k.receive(timeout=5) for _ in range(2)]
+    assert [(g.seq, g.total) for g in got] == [(1, 120.0), (3, 120.0)]  # 1 + 3 + 6 + 10, + 100
+    assert k.receive(timeout=0.3) is None and k.errors == 1
+
+
 def test_division_by_zero_fails_that_message_on_the_cpu(cpu):
     @rk.jit(input=Req)
     def ratio(msg, out):
@@ -449,6 +475,14 @@ def test_cuda_compile_refuses_bad_arches_and_what_the_bridge_cannot_carry():
     with pytest.raises(rk.CompileError, match="one element at a time"):
         slices.compile("cuda", arch="sm_90")
 
+    @rk.jit(input=Req)
+    def allocates(msg, out):
+        out.x = np.ones(3).sum()  # fine on the CPU; numba-cuda would need a GPU to compile it
+        return True
+
+    with pytest.raises(rk.CompileError, match="only with a GPU present.*np.zeros"):
+        allocates.compile("cuda", arch="sm_90")
+
     @rk.jit(input=Sample)
     def whole(msg, out):
         m = msg  # a record as a value: fine on the CPU, not through the CUDA bridge
@@ -524,6 +558,6 @@ def test_the_handlers_the_gpu_runs_compile_for_cuda_here():
     """Every handler the cuda cases above launch goes through the CUDA bridge here too (no GPU needed), so a
     rewrite the GPU would refuse shows up on every machine, not only on a GPU loan."""
     _cuda_toolchain()
-    for handler in (double, picky, split, stray, sum_and_mark, overrun, poke, ranks):
+    for handler in (double, picky, split, stray, sum_and_mark, overrun, poke, prefix, ranks):
         compiled = handler.compile("cuda", arch="sm_90")
         assert compiled.code[:4] == b"\x7fELF" and compiled.name == handler.__name__
