@@ -668,6 +668,10 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     if (backend_name_ == "cpu" && spec.mode.value_or(cfg_.mode) == KernelMode::Dispatch)
         throw std::invalid_argument("the CPU backend runs kernels persistently (workers park when idle); "
                                     "mode='dispatch' is a device-backend option");
+    if (spec.handler.kind == Handler::Kind::Image && (spec.handler.target != backend_name_ || backend_->device_target().empty()))
+        throw std::invalid_argument("handler image '" + spec.handler.name + "' was built for backend '" +
+                                    spec.handler.target + "' and runs there only, not on " + backend_name_ +
+                                    (backend_->device_target().empty() ? " (which loads no handler images)" : ""));
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
         throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
                                     std::to_string(spec.block));

@@ -614,10 +614,8 @@ public:
         case Handler::Kind::Native:
             core.step = native_handler_step;  // Handler::compiled() refused a null function
             break;
-        case Handler::Kind::Image:
-            throw std::invalid_argument("handler image '" + h.name + "' was built for backend '" + h.target +
-                                        "' and runs there only; the cpu backend runs built-in, rk.Source, host and "
-                                        "compiled (rk.jit) handlers");
+        case Handler::Kind::Image:  // Runtime::create refuses images on a backend that loads none
+            throw std::logic_error("handler image '" + h.name + "' reached the cpu backend, which loads none");
         }
         core.runner = std::make_unique<CpuBlocks>(core);
     }
