@@ -41,6 +41,12 @@ rk_kernel_params kernel_params(const KernelCore &core) {
     return p;
 }
 
+void set_state_params(rk_kernel_params &p, const KernelCore &core) {
+    p.state = reinterpret_cast<std::uintptr_t>(core.state);
+    p.state_size = core.state ? core.spec.state_size : 0;
+    p.dead_letters = core.dead_letters ? reinterpret_cast<std::uintptr_t>(core.dead_letters->header()) : 0;
+}
+
 bool DeviceFault::record(KernelCore &core, const std::string &why, rk_i32 code,
                          const std::function<void(const std::string &)> &first) {
     const std::string text = why.empty() ? std::string("the device reported an error") : why;

@@ -23,6 +23,9 @@ std::string device_handler_entry(const KernelSpec &spec, const char *backend);
 
 // The launch parameters every device backend shares (addresses are left 0: each backend sets its own).
 rk_kernel_params kernel_params(const KernelCore &core);
+// The addresses of the kernel's state record and dead-letter ring, for a launch whose blocks reach the
+// kernel's memory (SVM, mapped host memory).
+void set_state_params(rk_kernel_params &p, const KernelCore &core);
 
 // Why a device kernel cannot go on -- a launch the device refused, an error that ended its blocks --
 // recorded once (the first reason counts) and everywhere a user looks: the runner's failure(), the
@@ -128,6 +131,8 @@ public:
         const rk_i32 exited = __atomic_load_n(&core_.cb->blocks_exited, __ATOMIC_ACQUIRE);
         return core_.spec.grid - static_cast<std::uint32_t>(exited);
     }
+
+    bool quiesce(std::int64_t timeout_ns) override { return wait_blocks_paused(core_, timeout_ns); }
 
 protected:
     // Start the bridge thread once the blocks run: every round does bridge_round, then `check` (if any),

@@ -7,6 +7,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <random>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "ringkernel/memory.hpp"
+#include "ringkernel/ring.hpp"
 #include "ringkernel/runtime.hpp"
 #include "ringkernel/wait.hpp"
 
@@ -66,6 +69,24 @@ struct KernelCore {
     KernelMode mode = KernelMode::Persistent;  // how the backend runs it: Persistent or Dispatch
     std::uint64_t reply_id_base = 0;    // the kernel's reply ids: a block of 2^36 process-unique ids
 
+    // Actor state (KernelSpec::state_size bytes, zeroed; null without state), in `memory`: blocks reach it.
+    void *state = nullptr;
+    // Dead letters: blocks push every request a handler failed into this ring (in `memory`; the envelope's
+    // reserved0 carries the attempts, reserved1 the error code); the host moves them into `dead` when asked
+    // (Kernel::dead_letters). What does not fit either is counted: the ring's `rejected`, dead_dropped.
+    std::unique_ptr<Ring> dead_letters;
+    std::mutex dead_mu;
+    std::deque<DeadLetter> dead;         // under dead_mu, at most options.dead_letter_capacity()
+    std::uint64_t dead_dropped = 0;      // under dead_mu
+    std::uint64_t dead_taken = 0;        // under dead_mu: cleared by dead_letters(clear=true)
+    // What host handlers said when they failed a message, by message id, until its dead letter is collected
+    // (bounded: the oldest texts go first). Under err_mu.
+    std::map<std::uint64_t, std::string> failure_texts;
+    void note_failure(std::uint64_t message_id, const std::string &what);
+    std::string failure_text(std::uint64_t message_id, std::int32_t code);
+    // Move what the blocks dead-lettered into `dead` (caller holds dead_mu).
+    void collect_dead_letters();
+
     // Routes are replaced, never edited: every table stays alive until the core goes away.
     std::mutex routes_mu;
     std::vector<rk_routes *> route_history;  // allocated from `memory`, freed with the core
@@ -112,12 +133,20 @@ public:
     virtual std::uint32_t alive() const = 0;
     // What keeps the kernel from stopping, for the FAULTED message (after a wait_stopped that failed).
     virtual std::string stuck() const;
+    // After the host cleared is_active: wait up to timeout_ns until no block is inside a run and none
+    // will take one until is_active is set again (every block has seen the kernel inactive). False on
+    // timeout (a handler still running).
+    virtual bool quiesce(std::int64_t timeout_ns) = 0;
     // The kernel reached TERMINATED (its blocks stopped, or never started): give back what the
     // backend reserved for it (device compute units).
     virtual void stopped() {}
     // Why the blocks ended other than by terminate (a device fault), or empty. Asked once they stopped.
     virtual std::string failure() const { return {}; }
 };
+
+// Resident blocks (the CPU workers, persistent device kernels) count themselves paused in the control block
+// (rk_note_active): wait until all `grid` are.
+bool wait_blocks_paused(const KernelCore &core, std::int64_t timeout_ns);
 
 class Backend {
 public:

@@ -106,6 +106,14 @@ LaunchOptions &LaunchOptions::set_idle_backoff_ns(std::uint64_t v) {
     return *this;
 }
 
+LaunchOptions &LaunchOptions::set_dead_letter_capacity(std::uint64_t v) {
+    if (v < kMinDeadLetters || v > kMaxDeadLetters)
+        throw std::invalid_argument("dead_letter_capacity must be in [" + std::to_string(kMinDeadLetters) + ", " +
+                                    std::to_string(kMaxDeadLetters) + "] messages, got " + std::to_string(v));
+    dead_letter_capacity_ = static_cast<std::uint32_t>(v);
+    return *this;
+}
+
 QueueConfig LaunchOptions::queue_config(std::uint32_t payload_size) const {
     QueueConfig c;
     c.capacity = queue_capacity_;
@@ -126,7 +134,8 @@ std::string LaunchOptions::to_string() const {
         s << "None";
     else
         s << static_cast<double>(ttl_ns_) / 1e9;
-    s << ", idle_backoff=" << static_cast<double>(idle_backoff_ns_) / 1e9 << ")";
+    s << ", idle_backoff=" << static_cast<double>(idle_backoff_ns_) / 1e9
+      << ", dead_letter_capacity=" << dead_letter_capacity_ << ")";
     return s.str();
 }
 

@@ -186,6 +186,8 @@ KernelCore::KernelCore(std::shared_ptr<MemoryResource> mem) : memory(std::move(m
 
 KernelCore::~KernelCore() {
     runner.reset();  // the blocks first: they read everything below
+    dead_letters.reset();
+    if (state) memory->deallocate(state, spec.state_size);
     for (rk_routes *r : route_history) memory->deallocate(r, sizeof(rk_routes));
     memory->deallocate(routes_word, sizeof(rk_u64));
     memory->deallocate(tel, sizeof(rk_telemetry));
@@ -672,6 +674,9 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         throw std::invalid_argument("handler image '" + spec.handler.name + "' was built for backend '" +
                                     spec.handler.target + "' and runs there only, not on " + backend_name_ +
                                     (backend_->device_target().empty() ? " (which loads no handler images)" : ""));
+    if (spec.state_size > kMaxStateBytes)
+        throw std::invalid_argument("state records must be at most " + std::to_string(kMaxStateBytes) + " bytes, got " +
+                                    std::to_string(spec.state_size));
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
         throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
                                     std::to_string(spec.block));
@@ -689,6 +694,15 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     auto core = std::make_shared<KernelCore>(backend_->memory());
     core->spec = spec;
     core->cb->node = id;
+    if (spec.state_size) {
+        core->state = core->memory->allocate(spec.state_size, 64);
+        std::memset(core->state, 0, spec.state_size);
+    }
+    {
+        std::uint32_t slots = RK_RING_MIN_CAPACITY;
+        while (slots < spec.options.dead_letter_capacity()) slots <<= 1;
+        core->dead_letters = std::make_unique<Ring>(slots, spec.input_size, 0, core->memory);
+    }
     core->reply_id_base = next_message_ids(1ull << 36);
     core->buffers = buffers_;
     backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)

@@ -58,7 +58,7 @@ __device__ inline void rk_cuda_reload_clock(rk_ctx *ctx) {
                 /* is_active and should_terminate share one 8-byte word: one read across PCIe. */      \
                 const rk_u64 flags = rk_atomic_load_u64((const rk_u64 *)&ctx.cb->is_active, RK_ACQUIRE,   \
                                                         RK_SCOPE_SYSTEM);                              \
-                rk_mode_ = (rk_u32)(flags >> 32) != 0u ? 2 : (rk_u32)flags != 0u ? 1 : 0;              \
+                rk_mode_ = (rk_u32)(flags >> 32) != 0u ? 2 : rk_note_active(&ctx, (rk_u32)flags != 0u); \
             }                                                                                          \
             __syncthreads();                                                                           \
             const int m = rk_mode_;                                                                    \

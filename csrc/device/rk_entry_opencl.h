@@ -33,7 +33,8 @@
         for (;;) {                                                                                     \
             if (ctx.thread_rank == 0)                                                                  \
                 mode = rk_should_terminate(&ctx) ? 2                                                   \
-                       : rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? 1 : 0;  \
+                       : rk_note_active(&ctx, rk_atomic_load_i32(&ctx.cb->is_active, RK_ACQUIRE,       \
+                                                                 RK_SCOPE_SYSTEM) != 0);               \
             barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);                                       \
             int m = mode;                                                                              \
             barrier(CLK_LOCAL_MEM_FENCE);                                                              \
@@ -85,16 +86,17 @@ RK_FN rk_u32 rk_output_space(rk_ctx *ctx) {
 /* Dispatch mode on a device that cannot share memory with the host while a kernel runs: the host
  * copies a batch of requests into `in` (a ring in device memory), the control block and telemetry into
  * `cb` and `tel`, the live buffers into `arena` (with the buffer table, each entry's `reserved` its
- * offset there), launches this kernel, and copies the replies (`out`), the counters and the buffers
- * back. The routes live in device memory too (`routes`, written here). */
+ * offset there), launches this kernel, and copies the replies (`out`), the failed requests (`dead`), the
+ * counters and the buffers back. The routes live in device memory too (`routes`, written here). */
 #define RK_DEFINE_OPENCL_COPY_KERNEL(kernel_name, step_name, out_bytes, run_limit)                        \
     __kernel void kernel_name(__global const rk_kernel_params *params, __global rk_control_block *cb,   \
                               __global rk_telemetry *tel, __global rk_routes *routes,                  \
                               __global rk_u64 *routes_word, __global rk_ring_header *in,               \
                               __global rk_ring_header *out, __global rk_buffer_table *buffers,         \
-                              __global rk_u8 *arena) {                                                 \
+                              __global rk_u8 *arena, __global rk_ring_header *dead) {                  \
         RK_OPENCL_BLOCK_SETUP(ctx, out_bytes, run_limit)                                               \
         ctx.cb = cb;                                                                                   \
+        ctx.dead_letters = dead;                                                                       \
         ctx.tel = tel;                                                                                 \
         ctx.routes = routes_word;                                                                      \
         ctx.buffers = buffers;                                                                         \

@@ -21,6 +21,15 @@
  *     rk_buffer(ctx, handle, min_bytes)           the memory behind a buffer handle, or RK_NULL
  *     rk_request(ctx)                             the request's envelope
  *     rk_emit(ctx, channel, payload)              send a record on a named output channel (1..7)
+ *     rk_state(ctx)                               the kernel's state record (launched with state=), or RK_NULL
+ *     rk_state_size(ctx)                          its size in bytes (0 without state)
+ *
+ * State is one record per kernel, zeroed at launch, in memory the device reaches; it survives restarts
+ * and travels in checkpoints. Every block of the kernel sees the same record: with grid > 1 (or several
+ * threads of a block writing it) concurrent updates are the handler's business -- use the dialect's
+ * atomics (rk_atomic_fetch_add_u64(&st->count, 1, RK_RELAXED, RK_SCOPE_SYSTEM), ...), or keep grid=1 and
+ * let thread 0 write it. The host reads it only while the kernel is paused (Kernel::actor_state), so a
+ * handler never sees the host write it under its feet.
  *
  * The loop that calls handlers is rk_step.h; the kernels that run it on each device, rk_entry_*.h.
  */
@@ -120,6 +129,10 @@ struct rk_ctx {
     rk_u32 uses_barrier;                 /* the handler calls rk_barrier: threads need their own stacks */
     rk_u64 clock_offset;                 /* CUDA: added to %globaltimer to give wall-clock ns (the host keeps
                                             the control block's clock_offset_ns current; blocks reload it) */
+    RK_GLOBAL void *state;               /* the kernel's state record (RK_NULL: launched without state) */
+    rk_u32 state_size;                   /* its bytes */
+    rk_u32 paused;                       /* thread 0: this block is counted in the control block's blocks_paused */
+    RK_GLOBAL rk_ring_header *dead_letters; /* where failed requests go (RK_NULL: nowhere, counted only) */
 #if defined(RK_TARGET_HOST)
     /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
     void *host;                          /* the backend's per-block state */
@@ -253,6 +266,34 @@ RK_FN rk_u32 rk_thread_rank(const rk_ctx *ctx) { return ctx->thread_rank; }
 RK_FN rk_u32 rk_thread_count(const rk_ctx *ctx) { return ctx->thread_count; }
 RK_FN RK_LOCAL void *rk_shared(const rk_ctx *ctx) { return ctx->shared; }
 RK_FN RK_GLOBAL const rk_envelope *rk_request(const rk_ctx *ctx) { return ctx->request; }
+RK_FN RK_GLOBAL void *rk_state(const rk_ctx *ctx) { return ctx->state; }
+RK_FN rk_u32 rk_state_size(const rk_ctx *ctx) { return ctx->state_size; }
+
+/* Thread 0, at the top of the persistent loop, with what it read of is_active: whether the block may
+ * take a run. The block counts itself in the control block's blocks_paused when it sees the kernel
+ * inactive and out when it resumes; only changes cost a write, so a running kernel pays nothing for being
+ * pausable. The host pauses a kernel (Kernel::pause) by clearing is_active and waiting until every live
+ * block is counted: a block resuming re-reads is_active after counting itself out (sequentially
+ * consistent on both sides, Dekker's pattern), so either the host sees it out and waits, or it sees the
+ * kernel inactive again and takes nothing. */
+RK_FN int rk_note_active(rk_ctx *ctx, int active) {
+    if (!active) {
+        if (!ctx->paused) {
+            ctx->paused = 1u;
+            rk_atomic_fetch_add_i32(&ctx->cb->blocks_paused, 1, RK_SEQ_CST, RK_SCOPE_SYSTEM);
+        }
+        return 0;
+    }
+    if (ctx->paused) {
+        rk_atomic_fetch_add_i32(&ctx->cb->blocks_paused, -1, RK_SEQ_CST, RK_SCOPE_SYSTEM);
+        if (rk_atomic_load_i32(&ctx->cb->is_active, RK_SEQ_CST, RK_SCOPE_SYSTEM) == 0) {
+            rk_atomic_fetch_add_i32(&ctx->cb->blocks_paused, 1, RK_SEQ_CST, RK_SCOPE_SYSTEM);
+            return 0;
+        }
+        ctx->paused = 0u;
+    }
+    return 1;
+}
 
 RK_FN RK_GLOBAL void *rk_buffer(const rk_ctx *ctx, rk_u64 handle, rk_u64 min_bytes) {
     rk_u64 index = handle & 0xFFFFFFFFu;

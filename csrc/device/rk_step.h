@@ -37,6 +37,30 @@ RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
  * with a reply that carries the status. Returning a negative code records it too, without a reply. */
 RK_FN void rk_report_error(rk_ctx *ctx, rk_i32 code) { rk_record_error(ctx, code); }
 
+/* A request its handler failed (code < 0) goes to the kernel's dead-letter ring, never silently away: the
+ * envelope as it arrived (its ring-owned sequence aside) with reserved0 = the attempts and reserved1 = the
+ * code, and its payload. A full ring counts it in the ring's `rejected` (the host reports it as dropped). */
+#define RK_DEAD_LETTER_ATTEMPTS(env) ((rk_u32)(env)->reserved0 + 1u)
+RK_FN void rk_dead_letter(rk_ctx *ctx, RK_GLOBAL const rk_envelope *req, RK_GLOBAL const rk_u8 *payload,
+                          rk_i32 code) {
+    RK_GLOBAL rk_ring_header *r = ctx->dead_letters;
+    if (r == RK_NULL) return;
+    rk_u64 pos;
+    RK_GLOBAL rk_envelope *slot = rk_ring_claim(r, &pos, 0, RK_SCOPE_SYSTEM);
+    if (slot == RK_NULL) {
+        rk_atomic_fetch_add_u64(&r->rejected, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+        return;
+    }
+    rk_envelope_copy(slot, req);
+    rk_u32 attempts = RK_DEAD_LETTER_ATTEMPTS(req);
+    slot->reserved0 = (rk_u16)(attempts > 0xFFFFu ? 0xFFFFu : attempts);
+    slot->reserved1 = (rk_u32)code;
+    rk_u32 n = ctx->in_size < r->max_payload ? ctx->in_size : r->max_payload;
+    slot->payload_size = n;
+    rk_copy_bytes(rk_envelope_payload(slot), payload, n);
+    rk_ring_publish(slot, pos, RK_SCOPE_SYSTEM);
+}
+
 /* Message `pos` of the run's ring. */
 RK_FN RK_GLOBAL rk_envelope *rk_run_slot(RK_LOCAL const rk_run_info *run, rk_u64 pos) {
     return rk_ring_slot_at(run->ring, pos, run->mask, run->stride);
@@ -148,7 +172,11 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
         rc = ctx->run_error[j] < 0 ? ctx->run_error[j] : ((ctx->reply_mask >> j) & 1u) != 0u ? RK_REPLY : RK_NO_REPLY;
         ctx->run_status[j] = rc;
         ++handled;
-        if (rc < 0) rk_record_error(ctx, rc);
+        if (rc < 0) {
+            rk_record_error(ctx, rc);
+            RK_GLOBAL rk_envelope *failed = rk_run_slot(run, run->first + j);
+            rk_dead_letter(ctx, failed, rk_envelope_payload(failed), rc);
+        }
         rk_u64 enq = rk_run_slot(run, run->first + j)->enqueue_ns;
         rk_u64 latency = done > enq ? done - enq : 1;
         total += latency;
@@ -282,6 +310,10 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, RK_GLOBAL const rk_kernel_params *p, 
     ctx->shared = shared;
     ctx->uses_barrier = 1u;
     ctx->clock_offset = p->clock_offset_ns;
+    ctx->state = (RK_GLOBAL void *)(rk_uptr)p->state;
+    ctx->state_size = p->state_size;
+    ctx->paused = 0u;
+    ctx->dead_letters = (RK_GLOBAL rk_ring_header *)(rk_uptr)p->dead_letters;
 }
 #endif
 

@@ -25,17 +25,20 @@ void bind_options(py::module_ &m) {
 
     py::class_<rk::LaunchOptions>(m, "LaunchOptions", "Options of a kernel launch (validated on every set).")
         .def(py::init([](const py::object &queue_capacity, const py::object &dedup_window, rk::Backpressure bp,
-                         bool priority, const py::object &ttl, double idle_backoff) {
+                         bool priority, const py::object &ttl, double idle_backoff,
+                         const py::object &dead_letter_capacity) {
                  rk::LaunchOptions o;
                  o.set_queue_capacity(int_in_range<std::uint64_t>(queue_capacity, "queue_capacity", 0, ~0ull));
                  o.set_dedup_window(int_in_range<std::uint64_t>(dedup_window, "dedup_window", 0, ~0ull));
                  o.set_backpressure(bp).set_priority(priority);
                  o.set_ttl_ns(ttl.is_none() ? 0 : rk::ttl_to_ns("ttl", ttl_seconds_arg(ttl)));
                  o.set_idle_backoff_ns(idle_backoff_ns(idle_backoff));
+                 o.set_dead_letter_capacity(
+                     int_in_range<std::uint64_t>(dead_letter_capacity, "dead_letter_capacity", 0, ~0ull));
                  return o;
              }),
              "queue_capacity"_a = 4096, "dedup_window"_a = 1024, "backpressure"_a = rk::Backpressure::Block,
-             "priority"_a = false, "ttl"_a = py::none(), "idle_backoff"_a = 1e-6)
+             "priority"_a = false, "ttl"_a = py::none(), "idle_backoff"_a = 1e-6, "dead_letter_capacity"_a = 1024)
         .def_static("production", &rk::LaunchOptions::production, "4096 slots, BLOCK, dedup window 1024")
         .def_static("low_latency", &rk::LaunchOptions::low_latency, "256 slots, REJECT, no dedup")
         .def_static("high_throughput", &rk::LaunchOptions::high_throughput, "16384 slots, BLOCK, no dedup")
@@ -62,11 +65,17 @@ void bind_options(py::module_ &m) {
             "idle_backoff", [](const rk::LaunchOptions &o) { return static_cast<double>(o.idle_backoff_ns()) / 1e9; },
             [](rk::LaunchOptions &o, double v) { o.set_idle_backoff_ns(idle_backoff_ns(v)); },
             "CUDA: the longest an idle block sleeps between polls of its inputs, in seconds")
+        .def_property(
+            "dead_letter_capacity", &rk::LaunchOptions::dead_letter_capacity,
+            [](rk::LaunchOptions &o, const py::object &v) {
+                o.set_dead_letter_capacity(int_in_range<std::uint64_t>(v, "dead_letter_capacity", 0, ~0ull));
+            },
+            "how many failed messages the kernel keeps for dead_letters(); more are counted, not kept")
         .def("__repr__", &rk::LaunchOptions::to_string)
         .def("__eq__", [](const rk::LaunchOptions &a, const rk::LaunchOptions &b) {
             return a.queue_capacity() == b.queue_capacity() && a.dedup_window() == b.dedup_window() &&
                    a.backpressure() == b.backpressure() && a.priority() == b.priority() && a.ttl_ns() == b.ttl_ns() &&
-                   a.idle_backoff_ns() == b.idle_backoff_ns();
+                   a.idle_backoff_ns() == b.idle_backoff_ns() && a.dead_letter_capacity() == b.dead_letter_capacity();
         })
         .def("__copy__", [](const rk::LaunchOptions &o) { return o; })
         .attr("__hash__") = py::none();

@@ -43,7 +43,8 @@ std::uint32_t record_size_of(const py::object &t) {
 
 py::object kernel_create(PyRuntime &self, const std::string &name, const py::object &handler, const py::object &input,
                          py::object output, std::uint32_t grid, std::uint32_t block, const py::object &options,
-                         const std::vector<std::string> &channels, std::size_t max_batch, const std::string &mode) {
+                         const std::vector<std::string> &channels, std::size_t max_batch, const std::string &mode,
+                         const py::object &state) {
     if (output.is_none()) output = input;
     rk::KernelSpec spec;
     spec.name = name;
@@ -56,6 +57,17 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     if (!options.is_none()) spec.options = options.cast<rk::LaunchOptions>();
     spec.channels = channels;
     if (!mode.empty()) spec.mode = rk::kernel_mode_from_string(mode);
+    py::object state_dtype = py::none();
+    if (!state.is_none()) {
+        py::object np_dtype = numpy().attr("dtype");
+        state_dtype = py::hasattr(state, "dtype") && py::isinstance(state.attr("dtype"), np_dtype) ? state.attr("dtype")
+                                                                                                  : np_dtype(state);
+        if (state_dtype.attr("hasobject").cast<bool>())
+            throw py::type_error("state= takes a record type of fixed-size fields, not one holding Python objects");
+        spec.state_size = state_dtype.attr("itemsize").cast<std::uint32_t>();
+        if (spec.state_size == 0) throw py::value_error("state= needs a record of at least 1 byte");
+        spec.state_type = type_id_of(state);
+    }
     if (max_batch < 1 || max_batch > 65536)
         throw py::value_error("max_batch must be in [1, 65536], got " + std::to_string(max_batch));
     // Typed views made before the kernel exists, so a Python handler can decode and encode.
@@ -93,7 +105,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
         py::object in_view = wrap_queue(std::make_shared<rk::Queue>(tmp), input);
         tmp.payload_size = spec.output_size;
         py::object out_view = wrap_queue(std::make_shared<rk::Queue>(tmp), output);
-        host = make_host_handler(handler, in_view, out_view, max_batch, channels);
+        host = make_host_handler(handler, in_view, out_view, max_batch, channels, state_dtype);
         spec.handler = rk::Handler::on_host(host);
     }
     std::shared_ptr<rk::Kernel> k;
@@ -104,6 +116,7 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     pk.k = k;
     pk.in_type = input;
     pk.out_type = output;
+    pk.state_type = state;
     pk.in_q = wrap_queue(k->input(), input);
     pk.out_q = wrap_queue(k->output(), output);
     pk.channel_qs.push_back(pk.out_q);
@@ -238,7 +251,37 @@ void bind_runtime(py::module_ &m) {
         .def_property_readonly("messages_dropped", [](const PyKernel &k) { return k.k->messages_dropped(); })
         .def_property_readonly("errors", [](const PyKernel &k) { return k.k->errors(); })
         .def_property_readonly("last_error", [](const PyKernel &k) { return k.k->last_error(); })
-        .def_property_readonly("last_error_message", [](const PyKernel &k) { return k.k->last_error_message(); });
+        .def_property_readonly("last_error_message", [](const PyKernel &k) { return k.k->last_error_message(); })
+        // Actor state, checkpoints, dead letters (DESIGN §11). Pausing waits for a running Python handler,
+        // which needs the GIL: every one of these drops it.
+        .def_property_readonly("state_type", [](const PyKernel &k) { return k.state_type; })
+        .def("actor_state", [](PyKernel &k, const py::object &timeout) {
+            const std::int64_t ns = timeout_ns(timeout);
+            std::vector<std::uint8_t> raw = without_gil([&] { return k.k->actor_state(ns); });
+            return py::bytes(reinterpret_cast<const char *>(raw.data()), raw.size());
+        }, "timeout"_a = 5.0)
+        .def("checkpoint", [](PyKernel &k, const py::object &timeout) {
+            const std::int64_t ns = timeout_ns(timeout);
+            return py::bytes(without_gil([&] { return k.k->checkpoint(ns); }));
+        }, "timeout"_a = 5.0)
+        .def("restore", [](PyKernel &k, const py::bytes &blob, const py::object &timeout) {
+            const std::int64_t ns = timeout_ns(timeout);
+            std::string data = blob;
+            without_gil([&] { k.k->restore(data, ns); });
+        }, "blob"_a, "timeout"_a = 5.0)
+        .def("dead_letters", [](PyKernel &k, bool clear) {
+            std::vector<rk::DeadLetter> dead = without_gil([&] { return k.k->dead_letters(clear); });
+            py::list out;
+            for (const rk::DeadLetter &d : dead)
+                out.append(py::make_tuple(py::bytes(reinterpret_cast<const char *>(d.record.data()), d.record.size()),
+                                          d.error, d.attempts, d.code, d.envelope.message_id,
+                                          d.envelope.correlation_id, d.envelope.timestamp));
+            return out;
+        }, "clear"_a = false)
+        .def_property_readonly("dead_letter_counts", [](PyKernel &k) {
+            const rk::DeadLetterCounts c = without_gil([&] { return k.k->dead_letter_counts(); });
+            return py::make_tuple(c.total, c.held, c.dropped);
+        });
 
     py::class_<PyRuntime> runtime(m, "_Runtime", "The native side of ringkernel.Runtime.");
     runtime
@@ -267,7 +310,7 @@ void bind_runtime(py::module_ &m) {
                                "What a handler image must be built for to run on this runtime's device ('sm_90' "
                                "on CUDA); empty where the backend loads no prebuilt images")
         .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,
-             "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "")
+             "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "", "state"_a = py::none())
         .def("queue_names", [](const PyRuntime &r) { return r.rt->queue_names(); })
         .def("queue", [](PyRuntime &r, const std::string &name) {
             return key_error_for_missing([&] {

@@ -24,9 +24,9 @@ namespace {
 class PyHostHandler final : public rk::HostHandler {
 public:
     PyHostHandler(py::object fn, py::object in_q, py::object out_q, std::size_t max_batch,
-                  std::vector<std::string> channels)
-        : fn_(std::move(fn)), in_q_(std::move(in_q)), out_q_(std::move(out_q)), max_batch_(max_batch),
-          channels_(std::move(channels)) {}
+                  std::vector<std::string> channels, py::object state_dtype)
+        : fn_(std::move(fn)), in_q_(std::move(in_q)), out_q_(std::move(out_q)), state_dtype_(std::move(state_dtype)),
+          max_batch_(max_batch), channels_(std::move(channels)) {}
 
     ~PyHostHandler() override {
         // The last owner can be an abandoned worker thread: drop the Python references under the GIL,
@@ -36,10 +36,14 @@ public:
             fn_ = py::object();
             in_q_ = py::object();
             out_q_ = py::object();
+            state_dtype_ = py::object();
+            state_ = py::object();
         } else {
             fn_.release();
             in_q_.release();
             out_q_.release();
+            state_dtype_.release();
+            state_.release();
         }
     }
 
@@ -50,7 +54,7 @@ public:
         AcquireGil gil;
         try {
             py::object request = queue_of(in_q_.ptr()).decode(in);
-            py::object result = fn_(request);
+            py::object result = state_dtype_.is_none() ? fn_(request) : fn_(request, state(ctx));
             return reply(ctx, result, out);
         } catch (py::error_already_set &e) {
             throw std::runtime_error(e.what());
@@ -60,13 +64,13 @@ public:
         }
     }
 
-    long handle_batch(rk_ctx *, const void *in, std::size_t n, std::size_t stride, void *out) override {
+    long handle_batch(rk_ctx *ctx, const void *in, std::size_t n, std::size_t stride, void *out) override {
         AcquireGil gil;
         try {
             PyQueue &iq = queue_of(in_q_.ptr());
             PyQueue &oq = queue_of(out_q_.ptr());
             py::array records(iq.dtype(), {static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(stride)}, in);
-            py::object result = fn_(records);
+            py::object result = state_dtype_.is_none() ? fn_(records) : fn_(records, state(ctx));
             if (result.is_none()) return 0;
             py::array replies = numpy().attr("ascontiguousarray")(result, oq.dtype()).cast<py::array>();
             if (replies.ndim() != 1 || static_cast<std::size_t>(replies.shape(0)) > n)
@@ -84,6 +88,18 @@ public:
     }
 
 private:
+    // The kernel's state as a writable numpy record over its memory (made on the first call: the memory is
+    // the kernel's for its life, restarts included).
+    py::object state(rk_ctx *ctx) {
+        if (!state_) {
+            py::dtype dt = py::reinterpret_borrow<py::dtype>(state_dtype_);
+            // Base None: a view, no copy, no owner (the kernel outlives every call of its handler).
+            py::array view(dt, {py::ssize_t(1)}, {dt.itemsize()}, rk_state(ctx), py::none());
+            state_ = view.attr("view")(numpy().attr("recarray"))[py::int_(0)];
+        }
+        return state_;
+    }
+
     int reply(rk_ctx *ctx, const py::object &result, void *out) {
         if (result.is_none()) return RK_NO_REPLY;
         PyQueue &oq = queue_of(out_q_.ptr());
@@ -110,7 +126,7 @@ private:
         return rc;
     }
 
-    py::object fn_, in_q_, out_q_;
+    py::object fn_, in_q_, out_q_, state_dtype_, state_;
     std::size_t max_batch_;
     std::vector<std::string> channels_;
 };
@@ -118,9 +134,10 @@ private:
 }  // namespace
 
 std::shared_ptr<rk::HostHandler> make_host_handler(py::object fn, py::object in_q, py::object out_q,
-                                                   std::size_t max_batch, std::vector<std::string> channels) {
+                                                   std::size_t max_batch, std::vector<std::string> channels,
+                                                   py::object state_dtype) {
     return std::make_shared<PyHostHandler>(std::move(fn), std::move(in_q), std::move(out_q), max_batch,
-                                           std::move(channels));
+                                           std::move(channels), std::move(state_dtype));
 }
 
 }  // namespace rkpy

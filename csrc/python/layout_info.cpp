@@ -81,6 +81,7 @@ py::dict layout_info() {
         RK_FIELD(rk_control_block, messages_dropped);
         RK_FIELD(rk_control_block, clock_ns);
         RK_FIELD(rk_control_block, blocks_started);
+        RK_FIELD(rk_control_block, blocks_paused);
         RK_FIELD(rk_control_block, clock_offset_ns);
         out["control_block"] = py::dict("size"_a = sizeof(rk_control_block), "fields"_a = fields);
     }
@@ -146,6 +147,9 @@ py::dict layout_info() {
         RK_FIELD(rk_kernel_params, clock_offset_ns);
         RK_FIELD(rk_kernel_params, run_limit);
         RK_FIELD(rk_kernel_params, idle_backoff_ns);
+        RK_FIELD(rk_kernel_params, state);
+        RK_FIELD(rk_kernel_params, dead_letters);
+        RK_FIELD(rk_kernel_params, state_size);
         out["kernel_params"] = py::dict("size"_a = sizeof(rk_kernel_params), "fields"_a = fields);
     }
     return out;

@@ -19,6 +19,7 @@ namespace py = pybind11;
 struct PyKernel {
     std::shared_ptr<rk::Kernel> k;
     py::object in_type, out_type;
+    py::object state_type;  // the state record's type (None: no state)
     py::object in_q, out_q;
     std::vector<py::object> channel_qs;
 };

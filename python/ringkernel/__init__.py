@@ -52,6 +52,7 @@ from .messages import (  # noqa: E402
 )
 from .runtime import Buffer, Kernel, KernelState, Mode, Runtime, Source, Topic, batch  # noqa: E402
 from .compiled import CompiledHandler, JitHandler, jit  # noqa: E402  (Numba is imported on first use)
+from .actor import DeadLetter  # noqa: E402
 from ._core import (  # noqa: E402
     BackendInfo,
     BackendUnavailableError,
@@ -99,6 +100,7 @@ __all__ = [
     # ring kernels (ringkernel.runtime)
     "Buffer",
     "CompiledHandler",
+    "DeadLetter",
     "JitHandler",
     "jit",
     "Kernel",

@@ -66,11 +66,12 @@ CONTROL_BLOCK_DTYPE = np.dtype(
             "messages_dropped",
             "clock_ns",
             "blocks_started",
+            "blocks_paused",
             "clock_offset_ns",
         ],
         "formats": ["<i4", "<i4", "<i4", "<i4", "<i8", "<i8", RING_DESC_DTYPE, RING_DESC_DTYPE, "<u8", "<u8", "<i4",
-                    "<i4", "<i4", "<u4", "<u8", "<u8", "<i4", "<u8"],
-        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104, 112, 120],
+                    "<i4", "<i4", "<u4", "<u8", "<u8", "<i4", "<i4", "<u8"],
+        "offsets": [0, 4, 8, 12, 16, 24, 32, 48, 64, 72, 80, 84, 88, 92, 96, 104, 112, 116, 120],
         "itemsize": 128,
     }
 )
@@ -127,6 +128,10 @@ KERNEL_PARAMS_DTYPE = np.dtype(
         ("clock_offset_ns", "<u8"),
         ("run_limit", "<u4"),
         ("idle_backoff_ns", "<u4"),
+        ("state", "<u8"),
+        ("dead_letters", "<u8"),
+        ("state_size", "<u4"),
+        ("reserved", "<u4"),
     ],
     align=True,
 )

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Optional, Union
 import numpy as np
 
 from . import _core
+from . import actor as _actor
 from ._core import CompileError, KernelState, LaunchOptions, Queue
 from .compiled import BACKENDS as JIT_BACKENDS
 from .compiled import CompiledHandler, JitHandler
@@ -302,6 +303,46 @@ class Kernel:
     def fault(self) -> str:
         return self._k.fault
 
+    # ---- actor state, checkpoints, dead letters (DESIGN §11) ------------------------------------------
+    state_type = property(lambda self: self._k.state_type, doc="the state record's type (None: no state)")
+
+    def actor_state(self, timeout: Optional[float] = 5.0) -> Any:
+        """A consistent copy of the kernel's state record (a message object for a message class, else a
+        numpy record): the kernel is paused for the copy (no block inside a handler) and resumed at once.
+        ``rk.KernelFaultError`` when a handler does not return within ``timeout``. (``state`` is the
+        lifecycle state.)"""
+        if self._k.state_type is None:
+            raise ValueError(f"kernel '{self.name}' has no state: launch it with state= (a record type)")
+        return _actor.record_of(self._k.state_type, self._k.actor_state(timeout))
+
+    def checkpoint(self, timeout: Optional[float] = 5.0) -> bytes:
+        """The kernel's state and the input it accepted but has not processed, taken consistently (the
+        kernel is paused for the copy), as bytes in a versioned format with a checksum. ``restore()`` them
+        into a kernel of the same types, in this process or another."""
+        return self._k.checkpoint(timeout)
+
+    def restore(self, blob: bytes, timeout: Optional[float] = 5.0) -> None:
+        """Load a checkpoint: its state replaces this kernel's, its messages enter the input (with their
+        ids and stamps). A corrupt blob, another format version or other record/state types raise
+        ``rk.MessageFormatError``; too many messages for the input queue, ``ValueError``; nothing is
+        changed then."""
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise TypeError(f"restore() takes the bytes of a checkpoint, got {type(blob).__name__}")
+        self._k.restore(bytes(blob), timeout)
+
+    def dead_letters(self, clear: bool = False) -> list:
+        """The requests the handler failed (``rk.DeadLetter``: message, error, attempts, ...), oldest
+        first, at most ``LaunchOptions.dead_letter_capacity`` of them (more are counted in
+        ``dead_letter_counts``). ``clear=True`` removes the ones returned."""
+        return [_actor.dead_letter(self._k.input_type, row) for row in self._k.dead_letters(clear)]
+
+    @property
+    def dead_letter_counts(self) -> dict:
+        """``{"total", "held", "dropped"}``: requests failed since launch, kept now, and failed while the
+        store was full (counted, not kept)."""
+        total, held, dropped = self._k.dead_letter_counts
+        return {"total": total, "held": held, "dropped": dropped}
+
     # ---- health -------------------------------------------------------------------------------------
     messages_processed = property(lambda self: self._k.messages_processed)
     messages_dropped = property(lambda self: self._k.messages_dropped)
@@ -502,7 +543,7 @@ class Runtime:
     # ---- kernels ------------------------------------------------------------------------------------
     def create(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Union[Mode, str, None] = None) -> Kernel:
+               mode: Union[Mode, str, None] = None, state: Any = None) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
         max_batch = 1
         fn: Any = handler
@@ -521,7 +562,7 @@ class Runtime:
         if options is not None and not isinstance(options, LaunchOptions):
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
         native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch,
-                                 "" if mode is None else _mode(mode))
+                                 "" if mode is None else _mode(mode), state)
         k = Kernel(self, native)
         self._forget_ended()
         self._kernels[name] = k
@@ -536,7 +577,7 @@ class Runtime:
 
     def launch(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Union[Mode, str, None] = None) -> Kernel:
+               mode: Union[Mode, str, None] = None, state: Any = None) -> Kernel:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
         handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, an ``rk.jit`` handler
@@ -545,10 +586,13 @@ class Runtime:
         ``f(request) -> reply | None | {channel: reply}``, or ``rk.batch(f)`` for numpy batches.
         input/output: message classes or numpy dtypes (output defaults to input). grid: blocks
         (worker threads on CPU); block: threads per block. channels: named extra outputs. mode: this
-        kernel's mode on a device backend (default: the runtime's).
+        kernel's mode on a device backend (default: the runtime's). state: the kernel's state record type (a
+        message class or numpy dtype): one record, zeroed, that handlers read and write -- a Python callable
+        is then called ``f(request, state)``, an rk.Source handler reaches it with ``rk_state(ctx)``, an
+        rk.jit handler takes it as a third argument -- and ``actor_state()``/``checkpoint()`` copy.
         """
         k = self.create(name, handler, input=input, output=output, grid=grid, block=block, options=options,
-                        channels=channels, mode=mode)
+                        channels=channels, mode=mode, state=state)
         k.launch()
         return k
 

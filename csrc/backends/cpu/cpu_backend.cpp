@@ -52,8 +52,13 @@ namespace {
 RK_BUILTINS(RK_CPU_BUILTIN_STEP)
 #undef RK_CPU_BUILTIN_STEP
 
+KernelCore &core_of(rk_ctx *ctx) { return *static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0]); }
+
+// A host handler's exception: the kernel's last error message, and the text of this request's dead letter.
 void record_host_error(rk_ctx *ctx, const std::string &what) {
-    static_cast<KernelCore *>(static_cast<void **>(ctx->host)[0])->set_last_error_message(what);
+    KernelCore &core = core_of(ctx);
+    core.set_last_error_message(what);
+    if (ctx->request) core.note_failure(ctx->request->message_id, what);
 }
 
 int host_trampoline(rk_ctx *ctx, const void *in, void *out) {
@@ -330,11 +335,15 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
             if (!h.concurrent()) lock.lock();
             replies = h.handle_batch(ctx, b.batch_in.data(), n, ctx->in_size, b.batch_out.data());
         } catch (const std::exception &e) {
-            record_host_error(ctx, e.what());
+            core.set_last_error_message(e.what());
+            for (std::size_t i = 0; i < n; ++i) core.note_failure(b.batch_env[i].message_id, e.what());
             replies = RK_ERR_HOST;
         }
         if (replies < 0) {
+            // The batch failed: every request of it is a dead letter.
             rk_record_error(ctx, static_cast<rk_i32>(replies));
+            for (std::size_t i = 0; i < n; ++i)
+                rk_dead_letter(ctx, &b.batch_env[i], b.batch_in.data() + i * ctx->in_size, static_cast<rk_i32>(replies));
             replies = 0;
         }
         const std::uint64_t done = rk_now_ns(ctx);  // also the replies' enqueue time
@@ -409,6 +418,11 @@ public:
 
     std::uint32_t alive() const override { return alive_.load(); }
 
+    bool quiesce(std::int64_t timeout_ns) override {
+        core_.wake();  // parked workers count themselves paused
+        return wait_blocks_paused(core_, timeout_ns);
+    }
+
     ~CpuBlocks() override {
         // The last owner of the core may be a worker of this very runner (an abandoned block whose
         // handler finally returned): it cannot join itself.
@@ -467,6 +481,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.max_run = 1;  // grows with the first runs, as fast as the handler allows
     ctx.shared = b.shared.data();
     ctx.uses_barrier = core.uses_barrier ? 1u : 0u;
+    ctx.state = core.state;
+    ctx.state_size = spec.state_size;
+    ctx.dead_letters = core.dead_letters ? core.dead_letters->header() : nullptr;
     ctx.host = b.host_slot;
     ctx.run_threads = run_threads;
     ctx.barrier = fiber_barrier;
@@ -510,14 +527,17 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
 
     constexpr std::int64_t kSpinNs = 50'000;  // spin this long on an idle kernel before parking
     std::int64_t idle_since = -1;
+    // Wake for work, for terminate, or to count the block paused when the kernel went inactive (a pause
+    // waits for that).
     auto ready = [&] {
-        return rk_should_terminate(&ctx) ||
-               (rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) && any_input_ready(ctx));
+        if (rk_should_terminate(&ctx)) return true;
+        return rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? any_input_ready(ctx)
+                                                                                    : ctx.paused == 0u;
     };
     for (;;) {
         if (rk_should_terminate(&ctx)) break;
-        if (!rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM)) {
-            // Inactive: consume nothing; park until activated or told to terminate.
+        if (!rk_note_active(&ctx, rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0)) {
+            // Inactive (or paused): consume nothing; park until activated or told to terminate.
             b.flush();
             core.doorbell->wait(
                 [&] {

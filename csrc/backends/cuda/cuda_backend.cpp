@@ -488,6 +488,7 @@ public:
         p.telemetry = reinterpret_cast<std::uintptr_t>(core->tel);
         p.routes_word = reinterpret_cast<std::uintptr_t>(core->routes_word);
         p.buffers = core->buffers ? reinterpret_cast<std::uintptr_t>(core->buffers->table) : 0;
+        set_state_params(p, *core);  // mapped host memory, like the control block
         p.clock_offset_ns = d_->clock_offset.load(std::memory_order_relaxed);
         __atomic_store_n(&core->cb->clock_offset_ns, p.clock_offset_ns, __ATOMIC_RELAXED);
         p.run_limit = run_limit_;

@@ -83,6 +83,8 @@ constexpr std::uint32_t kRunLimit = 8;  // messages per run on devices (reply bu
 // that require the declaration should run in dispatch mode, which declares before every launch).
 void declare_svm(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *params, KernelCore &core) {
     std::vector<void *> ptrs = {core.cb, core.tel, core.routes_word, params};
+    if (core.state) ptrs.push_back(core.state);
+    if (core.dead_letters) ptrs.push_back(core.dead_letters->header());
     if (core.buffers) {
         std::lock_guard<std::mutex> lock(core.buffers->mu);
         ptrs.push_back(core.buffers->table);
@@ -107,6 +109,7 @@ void prepare_launch(const opencl::Api &cl, cl_kernel kernel, rk_kernel_params *p
     p.telemetry = reinterpret_cast<std::uintptr_t>(core.tel);
     p.routes_word = reinterpret_cast<std::uintptr_t>(core.routes_word);
     p.buffers = core.buffers ? reinterpret_cast<std::uintptr_t>(core.buffers->table) : 0;
+    set_state_params(p, core);
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELEASE);
     declare_svm(cl, kernel, params, core);
     const cl_int err = cl.SetKernelArgSVMPointer(kernel, 0, params);
@@ -258,6 +261,17 @@ public:
     void stopped() override { units_->release(); }
     std::string failure() const override { return fault_->why(); }
 
+    // No block runs between launches, and the thread launches only while the kernel is active: wait until it
+    // is outside a launch (it says so before it checks, see run()).
+    bool quiesce(std::int64_t timeout_ns) override {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
+        while (launching_->load(std::memory_order_seq_cst)) {
+            if (std::chrono::steady_clock::now() >= deadline) return false;
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+        }
+        return true;
+    }
+
 protected:
     // Stop the thread before the derived runner releases what a launch uses.
     void stop_thread() {
@@ -295,15 +309,22 @@ private:
             auto core = weak.lock();
             if (!core || stop->load()) return;
             if (terminating(*core)) break;
+            // Dekker's pattern with quiesce(): say "launching" before reading is_active (in ready()), so a
+            // pause that cleared is_active either sees this or is seen by ready().
+            launching_->store(true, std::memory_order_seq_cst);
             if (!ready(*core)) {
+                launching_->store(false, std::memory_order_seq_cst);
                 // Host senders and receivers ring the doorbell; rings moved by device kernels are seen
                 // within 1 ms.
                 core->doorbell->wait([&] { return terminating(*core) || ready(*core); },
                                      Deadline::from(Wait::for_ns(1'000'000)), nullptr);
                 continue;
             }
-            if (!launch(*core)) break;
+            const bool go_on = launch(*core);
+            launching_->store(false, std::memory_order_seq_cst);
+            if (!go_on) break;
         }
+        launching_->store(false, std::memory_order_seq_cst);
         auto core = weak.lock();
         if (!core) return;
         on_exit(*core);
@@ -321,6 +342,7 @@ private:
     std::thread thread_;
     std::shared_ptr<std::atomic<bool>> stop_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
+    std::shared_ptr<std::atomic<bool>> launching_ = std::make_shared<std::atomic<bool>>(false);
     std::shared_ptr<KernelCore> *leaked_ = nullptr;
 
 protected:
@@ -424,9 +446,11 @@ public:
         out_stride_ = rk_ring_slot_stride(spec.output_size);
         in_img_.assign(rk_ring_bytes(kBatch, in_stride_), 0);
         out_img_.assign(rk_ring_bytes(kBatch, out_stride_), 0);
+        dead_img_.assign(rk_ring_bytes(kBatch, in_stride_), 0);
         const std::size_t sizes[] = {sizeof(rk_kernel_params), sizeof(rk_control_block), sizeof(rk_telemetry),
-                                     sizeof(rk_routes), sizeof(rk_u64), in_img_.size(), out_img_.size()};
-        for (std::size_t i = 0; i < 7; ++i) {
+                                     sizeof(rk_routes), sizeof(rk_u64), in_img_.size(), out_img_.size(),
+                                     dead_img_.size()};
+        for (std::size_t i = 0; i < 8; ++i) {
             mem_[i] = cl.CreateBuffer(c_->ctx, CL_MEM_READ_WRITE, sizes[i], nullptr, &err);
             if (err != CL_SUCCESS) throw Error(cl_error("clCreateBuffer", err));
         }
@@ -447,6 +471,7 @@ private:
         const opencl::Api &cl = *c_->cl;
         cl_int err = cl.EnqueueWriteBuffer(queue_, mem_[0], CL_TRUE, 0, sizeof p, &p, 0, nullptr, nullptr);
         for (cl_uint i = 0; i < 7 && err == CL_SUCCESS; ++i) err = cl.SetKernelArg(kernel_, i, sizeof(cl_mem), &mem_[i]);
+        if (err == CL_SUCCESS) err = cl.SetKernelArg(kernel_, 9, sizeof(cl_mem), &mem_[7]);  // after the buffers' two
         if (err == CL_SUCCESS) err = stage_buffers(core, false) ? CL_SUCCESS : CL_OUT_OF_RESOURCES;
         if (err != CL_SUCCESS) throw Error(cl_error("setting up the kernel's device memory", err));
     }
@@ -504,6 +529,11 @@ private:
             err = cl.EnqueueWriteBuffer(queue_, mem_[5], CL_FALSE, 0, in_img_.size(), in_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS)
             err = cl.EnqueueWriteBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
+        auto *dead = reinterpret_cast<rk_ring_header *>(dead_img_.data());
+        std::memset(dead_img_.data(), 0, dead_img_.size());
+        rk_ring_init(dead, kBatch, in_stride_, 0);
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueWriteBuffer(queue_, mem_[7], CL_FALSE, 0, dead_img_.size(), dead_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS && !stage_buffers(core, true)) err = CL_OUT_OF_RESOURCES;
         cl_event ev = nullptr;
         launch_state_->store(CL_QUEUED);
@@ -516,6 +546,8 @@ private:
             err = cl.EnqueueReadBuffer(queue_, mem_[6], CL_FALSE, 0, out_img_.size(), out_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[1], CL_FALSE, 0, sizeof after, &after, 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.EnqueueReadBuffer(queue_, mem_[2], CL_FALSE, 0, sizeof tel, &tel, 0, nullptr, nullptr);
+        if (err == CL_SUCCESS)
+            err = cl.EnqueueReadBuffer(queue_, mem_[7], CL_FALSE, 0, dead_img_.size(), dead_img_.data(), 0, nullptr, nullptr);
         if (err == CL_SUCCESS) err = cl.Flush(queue_);
         // The launch, then the copies back.
         if (err == CL_SUCCESS && ev) {
@@ -536,6 +568,12 @@ private:
         rk_atomic_store_u64(&core.cb->messages_dropped, after.messages_dropped, RK_RELAXED, RK_SCOPE_SYSTEM);
         rk_atomic_store_u64(reinterpret_cast<rk_u64 *>(&core.cb->last_activity_ns), wall_ns(), RK_RELAXED, RK_SCOPE_SYSTEM);
         if (cb.telemetry_enabled) std::memcpy(core.tel, &tel, sizeof tel);
+        // The requests the handler failed, into the kernel's dead-letter ring (a full one counts them).
+        rk_envelope env;
+        std::vector<std::uint8_t> payload(spec.input_size);
+        while (rk_ring_try_pop(dead, &env, payload.data(), spec.input_size, 1, RK_SCOPE_SYSTEM))
+            if (!core.dead_letters || !core.dead_letters->try_push(env, payload.data()))
+                if (core.dead_letters) __atomic_fetch_add(&core.dead_letters->header()->rejected, 1, __ATOMIC_RELAXED);
         unstage_buffers(core);
         deliver(core, out);
         return true;
@@ -657,9 +695,9 @@ private:
         }
     }
 
-    cl_mem mem_[7] = {};  // params, control block, telemetry, routes, routes word, input ring, output ring
+    cl_mem mem_[8] = {};  // params, control block, telemetry, routes, routes word, input, output, dead-letter rings
     std::uint32_t in_stride_ = 0, out_stride_ = 0;
-    std::vector<std::uint8_t> in_img_, out_img_;
+    std::vector<std::uint8_t> in_img_, out_img_, dead_img_;
 };
 
 class OpenClBackend final : public Backend {
@@ -695,6 +733,11 @@ public:
                 throw std::invalid_argument("persistent mode needs memory the host and the device share while the "
                                             "kernel runs (fine-grained SVM with atomics); OpenCL device " + dev.name +
                                             " runs ring kernels in dispatch mode, with copies");
+            if (spec.state_size)
+                throw std::invalid_argument("state= needs memory the host and the device share while the kernel runs "
+                                            "(fine-grained SVM); OpenCL device " + dev.name +
+                                            " runs ring kernels in dispatch mode with copies, where a kernel has no "
+                                            "state: keep the state in the messages, or run on the cpu backend");
             if (!spec.channels.empty())
                 throw std::invalid_argument("named channels need shared memory (fine-grained SVM); OpenCL device " +
                                             dev.name + " runs ring kernels with copies of one input and one output");

@@ -108,7 +108,9 @@ typedef struct rk_control_block {
     rk_u64 messages_dropped;     /* replies discarded or evicted, inputs expired (always counted) */
     rk_u64 clock_ns;             /* wall-clock ns the host publishes for devices without a clock */
     rk_i32 blocks_started;       /* blocks that have entered the persistent loop (CUDA) */
-    rk_u32 reserved0;
+    rk_i32 blocks_paused;        /* blocks that have seen the kernel inactive and take no run until it is active
+                                    again (each counts itself in on that change and out when it resumes): the
+                                    host pauses a kernel (checkpoint) by clearing is_active and waiting for all */
     rk_u64 clock_offset_ns;      /* CUDA: wall-clock ns minus the device clock, kept current by the host */
 } rk_control_block;
 
@@ -190,6 +192,10 @@ typedef struct rk_kernel_params {
     rk_u64 clock_offset_ns;              /* CUDA: wall-clock ns minus %globaltimer (mod 2^64) */
     rk_u32 run_limit;                    /* CUDA: reply buffers per block (dynamic shared memory) */
     rk_u32 idle_backoff_ns;              /* CUDA: longest idle sleep between polls */
+    rk_u64 state;                        /* the kernel's state record (0: none), state_size bytes */
+    rk_u64 dead_letters;                 /* rk_ring_header * of the dead-letter ring (0: none) */
+    rk_u32 state_size;
+    rk_u32 reserved;
 } rk_kernel_params;
 
 /* ---- the HLC advance rule ----------------------------------------------------------------------- */
@@ -244,6 +250,7 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, node) == 92, cb_node);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, messages_dropped) == 96, cb_dropped);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, clock_ns) == 104, cb_clock);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, blocks_started) == 112, cb_started);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, blocks_paused) == 116, cb_paused);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_control_block, clock_offset_ns) == 120, cb_clock_offset);
 
 RK_STATIC_ASSERT(sizeof(rk_telemetry) == 64, telemetry_size);
@@ -264,7 +271,7 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_entry, generation) == 16, buffer_entry_ge
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_entry, live) == 20, buffer_entry_live);
 RK_STATIC_ASSERT(sizeof(rk_buffer_table) == 16, buffer_table_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_buffer_table, entries) == 8, buffer_table_entries);
-RK_STATIC_ASSERT(sizeof(rk_kernel_params) == 80, kernel_params_size);
+RK_STATIC_ASSERT(sizeof(rk_kernel_params) == 104, kernel_params_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, ttl_ns) == 32, kernel_params_ttl);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, in_size) == 48, kernel_params_in_size);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, backpressure) == 56, kernel_params_backpressure);
@@ -273,5 +280,8 @@ RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, node) == 62, kernel_params_node);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, clock_offset_ns) == 64, kernel_params_clock_offset);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, run_limit) == 72, kernel_params_run_limit);
 RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, idle_backoff_ns) == 76, kernel_params_idle_backoff);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, state) == 80, kernel_params_state);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, dead_letters) == 88, kernel_params_dead_letters);
+RK_STATIC_ASSERT(RK_OFFSETOF(rk_kernel_params, state_size) == 96, kernel_params_state_size);
 
 #endif /* RINGKERNEL_LAYOUT_H */

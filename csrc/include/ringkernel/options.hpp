@@ -51,6 +51,8 @@ struct QueueConfig {
 };
 
 constexpr std::uint64_t kMaxIdleBackoffNs = 1'000'000;  // 1 ms
+constexpr std::uint32_t kMinDeadLetters = 16;
+constexpr std::uint32_t kMaxDeadLetters = 65536;
 
 class LaunchOptions {
 public:
@@ -70,6 +72,8 @@ public:
     std::uint64_t ttl_ns() const noexcept { return ttl_ns_; }
     // Device backends that can sleep (CUDA): the longest an idle block waits between polls of its inputs.
     std::uint64_t idle_backoff_ns() const noexcept { return idle_backoff_ns_; }
+    // How many failed messages the kernel keeps for Kernel::dead_letters(); more are counted, not kept.
+    std::uint32_t dead_letter_capacity() const noexcept { return dead_letter_capacity_; }
 
     LaunchOptions &set_queue_capacity(std::uint64_t v);
     LaunchOptions &set_dedup_window(std::uint64_t v);
@@ -77,6 +81,7 @@ public:
     LaunchOptions &set_priority(bool v) noexcept { priority_ = v; return *this; }
     LaunchOptions &set_ttl_ns(std::uint64_t v) noexcept { ttl_ns_ = v; return *this; }
     LaunchOptions &set_idle_backoff_ns(std::uint64_t v);  // [0, kMaxIdleBackoffNs]
+    LaunchOptions &set_dead_letter_capacity(std::uint64_t v);  // [kMinDeadLetters, kMaxDeadLetters]
 
     // The queue configuration these options give for records of `payload_size` bytes.
     QueueConfig queue_config(std::uint32_t payload_size) const;
@@ -89,6 +94,7 @@ private:
     bool priority_ = false;
     std::uint64_t ttl_ns_ = 0;
     std::uint64_t idle_backoff_ns_ = 1000;
+    std::uint32_t dead_letter_capacity_ = 1024;
 };
 
 }  // namespace rk

@@ -110,6 +110,28 @@ struct KernelSpec {
     std::vector<std::string> channels; // named output channels, 1..7 in this order
     // How a device backend runs it; empty: the runtime's mode (RuntimeConfig::mode).
     std::optional<KernelMode> mode;
+    // Actor state (DESIGN §11): one record of state_size bytes per kernel (0: none, at most kMaxStateBytes),
+    // zeroed at launch, in memory its blocks reach (rk_state(ctx)); state_type is its type id (0 = untyped),
+    // checked by restore().
+    std::uint32_t state_size = 0;
+    std::uint16_t state_type = 0;
+};
+
+constexpr std::uint32_t kMaxStateBytes = 1u << 20;
+
+// A request a handler failed (DESIGN §11): kept by the kernel instead of being lost.
+struct DeadLetter {
+    rk_envelope envelope{};            // the request's envelope as it arrived (message_id, timestamp, ...)
+    std::vector<std::uint8_t> record;  // its payload: input_size bytes
+    std::int32_t code = 0;             // the handler's error code (RK_ERR_*, or what it returned)
+    std::uint32_t attempts = 1;        // deliveries of it that failed
+    std::string error;                 // what the handler said (a host handler's exception), else the code's meaning
+};
+
+struct DeadLetterCounts {
+    std::uint64_t total = 0;    // requests failed since launch: held + taken + dropped
+    std::uint64_t held = 0;     // kept now (dead_letters())
+    std::uint64_t dropped = 0;  // failed while the store was full: counted, not kept
 };
 
 struct TelemetrySnapshot {
@@ -184,6 +206,26 @@ public:
     // Named output channels: index 1..7 of `name`; std::out_of_range if the kernel has none such.
     std::uint32_t channel_index(const std::string &name) const;
 
+    // ---- actor state, checkpoints, dead letters (DESIGN §11) ----
+    // A consistent copy of the state record (the kernel is paused for the copy: no block is inside a run).
+    // invalid_argument for a kernel launched without state; LifecycleError once it has stopped... no: the
+    // state of a TERMINATED or FAULTED kernel is still read (its blocks have left); KernelFaultError when
+    // a handler does not let the kernel pause within `timeout_ns` (< 0: 5 s).
+    std::vector<std::uint8_t> actor_state(std::int64_t timeout_ns = -1);
+    // State and accepted-but-unprocessed input, consistent (paused for the copy, resumed at once), in the
+    // versioned checkpoint format with a checksum (core/checkpoint.cpp). Allowed while LAUNCHED, ACTIVE or
+    // DEACTIVATED; KernelFaultError as actor_state(); LifecycleError in other states.
+    std::string checkpoint(std::int64_t timeout_ns = -1);
+    // Load a checkpoint into this kernel (LAUNCHED, ACTIVE or DEACTIVATED, of the same record and state types
+    // and sizes): its state replaces this kernel's, its messages enter the input ahead of nothing else
+    // (after what waits there already), with their ids and stamps. MessageFormatError for a blob that is
+    // corrupt, of another format version or of other types, or whose messages do not fit in the input
+    // queue now -- and nothing is changed then.
+    void restore(const std::string &blob, std::int64_t timeout_ns = -1);
+    // The failed requests held so far (oldest first); clear: remove them, making room for new ones.
+    std::vector<DeadLetter> dead_letters(bool clear = false);
+    DeadLetterCounts dead_letter_counts();
+
 private:
     friend class Runtime;
     Kernel(Runtime &rt, KernelSpec spec, std::uint16_t id);
@@ -192,6 +234,10 @@ private:
     void end_termination(bool stopped);
     KernelState raw_state() const noexcept { return state_.load(std::memory_order_acquire); }
     void check_process(const char *call) const;  // LifecycleError in a process forked from the kernel's
+    // Pause the blocks (caller holds mu_): clear is_active and wait until none is inside a run; KernelFaultError
+    // on timeout (is_active restored). Returns whether the kernel was active (resume() restores that).
+    bool pause(const char *call, std::int64_t timeout_ns);
+    void resume(bool was_active);
 
     std::atomic<Runtime *> rt_;  // null once the runtime is closed
     KernelSpec spec_;
