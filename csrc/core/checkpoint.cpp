@@ -1,5 +1,6 @@
-// checkpoint.cpp — Kernel::checkpoint / restore (DESIGN §11): a kernel's state and the input it accepted but
-// has not processed, copied while its blocks are paused, in a versioned format with a checksum.
+// checkpoint.cpp — a kernel's accepted but unprocessed input (DESIGN §11): Kernel::checkpoint / restore (with
+// its state, copied while the blocks are paused, in a versioned format with a checksum) and Kernel::drain
+// (taken out of a stopped kernel).
 //
 // Format (little-endian), version 1:
 //     header   CheckpointHeader (64 bytes): magic "RKCKPT01", version, sizes and type ids of the input, output
@@ -210,6 +211,33 @@ void Kernel::restore(const std::string &blob, std::int64_t timeout_ns) {
     }
     input_->notify_readable();
     resume(was_active);
+}
+
+std::vector<DeadLetter> Kernel::drain() {
+    check_process("drain()");
+    std::lock_guard<std::mutex> lock(mu_);
+    require({KernelState::Terminated, KernelState::Faulted}, "drain()",
+            "drain() takes the input of a stopped kernel; checkpoint() copies a running one's");
+    std::vector<rk_ring_header *> rings;
+    {
+        std::lock_guard<std::mutex> rl(core_->routes_mu);
+        const rk_routes &r = core_->routes();
+        for (rk_u32 i = 0; i < r.n_inputs; ++i) rings.push_back(r.inputs[i].ring);
+    }
+    std::vector<DeadLetter> out;
+    for (rk_ring_header *r : rings) {
+        if (r->flags & RK_RING_FLAG_DEVICE_LOCAL) continue;  // in GPU memory: the host cannot read it
+        DeadLetter d;
+        d.record.resize(spec_.input_size);
+        while (rk_ring_try_pop(r, &d.envelope, d.record.data(), spec_.input_size, 0, RK_SCOPE_SYSTEM)) {
+            d.code = 0;
+            d.attempts = d.envelope.reserved0;
+            d.error = "never processed: kernel '" + name() + "' stopped first";
+            out.push_back(d);
+        }
+    }
+    input_->notify_space();
+    return out;
 }
 
 }  // namespace rk

@@ -278,6 +278,13 @@ void bind_runtime(py::module_ &m) {
                                           d.envelope.correlation_id, d.envelope.timestamp));
             return out;
         }, "clear"_a = false)
+        .def("drain", [](PyKernel &k) {
+            std::vector<rk::DeadLetter> left = without_gil([&] { return k.k->drain(); });
+            py::list out;
+            for (const rk::DeadLetter &d : left)
+                out.append(py::bytes(reinterpret_cast<const char *>(d.record.data()), d.record.size()));
+            return out;
+        })
         .def_property_readonly("dead_letter_counts", [](PyKernel &k) {
             const rk::DeadLetterCounts c = without_gil([&] { return k.k->dead_letter_counts(); });
             return py::make_tuple(c.total, c.held, c.dropped);

@@ -454,6 +454,11 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
     from .compiled import CompiledHandler, _cache_dir
 
     major, minor = parse_arch(arch)
+    if getattr(handler, "state_dtype", None) is not None:
+        raise _core.CompileError(
+            f"rk.jit handler '{handler.__name__}' has state (state=), which compiled handlers have on the cpu backend "
+            "only in this version; on CUDA write the handler as an rk.Source, which reaches the state with "
+            "rk_state(ctx)")
     try:
         from numba import cuda, types
         import numba

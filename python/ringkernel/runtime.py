@@ -330,6 +330,12 @@ class Kernel:
             raise TypeError(f"restore() takes the bytes of a checkpoint, got {type(blob).__name__}")
         self._k.restore(bytes(blob), timeout)
 
+    def drain(self) -> list:
+        """The messages a stopped (TERMINATED or FAULTED) kernel accepted but never processed, oldest first,
+        taken out of its input: nothing it was sent is unaccounted for (replies + dead letters + drained).
+        A run a block was inside when it was abandoned is not among them."""
+        return [_actor.record_of(self._k.input_type, raw) for raw in self._k.drain()]
+
     def dead_letters(self, clear: bool = False) -> list:
         """The requests the handler failed (``rk.DeadLetter``: message, error, attempts, ...), oldest
         first, at most ``LaunchOptions.dead_letter_capacity`` of them (more are counted in
@@ -551,6 +557,12 @@ class Runtime:
             fn, max_batch = handler.fn, handler.max_size
         if isinstance(handler, (JitHandler, CompiledHandler)):
             input, output = _jit_types(handler, input, output, self.backend)
+            own_state = getattr(handler, "state", None)
+            if own_state is not None:
+                if state is not None and _actor.dtype_of(state) != _actor.dtype_of(own_state):
+                    raise TypeError(f"rk.jit handler '{handler.__name__}' was compiled for state "
+                                    f"{_actor.dtype_of(own_state)}, launch() gave {_actor.dtype_of(state)}")
+                state = own_state
             if isinstance(handler, JitHandler) and self.backend != "cpu":
                 fn = handler.for_device(self.backend, self._rt.device_target)  # compiled for this device
         elif input is None:

@@ -361,3 +361,58 @@ def test_pause_does_not_lose_or_repeat_messages_with_several_blocks(cpu_rt):
             k.checkpoint()
             snaps += 1
     assert sorted(got) == list(range(n))
+
+
+# ---- compiled (rk.jit) handlers with state ---------------------------------------------------------------
+
+
+def test_jit_handlers_take_the_state_as_a_third_argument(cpu_rt):
+    pytest.importorskip("numba", reason="rk.jit needs Numba (pip install 'pyringkernel[jit]')")
+
+    @rk.jit(input=REC, state=ACC)
+    def running(msg, out, state):
+        state.count += 1
+        state.total += msg.value
+        out.seq = msg.seq
+        out.value = state.total
+        return True
+
+    k = cpu_rt.launch("running", running)  # the state type comes with the handler
+    assert k.state_type is ACC
+    k.activate()
+    for i in range(100):
+        k.send(rec(i, 0.5))
+    replies = drain(k, 100)
+    assert [float(r["value"]) for r in replies] == [0.5 * (i + 1) for i in range(100)]
+    assert k.actor_state().tolist() == (100, 50.0)
+    blob = k.checkpoint()
+    k2 = cpu_rt.launch("running2", running, state=ACC)  # restating it is allowed
+    k2.restore(blob)
+    k2.activate()
+    k2.send(rec(100, 0.5))
+    assert float(k2.receive(timeout=5)["value"]) == 50.5
+    with pytest.raises(TypeError, match="compiled for state"):
+        cpu_rt.launch("wrong", running, state=np.dtype([("n", "<u4")]))
+
+
+def test_jit_state_arguments_are_checked():
+    pytest.importorskip("numba", reason="rk.jit needs Numba (pip install 'pyringkernel[jit]')")
+    with pytest.raises(TypeError, match=r"needs its type: @rk.jit\(..., state=StateType\)"):
+        rk.jit(input=REC)(lambda msg, out, state: True)
+    with pytest.raises(TypeError, match=r"must take \(msg, out, state\)"):
+        rk.jit(input=REC, state=ACC)(lambda msg, out: True)
+
+    def bad(msg, out, state):
+        state.nope += 1
+        return True
+
+    with pytest.raises(rk.CompileError, match="state fields: count, total"):
+        rk.jit(input=REC, state=ACC)(bad)
+
+    def fine(msg, out, state):
+        state.count += 1
+        return True
+
+    handler = rk.jit(input=REC, state=ACC)(fine)
+    with pytest.raises(rk.CompileError, match="rk_state"):
+        handler.compile("cuda", arch="sm_90")

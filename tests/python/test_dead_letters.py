@@ -139,3 +139,25 @@ def test_dead_letter_capacity_is_validated():
         o.dead_letter_capacity = 1 << 20
     o.dead_letter_capacity = 100
     assert o.dead_letter_capacity == 100 and "dead_letter_capacity=100" in repr(o)
+
+
+def test_drain_returns_what_a_stopped_kernel_never_processed(rt):
+    handler = picky_py if rt.backend == "cpu" else rk.Source(POISON_SOURCE, entry="picky")
+    k = rt.launch("stopper", handler, input=REC)
+    k.activate()
+    for i in range(10):
+        k.send(rec(i, -1.0 if i == 4 else 1.0))
+    replies = [k.receive(timeout=5) for _ in range(9)]
+    assert all(r is not None for r in replies)
+    wait_processed(k, 10)
+    with pytest.raises(rk.LifecycleError, match="stopped kernel"):
+        k.drain()
+    k.deactivate()
+    for i in range(10, 25):
+        assert k.send(rec(i, 1.0))
+    assert k.terminate() == rk.KernelState.TERMINATED
+    left = k.drain()
+    assert [int(m["seq"]) for m in left] == list(range(10, 25))
+    assert k.drain() == []  # taken out
+    # Every message sent is accounted for exactly once: replied, dead-lettered or drained.
+    assert k.input.stats.sent == len(replies) + len(k.dead_letters()) + len(left) == 25

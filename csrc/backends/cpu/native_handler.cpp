@@ -54,4 +54,9 @@ void *rk_native_buffer(rk_u64 handle, rk_u64 min_bytes) {
     return rk::t_ctx ? rk_buffer(rk::t_ctx, handle, min_bytes) : nullptr;
 }
 
+void *rk_native_state(rk_u64 min_bytes) {
+    if (!rk::t_ctx || !rk::t_ctx->state || rk::t_ctx->state_size < min_bytes) return nullptr;
+    return rk::t_ctx->state;
+}
+
 }  // extern "C"

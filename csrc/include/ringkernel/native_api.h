@@ -31,6 +31,8 @@ RK_NATIVE_EXPORT rk_u32 rk_native_thread_count(void);
 RK_NATIVE_EXPORT rk_i32 rk_native_emit(rk_u32 channel, const void *record);
 /* The memory behind a buffer handle if it holds at least `min_bytes`, else NULL (also outside a handler). */
 RK_NATIVE_EXPORT void *rk_native_buffer(rk_u64 handle, rk_u64 min_bytes);
+/* The kernel's state record if it has one of at least `min_bytes`, else NULL (also outside a handler). */
+RK_NATIVE_EXPORT void *rk_native_state(rk_u64 min_bytes);
 
 #if defined(__cplusplus)
 }

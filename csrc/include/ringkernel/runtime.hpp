@@ -207,10 +207,10 @@ public:
     std::uint32_t channel_index(const std::string &name) const;
 
     // ---- actor state, checkpoints, dead letters (DESIGN §11) ----
-    // A consistent copy of the state record (the kernel is paused for the copy: no block is inside a run).
-    // invalid_argument for a kernel launched without state; LifecycleError once it has stopped... no: the
-    // state of a TERMINATED or FAULTED kernel is still read (its blocks have left); KernelFaultError when
-    // a handler does not let the kernel pause within `timeout_ns` (< 0: 5 s).
+    // A consistent copy of the state record (the kernel is paused for the copy: no block is inside a run; a
+    // TERMINATED or FAULTED kernel's is read as its blocks left it). invalid_argument for a kernel launched
+    // without state, LifecycleError while TERMINATING, KernelFaultError when a handler does not let the
+    // kernel pause within `timeout_ns` (< 0: 5 s).
     std::vector<std::uint8_t> actor_state(std::int64_t timeout_ns = -1);
     // State and accepted-but-unprocessed input, consistent (paused for the copy, resumed at once), in the
     // versioned checkpoint format with a checksum (core/checkpoint.cpp). Allowed while LAUNCHED, ACTIVE or
@@ -222,6 +222,10 @@ public:
     // corrupt, of another format version or of other types, or whose messages do not fit in the input
     // queue now -- and nothing is changed then.
     void restore(const std::string &blob, std::int64_t timeout_ns = -1);
+    // A stopped kernel's (TERMINATED or FAULTED) accepted but unprocessed input, oldest first per input ring,
+    // taken out of its rings: what a checkpoint would have carried. A run of messages a block was handling
+    // when it was abandoned is not there (it went with the block). LifecycleError while it runs.
+    std::vector<DeadLetter> drain();
     // The failed requests held so far (oldest first); clear: remove them, making room for new ones.
     std::vector<DeadLetter> dead_letters(bool clear = false);
     DeadLetterCounts dead_letter_counts();
