@@ -52,7 +52,8 @@ bool Kernel::pause(const char *call, std::int64_t timeout_ns) {
     resume(was_active);
     std::ostringstream msg;
     msg << call << ": kernel '" << name() << "' did not pause within " << static_cast<double>(timeout_ns) / 1e9
-        << " s: a handler is still running (" << core_->runner->stuck() << "); nothing was copied";
+        << " s: a block is still inside a run -- its handler, or a reply waiting for room in a full output ("
+        << core_->runner->stuck() << "); nothing was copied";
     throw KernelFaultError(msg.str());
 }
 
