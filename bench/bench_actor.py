@@ -9,7 +9,7 @@ Questions (CPU backend, 64-byte input records):
   3. actor_state() of an active kernel (pause, copy, resume) while a sender keeps it busy: p50 / p99;
   4. the round trip of a Python handler with state (f(msg, state), one state update per message) against
      the same handler without state, on one kernel: what the state argument costs per message.
-Method: median of several samples after a warm-up. Usage: python bench/bench_actor.py [--quick] [--plot]
+Method: median of several samples after three warm-up calls. Usage: python bench/bench_actor.py [--quick] [--plot]
 Writes bench/results/actor-<hostname>-<YYYYMMDD>.json (and a plot of question 1 with --plot, matplotlib).
 """
 
@@ -49,7 +49,8 @@ def machine() -> dict:
 
 
 def timed(fn, repeats: int) -> float:
-    fn()
+    for _ in range(3):  # warm: first calls fault in fresh pages
+        fn()
     samples = []
     for _ in range(repeats):
         t0 = time.perf_counter_ns()
