@@ -23,6 +23,7 @@
  *     rk_emit(ctx, channel, payload)              send a record on a named output channel (1..7)
  *     rk_state(ctx)                               the kernel's state record (launched with state=), or RK_NULL
  *     rk_state_size(ctx)                          its size in bytes (0 without state)
+ *     return rk_fault(ctx);                       the kernel is at fault, not only this message (RK_ERR_FAULT)
  *
  * State is one record per kernel, zeroed at launch, in memory the device reaches; it survives restarts
  * and travels in checkpoints. Every block of the kernel sees the same record: with grid > 1 (or several
@@ -268,6 +269,12 @@ RK_FN RK_LOCAL void *rk_shared(const rk_ctx *ctx) { return ctx->shared; }
 RK_FN RK_GLOBAL const rk_envelope *rk_request(const rk_ctx *ctx) { return ctx->request; }
 RK_FN RK_GLOBAL void *rk_state(const rk_ctx *ctx) { return ctx->state; }
 RK_FN rk_u32 rk_state_size(const rk_ctx *ctx) { return ctx->state_size; }
+/* What a handler returns when its kernel is at fault (it cannot go on as it is), not only the message: the
+ * message fails with RK_ERR_FAULT and is dead-lettered. */
+RK_FN int rk_fault(const rk_ctx *ctx) {
+    (void)ctx;
+    return RK_ERR_FAULT;
+}
 
 /* Thread 0, at the top of the persistent loop, with what it read of is_active: whether the block may
  * take a run. The block counts itself in the control block's blocks_paused when it sees the kernel

@@ -12,6 +12,8 @@ namespace py = pybind11;
 struct PyRuntime;
 
 void bind_errors(py::module_ &m);               // bind_errors.cpp: RingKernelError and its subclasses
+// rk.KernelFault: what a Python handler raises when its kernel is at fault, not only the message (bind_errors).
+PyObject *kernel_fault_type();
 void bind_options(py::module_ &m);              // bind_options.cpp: Backpressure, LaunchOptions
 void bind_clock(py::module_ &m);                // bind_clock.cpp: HlcTimestamp, HlcClock
 void bind_queue(py::module_ &m);                // bind_queue.cpp: Envelope, QueueStats, Queue

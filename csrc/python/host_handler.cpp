@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "args.hpp"
+#include "bindings.hpp"
 #include "gil.hpp"
 #include "py_queue.hpp"
 #include "rk_handler.h"
@@ -57,6 +58,7 @@ public:
             py::object result = state_dtype_.is_none() ? fn_(request) : fn_(request, state(ctx));
             return reply(ctx, result, out);
         } catch (py::error_already_set &e) {
+            if (e.matches(kernel_fault_type())) throw rk::KernelAtFault(e.what());
             throw std::runtime_error(e.what());
         } catch (py::builtin_exception &e) {  // raised by our own conversions: report with its Python type
             e.set_error();
@@ -80,6 +82,7 @@ public:
             std::memcpy(out, replies.data(), m * static_cast<std::size_t>(oq.dtype().itemsize()));
             return static_cast<long>(m);
         } catch (py::error_already_set &e) {
+            if (e.matches(kernel_fault_type())) throw rk::KernelAtFault(e.what());
             throw std::runtime_error(e.what());
         } catch (py::builtin_exception &e) {  // raised by our own conversions: report with its Python type
             e.set_error();

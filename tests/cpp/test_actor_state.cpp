@@ -239,6 +239,34 @@ TEST(DeadLetters, FailedRequestsAreKeptWithWhatTheHandlerSaid) {
     }
 }
 
+struct AtFault final : rk::HostHandler {
+    int handle(rk_ctx *, const void *in, void *out) override {
+        Rec r;
+        std::memcpy(&r, in, sizeof r);
+        if (r.seq == 1) throw rk::KernelAtFault("state is broken");
+        std::memcpy(out, &r, sizeof r);
+        return RK_REPLY;
+    }
+};
+
+TEST(DeadLetters, AHandlerSayingItsKernelIsAtFaultFailsThatMessageWithoutAPolicy) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s = sum_spec("at_fault");
+    s.handler = rk::Handler::on_host(std::make_shared<AtFault>());
+    s.state_size = 0;
+    auto k = rt.launch(s);
+    k->activate();
+    send_values(*k, 0, 3, 1);
+    EXPECT_EQ(receive_n(*k, 2).size(), 2u);
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    while (k->messages_processed() < 3 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    std::vector<rk::DeadLetter> dead = k->dead_letters();
+    ASSERT_EQ(dead.size(), 1u);
+    EXPECT_EQ(dead[0].code, RK_ERR_FAULT);
+    EXPECT_EQ(dead[0].error, "state is broken");
+    EXPECT_EQ(k->state(), rk::KernelState::Active);
+}
+
 TEST(Drain, AStoppedKernelGivesBackWhatItNeverProcessed) {
     rk::Runtime rt("cpu");
     auto k = rt.launch(sum_spec("d"));

@@ -161,3 +161,37 @@ def test_drain_returns_what_a_stopped_kernel_never_processed(rt):
     assert k.drain() == []  # taken out
     # Every message sent is accounted for exactly once: replied, dead-lettered or drained.
     assert k.input.stats.sent == len(replies) + len(k.dead_letters()) + len(left) == 25
+
+
+FAULTING_SOURCE = r"""
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+int faulty(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    if (r->value < 0) return rk_fault(ctx);
+    RK_LOCAL rec *o = (RK_LOCAL rec *)out;
+    o->seq = r->seq;
+    o->value = r->value;
+    return RK_REPLY;
+}
+"""
+
+
+def test_a_kernel_fault_without_a_restart_policy_dead_letters_the_message_and_goes_on(rt):
+    def faulty(msg):
+        if msg["value"] < 0:
+            raise rk.KernelFault(f"cannot go on after {int(msg['seq'])}")
+        return msg
+
+    handler = faulty if rt.backend == "cpu" else rk.Source(FAULTING_SOURCE, entry="faulty")
+    k = rt.launch("faulty", handler, input=REC)
+    k.activate()
+    for i in range(6):
+        k.send(rec(i, -1.0 if i == 2 else 1.0))
+    got = [k.receive(timeout=5) for _ in range(5)]
+    assert [int(r["seq"]) for r in got] == [0, 1, 3, 4, 5]
+    wait_processed(k, 6)
+    (d,) = k.dead_letters()
+    assert int(d.message["seq"]) == 2 and d.code == rk._core.ERR_FAULT
+    assert ("KernelFault: cannot go on after 2" in d.error) if rt.backend == "cpu" else ("rk_fault" in d.error)
+    assert k.state == rk.KernelState.ACTIVE
+    assert issubclass(rk.KernelFault, rk.RingKernelError)

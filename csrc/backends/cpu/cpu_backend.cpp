@@ -67,6 +67,9 @@ int host_trampoline(rk_ctx *ctx, const void *in, void *out) {
         return h->handle(ctx, in, out);
     } catch (abi::__forced_unwind &) {
         throw;  // thread cancellation (e.g. at interpreter exit) must unwind
+    } catch (const KernelAtFault &e) {
+        record_host_error(ctx, e.what());
+        return RK_ERR_FAULT;
     } catch (const std::exception &e) {
         record_host_error(ctx, e.what());
     } catch (...) {
@@ -337,7 +340,7 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
         } catch (const std::exception &e) {
             core.set_last_error_message(e.what());
             for (std::size_t i = 0; i < n; ++i) core.note_failure(b.batch_env[i].message_id, e.what());
-            replies = RK_ERR_HOST;
+            replies = dynamic_cast<const KernelAtFault *>(&e) ? RK_ERR_FAULT : RK_ERR_HOST;
         }
         if (replies < 0) {
             // The batch failed: every request of it is a dead letter.

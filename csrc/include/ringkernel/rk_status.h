@@ -18,6 +18,8 @@
 #define RK_ERR_OPERATION (-6) /* an operation code the handler does not know */
 #define RK_ERR_LAUNCH (-7)    /* the backend could not launch the kernel (see the kernel's error message) */
 #define RK_ERR_RETURN (-8)    /* the handler returned a positive value other than RK_REPLY */
-#define RK_ERR_FAULT (-9)     /* a block faulted (a signal in a native handler, a device fault): FAULTED */
+#define RK_ERR_FAULT (-9)     /* a fault of the kernel: a block faulted (a signal in a native handler, a device
+                                 fault: FAULTED), or a handler said so (rk_fault(ctx), rk.KernelFault, a C++
+                                 rk::KernelAtFault: that message fails and is dead-lettered) */
 
 #endif /* RK_STATUS_H */

@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,13 @@ namespace rk {
 
 enum class KernelState : int { Created, Launched, Active, Deactivated, Terminating, Terminated, Faulted };
 const char *to_string(KernelState s) noexcept;
+
+// Thrown by a host handler: not only this message failed, its kernel is at fault (the handler cannot go
+// on as it is). The message fails with RK_ERR_FAULT and is dead-lettered, with the exception's text.
+class KernelAtFault : public std::runtime_error {
+public:
+    using std::runtime_error::runtime_error;
+};
 
 // A handler run on the host (the CPU backend): C++ code, or the Python binding's callables.
 class HostHandler {
