@@ -397,6 +397,14 @@ TEST(Runtime, AForkedChildIsToldItsRuntimeBelongsToItsParent) {
     rk::Runtime rt("cpu");
     auto k = rt.launch(echo_spec("parent"));
     k->activate();
+    // Fork only once the parent's worker is idle: a thread inside the allocator at fork() leaves its lock held
+    // in the child for good (ASan's allocator has no fork handler for it; it hung the child's first malloc).
+    {
+        Rec r0{0, 0}, out0{};
+        ASSERT_TRUE(k->input()->send(&r0, {}, secs(5)));
+        ASSERT_TRUE(k->output()->receive(&out0, nullptr, secs(5)));
+        std::this_thread::sleep_for(50ms);  // past its spin: parked
+    }
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {  // the child: exit code = what went wrong (0: all as it should be)
