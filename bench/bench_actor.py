@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import socket
 import statistics
 import threading
@@ -29,23 +27,11 @@ from pathlib import Path
 import numpy as np
 
 import ringkernel as rk
+from ringkernel.bench.measure import machine_info, percentiles
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REC = np.dtype([("seq", "<u8"), ("value", "<f8"), ("pad", "<u8", (6,))])  # 64 bytes
 ACC = np.dtype([("count", "<u8"), ("total", "<f8")])
-
-
-def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count() or 0,
-            "python": platform.python_version(), "numpy": np.__version__}
 
 
 def timed(fn, repeats: int) -> float:
@@ -129,9 +115,7 @@ def pause_while_busy(samples: int) -> dict:
         finally:
             stop.set()
             t.join()
-        times.sort()
-        return {"samples": samples, "p50_ns": float(times[len(times) // 2]),
-                "p99_ns": float(times[min(len(times) - 1, int(len(times) * 0.99))])}
+        return {"samples": samples, **percentiles(times)}
 
 
 def round_trip(repeats: int, n: int) -> dict:
@@ -163,7 +147,7 @@ def run(quick: bool) -> dict:
     repeats = 3 if quick else 7
     sizes = [0, 256, 4096, 16384] if quick else [0, 256, 1024, 4096, 16384, 65536]
     states = [16, 4096, 65536] if quick else [16, 4096, 65536, 1 << 20]
-    return {"benchmark": "actor", "machine": machine(), "device": "CPU (host)",
+    return {"benchmark": "actor", "machine": machine_info(), "device": "CPU (host)",
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "ringkernel": rk.__version__,
             "checkpoint_vs_queue": checkpoint_vs_queue(repeats, sizes),

@@ -98,6 +98,15 @@ std::uint64_t copy_waiting(rk_ring_header *r, std::uint32_t in_size, std::string
     return n;
 }
 
+// Every ring the kernel takes input from (its own, K2K, topics), as its current routes name them.
+std::vector<rk_ring_header *> input_rings(KernelCore &core) {
+    std::lock_guard<std::mutex> lock(core.routes_mu);
+    const rk_routes &r = core.routes();
+    std::vector<rk_ring_header *> rings;
+    for (rk_u32 i = 0; i < r.n_inputs; ++i) rings.push_back(r.inputs[i].ring);
+    return rings;
+}
+
 }  // namespace
 
 std::string Kernel::checkpoint(std::int64_t timeout_ns) {
@@ -119,13 +128,7 @@ std::string Kernel::checkpoint(std::int64_t timeout_ns) {
     const bool was_active = pause("checkpoint()", timeout_ns);
     try {
         if (core_->state) blob.append(static_cast<const char *>(core_->state), spec_.state_size);
-        std::vector<rk_ring_header *> rings;
-        {
-            std::lock_guard<std::mutex> rl(core_->routes_mu);
-            const rk_routes &r = core_->routes();
-            for (rk_u32 i = 0; i < r.n_inputs; ++i) rings.push_back(r.inputs[i].ring);
-        }
-        for (rk_ring_header *r : rings) {
+        for (rk_ring_header *r : input_rings(*core_)) {
             if (r->flags & RK_RING_FLAG_DEVICE_LOCAL)
                 throw std::invalid_argument("checkpoint(): kernel '" + name() + "' is fed by a kernel-to-kernel ring in "
                                             "GPU memory, which the host cannot read; checkpoint the pipeline's first "
@@ -233,14 +236,8 @@ std::vector<DeadLetter> Kernel::drain() {
     std::lock_guard<std::mutex> lock(mu_);
     require({KernelState::Terminated, KernelState::Faulted}, "drain()",
             "drain() takes the input of a stopped kernel; checkpoint() copies a running one's");
-    std::vector<rk_ring_header *> rings;
-    {
-        std::lock_guard<std::mutex> rl(core_->routes_mu);
-        const rk_routes &r = core_->routes();
-        for (rk_u32 i = 0; i < r.n_inputs; ++i) rings.push_back(r.inputs[i].ring);
-    }
     std::vector<DeadLetter> out;
-    for (rk_ring_header *r : rings) {
+    for (rk_ring_header *r : input_rings(*core_)) {
         if (r->flags & RK_RING_FLAG_DEVICE_LOCAL) continue;  // in GPU memory: the host cannot read it
         DeadLetter d;
         d.record.resize(spec_.input_size);
