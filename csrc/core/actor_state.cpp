@@ -26,6 +26,7 @@ const char *code_meaning(std::int32_t code) {
     case RK_ERR_OPERATION: return "RK_ERR_OPERATION: an operation code the handler does not know";
     case RK_ERR_RETURN: return "RK_ERR_RETURN: the handler returned a positive value other than RK_REPLY";
     case RK_ERR_FAULT: return "RK_ERR_FAULT: the handler reported a fault of its kernel (rk_fault)";
+    case RK_ERR_TIMEOUT: return "RK_ERR_TIMEOUT: the handler ran past handler_timeout";
     default: return nullptr;
     }
 }

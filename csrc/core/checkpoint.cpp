@@ -128,6 +128,14 @@ std::string Kernel::checkpoint(std::int64_t timeout_ns) {
     const bool was_active = pause("checkpoint()", timeout_ns);
     try {
         if (core_->state) blob.append(static_cast<const char *>(core_->state), spec_.state_size);
+        // Held for redelivery by the supervisor: accepted before anything in the rings.
+        for (const HeldMessage &m : core_->supervision->copy_all()) {
+            rk_envelope env = m.envelope;
+            env.sequence = 0;
+            blob.append(reinterpret_cast<const char *>(&env), RK_ENVELOPE_MESSAGE_BYTES);
+            blob.append(reinterpret_cast<const char *>(m.payload.data()), spec_.input_size);
+            ++h.messages;
+        }
         for (rk_ring_header *r : input_rings(*core_)) {
             if (r->flags & RK_RING_FLAG_DEVICE_LOCAL)
                 throw std::invalid_argument("checkpoint(): kernel '" + name() + "' is fed by a kernel-to-kernel ring in "
@@ -237,6 +245,14 @@ std::vector<DeadLetter> Kernel::drain() {
     require({KernelState::Terminated, KernelState::Faulted}, "drain()",
             "drain() takes the input of a stopped kernel; checkpoint() copies a running one's");
     std::vector<DeadLetter> out;
+    for (HeldMessage &m : core_->supervision->take_all()) {
+        DeadLetter d;
+        d.envelope = m.envelope;
+        d.record = std::move(m.payload);
+        d.attempts = d.envelope.reserved0;
+        d.error = "never processed: kernel '" + name() + "' stopped first";
+        out.push_back(std::move(d));
+    }
     for (rk_ring_header *r : input_rings(*core_)) {
         if (r->flags & RK_RING_FLAG_DEVICE_LOCAL) continue;  // in GPU memory: the host cannot read it
         DeadLetter d;

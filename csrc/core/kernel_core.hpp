@@ -19,6 +19,7 @@
 #include "ringkernel/ring.hpp"
 #include "ringkernel/runtime.hpp"
 #include "ringkernel/wait.hpp"
+#include "supervision.hpp"
 
 namespace rk {
 
@@ -92,6 +93,9 @@ struct KernelCore {
     std::vector<rk_routes *> route_history;  // allocated from `memory`, freed with the core
     std::vector<std::shared_ptr<Queue>> held;  // every queue a route names, kept alive here
 
+    // Faults of the handler, restarts, messages held for redelivery (every kernel has one; see supervision.hpp).
+    std::unique_ptr<Supervision> supervision;
+
     std::mutex host_mu;                 // serialises a non-concurrent host handler
     mutable std::mutex err_mu;
     std::string last_error_message;
@@ -164,6 +168,8 @@ public:
     // The code target of the device, for handlers compiled outside the library (Handler::image): "sm_90"
     // on CUDA; empty where the backend loads no prebuilt images.
     virtual std::string device_target() const { return {}; }
+    // Whether the backend runs the watchdog (LaunchOptions::handler_timeout) and restarts (KernelSpec::restart).
+    virtual bool supervises() const { return false; }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

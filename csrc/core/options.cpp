@@ -114,6 +114,34 @@ LaunchOptions &LaunchOptions::set_dead_letter_capacity(std::uint64_t v) {
     return *this;
 }
 
+LaunchOptions &LaunchOptions::set_handler_timeout_ns(std::uint64_t v) {
+    if (v != 0 && (v < kMinHandlerTimeoutNs || v > kMaxHandlerTimeoutNs)) {
+        std::ostringstream msg;
+        msg << "handler_timeout must be None or in [" << static_cast<double>(kMinHandlerTimeoutNs) / 1e9 << ", "
+            << static_cast<double>(kMaxHandlerTimeoutNs) / 1e9 << "] seconds, got " << static_cast<double>(v) / 1e9;
+        throw std::invalid_argument(msg.str());
+    }
+    handler_timeout_ns_ = v;
+    return *this;
+}
+
+void RestartPolicy::validate() const {
+    auto bad = [](const char *field, const char *range, const std::string &got) {
+        throw std::invalid_argument(std::string("RestartPolicy.") + field + " must be in " + range + ", got " + got);
+    };
+    if (max_restarts > 1000000) bad("max_restarts", "[0, 1000000]", std::to_string(max_restarts));
+    if (!(within > 0.0 && within <= 86400.0)) bad("within", "(0, 86400] seconds", std::to_string(within));
+    if (max_attempts < 1 || max_attempts > 65535) bad("max_attempts", "[1, 65535]", std::to_string(max_attempts));
+    if (!(backoff >= 0.0 && backoff <= 60.0)) bad("backoff", "[0, 60] seconds", std::to_string(backoff));
+}
+
+std::string RestartPolicy::to_string() const {
+    std::ostringstream s;
+    s << "RestartPolicy(max_restarts=" << max_restarts << ", within=" << within << ", max_attempts=" << max_attempts
+      << ", backoff=" << backoff << ")";
+    return s.str();
+}
+
 QueueConfig LaunchOptions::queue_config(std::uint32_t payload_size) const {
     QueueConfig c;
     c.capacity = queue_capacity_;
@@ -135,7 +163,12 @@ std::string LaunchOptions::to_string() const {
     else
         s << static_cast<double>(ttl_ns_) / 1e9;
     s << ", idle_backoff=" << static_cast<double>(idle_backoff_ns_) / 1e9
-      << ", dead_letter_capacity=" << dead_letter_capacity_ << ")";
+      << ", dead_letter_capacity=" << dead_letter_capacity_ << ", handler_timeout=";
+    if (handler_timeout_ns_ == 0)
+        s << "None";
+    else
+        s << static_cast<double>(handler_timeout_ns_) / 1e9;
+    s << ")";
     return s.str();
 }
 

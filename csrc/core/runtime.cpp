@@ -462,7 +462,17 @@ TelemetrySnapshot Kernel::telemetry() const {
     s.total_latency_ns = rk_atomic_load_u64(&t.total_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
     s.min_latency_ns = rk_atomic_load_u64(&t.min_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
     s.max_latency_ns = rk_atomic_load_u64(&t.max_latency_ns, RK_RELAXED, RK_SCOPE_SYSTEM);
+    s.restarts = restarts();
+    s.abandoned_workers = abandoned_workers();
+    s.dead_letters = const_cast<Kernel *>(this)->dead_letter_counts().total;  // collects what the blocks pushed
     return s;
+}
+
+std::uint64_t Kernel::restarts() const noexcept {
+    return core_->supervision->restarts.load(std::memory_order_relaxed);
+}
+std::uint64_t Kernel::abandoned_workers() const noexcept {
+    return core_->supervision->abandoned.load(std::memory_order_relaxed);
 }
 
 std::uint64_t Kernel::messages_processed() const noexcept {
@@ -677,6 +687,13 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     if (spec.state_size > kMaxStateBytes)
         throw std::invalid_argument("state records must be at most " + std::to_string(kMaxStateBytes) + " bytes, got " +
                                     std::to_string(spec.state_size));
+    if (spec.restart) spec.restart->validate();
+    if ((spec.restart || spec.options.handler_timeout_ns()) && !backend_->supervises())
+        throw std::invalid_argument(
+            "kernel '" + spec.name + "': " + (spec.restart ? "restart= (a RestartPolicy)" : "handler_timeout") +
+            " is supported on the cpu backend; the " + backend_name_ +
+            " backend does not supervise its kernels yet (a handler error there still fails only its message, "
+            "which goes to dead_letters())");
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
         throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
                                     std::to_string(spec.block));
@@ -703,6 +720,7 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         while (slots < spec.options.dead_letter_capacity()) slots <<= 1;
         core->dead_letters = std::make_unique<Ring>(slots, spec.input_size, 0, core->memory);
     }
+    core->supervision = std::make_unique<Supervision>(spec);
     core->reply_id_base = next_message_ids(1ull << 36);
     core->buffers = buffers_;
     backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)

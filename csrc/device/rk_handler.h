@@ -46,6 +46,7 @@
 #define RK_STEP_IDLE 0    /* nothing to take */
 #define RK_STEP_DONE 1    /* one message handled */
 #define RK_STEP_EXPIRED 2 /* one message dropped by its TTL */
+#define RK_STEP_ABANDONED 3 /* host: the supervisor gave up on this block while its handler ran; leave */
 
 #define RK_SHARED_BYTES 16384u
 #define RK_MAX_RUN 32 /* messages a block takes at once, at most */
@@ -144,6 +145,8 @@ struct rk_ctx {
     void (*backoff)(rk_ctx *ctx, rk_u32 attempt);
     void (*event)(rk_ctx *ctx, int kind, rk_u64 cookie, rk_u32 n);
     rk_u64 (*now_ns)(void);
+    /* The supervisor's hooks (RK_SUPERVISE in rk_step.h); null when the kernel is not supervised. */
+    int (*supervise)(rk_ctx *ctx, int what);
 #endif
 };
 

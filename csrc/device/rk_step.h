@@ -25,6 +25,18 @@
  */
 #define RK_RUN_TARGET_NS 8000u
 #define RK_STATUS_EXPIRED (-1000)
+#define RK_STATUS_HELD (-1001) /* taken over by the supervisor (redelivery, a dead letter): only released here */
+
+/* Host supervision (DESIGN §11): a supervised block says when it holds a run (BEGIN: the watchdog's clock
+ * starts) and asks before it finishes one (FINISH: nonzero when the supervisor has abandoned the block, which
+ * then leaves without touching the rings; it may also take over failed messages, RK_STATUS_HELD). */
+#define RK_SUPERVISE_BEGIN 1
+#define RK_SUPERVISE_FINISH 2
+#if defined(RK_TARGET_HOST)
+#define RK_SUPERVISE(ctx, what) ((ctx)->supervise != RK_NULL ? (ctx)->supervise((ctx), (what)) : 0)
+#else
+#define RK_SUPERVISE(ctx, what) 0
+#endif
 
 RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
     rk_atomic_fetch_add_i32(&ctx->cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
@@ -168,6 +180,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             ++expired;
             continue;
         }
+        if (rc == RK_STATUS_HELD) continue;
         /* Every thread has passed the block sync before this: run_status is thread 0's to write again. */
         rc = ctx->run_error[j] < 0 ? ctx->run_error[j] : ((ctx->reply_mask >> j) & 1u) != 0u ? RK_REPLY : RK_NO_REPLY;
         ctx->run_status[j] = rc;
@@ -257,6 +270,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             rk_block_sync(ctx); /* everyone has read n before thread 0 takes the next run */             \
             return RK_STEP_IDLE;                                                                       \
         }                                                                                              \
+        if (RK_SUPERVISE(ctx, RK_SUPERVISE_BEGIN) != 0) return RK_STEP_ABANDONED;                    \
         rk_u64 first = ctx->run->first;                                                                \
         for (rk_u32 j = 0; j < n; ++j) {                                                               \
             if (ctx->run_status[j] == RK_STATUS_EXPIRED) continue;                                     \
@@ -266,6 +280,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
                            (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, j);                  \
         }                                                                                              \
         rk_block_sync(ctx);                                                                            \
+        if (RK_SUPERVISE(ctx, RK_SUPERVISE_FINISH) != 0) return RK_STEP_ABANDONED;                   \
         int rc = RK_STEP_DONE;                                                                         \
         if (ctx->thread_rank == 0) rc = rk_finish_run(ctx);                                            \
         rk_block_sync(ctx);                                                                            \

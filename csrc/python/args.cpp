@@ -27,6 +27,18 @@ std::uint64_t idle_backoff_ns(double seconds_value) {
     return static_cast<std::uint64_t>(seconds_value * 1e9 + 0.5);
 }
 
+std::uint64_t handler_timeout_ns(const py::object &value) {
+    if (value.is_none()) return 0;
+    const double s = seconds(value, "handler_timeout", "None (no watchdog) or a number of seconds");
+    const double lo = static_cast<double>(rk::kMinHandlerTimeoutNs) / 1e9, hi = static_cast<double>(rk::kMaxHandlerTimeoutNs) / 1e9;
+    if (!(s >= lo && s <= hi)) {
+        std::ostringstream msg;
+        msg << "handler_timeout must be None or in [" << lo << ", " << hi << "] seconds, got " << s;
+        throw py::value_error(msg.str());
+    }
+    return static_cast<std::uint64_t>(s * 1e9 + 0.5);
+}
+
 std::int64_t timeout_ns(const py::object &timeout, const char *name) {
     if (timeout.is_none()) return -1;
     const double s = seconds(timeout, name, "None (wait forever) or a number of seconds >= 0");

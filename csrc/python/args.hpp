@@ -20,6 +20,8 @@ double ttl_seconds_arg(const py::object &ttl);
 
 // idle_backoff in seconds -> ns, refusing what is outside [0, 1 ms] (NaN included) with the range.
 std::uint64_t idle_backoff_ns(double seconds_value);
+// LaunchOptions(handler_timeout=): None (0, no watchdog) or seconds in [0.001, 86400]; ValueError/TypeError else.
+std::uint64_t handler_timeout_ns(const py::object &value);
 
 // Python timeout (None or seconds >= 0) to nanoseconds (-1 = forever).
 std::int64_t timeout_ns(const py::object &timeout, const char *name = "timeout");

@@ -43,6 +43,7 @@ void bind_builtins(py::module_ &m) {
     m.attr("ERR_LAUNCH") = RK_ERR_LAUNCH;
     m.attr("ERR_RETURN") = RK_ERR_RETURN;
     m.attr("ERR_FAULT") = RK_ERR_FAULT;
+    m.attr("ERR_TIMEOUT") = RK_ERR_TIMEOUT;
 }
 
 }  // namespace rkpy

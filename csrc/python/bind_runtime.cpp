@@ -44,7 +44,7 @@ std::uint32_t record_size_of(const py::object &t) {
 py::object kernel_create(PyRuntime &self, const std::string &name, const py::object &handler, const py::object &input,
                          py::object output, std::uint32_t grid, std::uint32_t block, const py::object &options,
                          const std::vector<std::string> &channels, std::size_t max_batch, const std::string &mode,
-                         const py::object &state) {
+                         const py::object &state, const py::object &restart) {
     if (output.is_none()) output = input;
     rk::KernelSpec spec;
     spec.name = name;
@@ -55,6 +55,11 @@ py::object kernel_create(PyRuntime &self, const std::string &name, const py::obj
     spec.grid = grid;
     spec.block = block;
     if (!options.is_none()) spec.options = options.cast<rk::LaunchOptions>();
+    if (!restart.is_none()) {
+        if (!py::isinstance<rk::RestartPolicy>(restart))
+            throw py::type_error("restart= takes an rk.RestartPolicy, got " + type_name(restart));
+        spec.restart = restart.cast<rk::RestartPolicy>();
+    }
     spec.channels = channels;
     if (!mode.empty()) spec.mode = rk::kernel_mode_from_string(mode);
     py::object state_dtype = py::none();
@@ -178,12 +183,17 @@ void bind_runtime(py::module_ &m) {
         .def_readonly("min_latency_ns", &rk::TelemetrySnapshot::min_latency_ns)
         .def_readonly("max_latency_ns", &rk::TelemetrySnapshot::max_latency_ns)
         .def_property_readonly("avg_latency_ns", &rk::TelemetrySnapshot::avg_latency_ns)
+        .def_readonly("restarts", &rk::TelemetrySnapshot::restarts, "restarts by the supervisor (RestartPolicy)")
+        .def_readonly("abandoned_workers", &rk::TelemetrySnapshot::abandoned_workers,
+                      "workers abandoned in a handler that ran past handler_timeout")
+        .def_readonly("dead_letters", &rk::TelemetrySnapshot::dead_letters, "failed messages since launch")
         .def("as_dict", [](const rk::TelemetrySnapshot &t) {
             return py::dict("messages_processed"_a = t.messages_processed, "messages_dropped"_a = t.messages_dropped,
                             "last_processed_timestamp"_a = t.last_processed_timestamp, "queue_depth"_a = t.queue_depth,
                             "error_code"_a = t.error_code, "total_latency_ns"_a = t.total_latency_ns,
                             "min_latency_ns"_a = t.min_latency_ns, "max_latency_ns"_a = t.max_latency_ns,
-                            "avg_latency_ns"_a = t.avg_latency_ns());
+                            "avg_latency_ns"_a = t.avg_latency_ns(), "restarts"_a = t.restarts,
+                            "abandoned_workers"_a = t.abandoned_workers, "dead_letters"_a = t.dead_letters);
         })
         .def("__repr__", [](const rk::TelemetrySnapshot &t) {
             std::ostringstream o;
@@ -288,6 +298,12 @@ void bind_runtime(py::module_ &m) {
         .def_property_readonly("dead_letter_counts", [](PyKernel &k) {
             const rk::DeadLetterCounts c = without_gil([&] { return k.k->dead_letter_counts(); });
             return py::make_tuple(c.total, c.held, c.dropped);
+        })
+        .def_property_readonly("restarts", [](const PyKernel &k) { return k.k->restarts(); })
+        .def_property_readonly("abandoned_workers", [](const PyKernel &k) { return k.k->abandoned_workers(); })
+        .def_property_readonly("restart_policy", [](const PyKernel &k) -> py::object {
+            if (!k.k->spec().restart) return py::none();
+            return py::cast(*k.k->spec().restart);
         });
 
     py::class_<PyRuntime> runtime(m, "_Runtime", "The native side of ringkernel.Runtime.");
@@ -317,7 +333,8 @@ void bind_runtime(py::module_ &m) {
                                "What a handler image must be built for to run on this runtime's device ('sm_90' "
                                "on CUDA); empty where the backend loads no prebuilt images")
         .def("create", &kernel_create, "name"_a, "handler"_a, "input"_a, "output"_a, "grid"_a, "block"_a,
-             "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "", "state"_a = py::none())
+             "options"_a, "channels"_a, "max_batch"_a, "mode"_a = "", "state"_a = py::none(),
+             "restart"_a = py::none())
         .def("queue_names", [](const PyRuntime &r) { return r.rt->queue_names(); })
         .def("queue", [](PyRuntime &r, const std::string &name) {
             return key_error_for_missing([&] {

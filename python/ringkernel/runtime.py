@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _core
 from . import actor as _actor
-from ._core import CompileError, KernelState, LaunchOptions, Queue
+from ._core import CompileError, KernelState, LaunchOptions, Queue, RestartPolicy
 from .compiled import BACKENDS as JIT_BACKENDS
 from .compiled import CompiledHandler, JitHandler
 from .compiled import _dtype_of as _jit_dtype
@@ -331,10 +331,25 @@ class Kernel:
         self._k.restore(bytes(blob), timeout)
 
     def drain(self) -> list:
-        """The messages a stopped (TERMINATED or FAULTED) kernel accepted but never processed, oldest first,
-        taken out of its input: nothing it was sent is unaccounted for (replies + dead letters + drained).
-        A run a block was inside when it was abandoned is not among them."""
+        """The messages a stopped (TERMINATED or FAULTED) kernel accepted but never processed, taken out of
+        it: first those the supervisor held for redelivery (a faulted handler's message), then its input
+        rings', oldest first. Nothing it was sent is unaccounted for (replies + dead letters + drained)."""
         return [_actor.record_of(self._k.input_type, raw) for raw in self._k.drain()]
+
+    @property
+    def restarts(self) -> int:
+        """How many times the supervisor restarted the kernel after a fault (``restart=`` policy)."""
+        return self._k.restarts
+
+    @property
+    def abandoned_workers(self) -> int:
+        """Workers abandoned inside a handler that ran past ``LaunchOptions.handler_timeout``: a thread
+        cannot be preempted, so it is left to return on its own; its late result is discarded."""
+        return self._k.abandoned_workers
+
+    @property
+    def restart_policy(self) -> Optional[RestartPolicy]:
+        return self._k.restart_policy
 
     def dead_letters(self, clear: bool = False) -> list:
         """The requests the handler failed (``rk.DeadLetter``: message, error, attempts, ...), oldest
@@ -549,7 +564,8 @@ class Runtime:
     # ---- kernels ------------------------------------------------------------------------------------
     def create(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Union[Mode, str, None] = None, state: Any = None) -> Kernel:
+               mode: Union[Mode, str, None] = None, state: Any = None,
+               restart: Optional[RestartPolicy] = None) -> Kernel:
         """A kernel in state CREATED (``launch()`` starts it). See ``launch`` for the arguments."""
         max_batch = 1
         fn: Any = handler
@@ -573,8 +589,10 @@ class Runtime:
                 raise TypeError(f"{arg} must be an int, got {type(value).__name__}")
         if options is not None and not isinstance(options, LaunchOptions):
             raise TypeError(f"options must be an rk.LaunchOptions, got {type(options).__name__}")
+        if restart is not None and not isinstance(restart, RestartPolicy):
+            raise TypeError(f"restart must be an rk.RestartPolicy, got {type(restart).__name__}")
         native = self._rt.create(name, fn, input, output, grid, block, options, list(channels), max_batch,
-                                 "" if mode is None else _mode(mode), state)
+                                 "" if mode is None else _mode(mode), state, restart)
         k = Kernel(self, native)
         self._forget_ended()
         self._kernels[name] = k
@@ -589,7 +607,8 @@ class Runtime:
 
     def launch(self, name: str, handler: HandlerArg, *, input: Any = None, output: Any = None, grid: int = 1,
                block: int = 1, options: Optional[LaunchOptions] = None, channels: Iterable[str] = (),
-               mode: Union[Mode, str, None] = None, state: Any = None) -> Kernel:
+               mode: Union[Mode, str, None] = None, state: Any = None,
+               restart: Optional[RestartPolicy] = None) -> Kernel:
         """Launch a ring kernel (state LAUNCHED: it consumes nothing until ``activate()``).
 
         handler: a built-in name (``rk.builtin_handlers()``), an ``rk.Source``, an ``rk.jit`` handler
@@ -602,9 +621,11 @@ class Runtime:
         message class or numpy dtype): one record, zeroed, that handlers read and write -- a Python callable
         is then called ``f(request, state)``, an rk.Source handler reaches it with ``rk_state(ctx)``, an
         rk.jit handler takes it as a third argument -- and ``actor_state()``/``checkpoint()`` copy.
+        restart: an ``rk.RestartPolicy``: a fault of the handler (``LaunchOptions.handler_timeout``, a trap,
+        ``rk_fault()``, ``rk.KernelFault``) restarts the kernel and delivers its message again (cpu backend).
         """
         k = self.create(name, handler, input=input, output=output, grid=grid, block=block, options=options,
-                        channels=channels, mode=mode, state=state)
+                        channels=channels, mode=mode, state=state, restart=restart)
         k.launch()
         return k
 

@@ -87,6 +87,17 @@ constexpr std::size_t kFiberStack = 256 * 1024;
 
 struct Block;
 
+// ---- supervision: the watchdog's view of a block (DESIGN §11) ------------------------------------------
+// phase: 0 while the block holds no run; the wall-clock ns its run began while it does (BEGIN hook); the
+// watchdog turns a run older than handler_timeout into kAbandoning (by CAS, so the block cannot finish it
+// meanwhile), takes its messages over, and sets kAbandoned: the block leaves as soon as its handler returns.
+constexpr std::uint64_t kAbandoning = ~0ull;
+constexpr std::uint64_t kAbandoned = ~0ull - 1;
+struct BlockSlot {
+    std::atomic<std::uint64_t> phase{0};
+    struct Block *block = nullptr;  // the block using the slot (read by the watchdog only while it holds a run)
+};
+
 struct Fiber {
     ucontext_t uc{};
     std::vector<char> stack;
@@ -137,6 +148,16 @@ struct Block {
     // Batched host handler buffers.
     std::vector<std::uint8_t> batch_in, batch_out;
     std::vector<rk_envelope> batch_env;
+    std::size_t batch_n = 0;  // messages of the batch in flight (read by the watchdog)
+    // Supervision: the watchdog's slot (null: not supervised), whether the block was abandoned, a restart's
+    // wait, and the one-message ring and routes a held message is redelivered through.
+    std::shared_ptr<BlockSlot> slot;
+    bool in_handlers = false;  // between the BEGIN and FINISH hooks: a trap now is a handler's
+    bool abandoned = false;
+    std::uint64_t backoff_ns = 0;
+    std::unique_ptr<Ring> held_ring;
+    rk_routes held_routes{};
+    rk_u64 held_word = 0;
     // Wake-ups owed to host threads: a waiter's notify costs a full fence, so a block collects them and
     // pays once per run of messages (flush()). Spinning receivers see the data at once regardless.
     static constexpr int kPending = 8;
@@ -166,6 +187,97 @@ struct Block {
 };
 
 thread_local Block *t_block = nullptr;
+
+// ---- supervision, the block's side ------------------------------------------------------------------------
+
+std::string handler_label(const KernelSpec &spec) {
+    const Handler &h = spec.handler;
+    return "handler '" + (h.kind == Handler::Kind::Source ? h.entry : h.name.empty() ? spec.name : h.name) + "'";
+}
+
+// The block holds a run now: the watchdog's clock starts.
+void begin_supervised(Block &b) {
+    if (b.slot) b.slot->phase.store(std::max<std::uint64_t>(wall_ns(), 1), std::memory_order_release);
+}
+
+// The handlers of the run have returned: true when the watchdog took the run over meanwhile (the block must
+// leave without touching the rings), else the run is the block's to finish.
+bool run_taken_over(Block &b) {
+    if (!b.slot) return false;
+    std::uint64_t v = b.slot->phase.load(std::memory_order_acquire);
+    while (v != kAbandoning && v != kAbandoned)
+        if (b.slot->phase.compare_exchange_weak(v, 0, std::memory_order_acq_rel, std::memory_order_acquire)) return false;
+    while (b.slot->phase.load(std::memory_order_acquire) != kAbandoned) std::this_thread::yield();
+    b.abandoned = true;
+    return true;
+}
+
+// What the block does with the supervisor's decision: fault the kernel, or go on as a fresh block after the
+// backoff.
+void apply(Block &b, const Supervision::Decision &d) {
+    if (d.fault) {
+        b.core->fault(d.why);
+        return;
+    }
+    b.backoff_ns = d.backoff_ns;
+    b.run.routes = 0;  // a fresh view of the inputs, fresh block memory
+    std::fill(b.shared.begin(), b.shared.end(), 0);
+    b.ctx.max_run = 1;
+}
+
+// Under a RestartPolicy, a message its handler failed with RK_ERR_FAULT (rk_fault, rk.KernelFault) is a fault of
+// the kernel: the supervisor takes it (redelivery or dead letter) instead of the run's end.
+void hold_faulted(Block &b) {
+    KernelCore &core = *b.core;
+    if (!core.supervision->supervised()) return;
+    rk_ctx &ctx = b.ctx;
+    std::vector<HeldMessage> failed;
+    std::string text;
+    for (rk_u32 j = 0; j < b.run.n; ++j) {
+        if (ctx.run_status[j] == RK_STATUS_EXPIRED || ctx.run_error[j] != RK_ERR_FAULT) continue;
+        const rk_envelope *slot = rk_run_slot(&b.run, b.run.first + j);
+        failed.push_back(held_copy(slot, core.spec.input_size));
+        text = core.failure_text(slot->message_id, RK_ERR_FAULT);
+        ctx.run_status[j] = RK_STATUS_HELD;
+    }
+    if (failed.empty()) return;
+    apply(b, core.supervision->on_fault(core, std::move(failed), {}, RK_ERR_FAULT,
+                                        handler_label(core.spec) + " faulted: " + text));
+}
+
+int supervise_hook(rk_ctx *, int what) {
+    Block &b = *t_block;
+    if (what == RK_SUPERVISE_BEGIN) {
+        b.in_handlers = true;
+        begin_supervised(b);
+        return 0;
+    }
+    b.in_handlers = false;
+    if (run_taken_over(b)) return 1;
+    hold_faulted(b);
+    return 0;
+}
+
+// Route the block's next step to the oldest message the supervisor holds for redelivery, alone in the block's
+// one-message ring (the outputs stay the kernel's). False when none is held.
+bool route_held(Block &b) {
+    KernelCore &core = *b.core;
+    HeldMessage m;
+    if (!core.supervision->take(m)) return false;
+    if (!b.held_ring) b.held_ring = std::make_unique<Ring>(RK_RING_MIN_CAPACITY, core.spec.input_size, 0, core.memory);
+    m.envelope.sequence = 0;
+    b.held_ring->try_push(m.envelope, m.payload.data());  // always room: the block empties it every time
+    {
+        std::lock_guard<std::mutex> lock(core.routes_mu);
+        b.held_routes = core.routes();
+    }
+    b.held_routes.n_inputs = 1;
+    b.held_routes.inputs[0].ring = b.held_ring->header();
+    b.held_routes.inputs[0].cookie = 0;
+    b.held_word = reinterpret_cast<rk_u64>(&b.held_routes);
+    b.ctx.routes = &b.held_word;
+    return true;
+}
 
 void switch_to_sched(Fiber &f, bool dying) {
     Block &b = *f.block;
@@ -294,9 +406,31 @@ void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32) {
     }
 }
 
+// The messages of a block the watchdog abandoned in its handler: the one being handled (failed) and the rest
+// of its run or batch (untouched). The run's slots are released here: the block will not touch them again.
+void take_in_flight(Block &b, std::vector<HeldMessage> &failed, std::vector<HeldMessage> &untouched) {
+    const std::uint32_t in_size = b.core->spec.input_size;
+    if (b.batch_n) {  // a batch: copied out of the ring before its handler ran, every message of it in flight
+        for (std::size_t i = 0; i < b.batch_n; ++i) {
+            HeldMessage m;
+            m.envelope = b.batch_env[i];
+            m.payload.assign(b.batch_in.data() + i * in_size, b.batch_in.data() + (i + 1) * in_size);
+            failed.push_back(std::move(m));
+        }
+        return;
+    }
+    rk_run_info &run = b.run;
+    for (rk_u32 j = 0; j < run.n; ++j) {
+        rk_envelope *slot = rk_run_slot(&run, run.first + j);
+        (slot == b.ctx.request ? failed : untouched).push_back(held_copy(slot, in_size));
+    }
+    for (rk_u32 j = 0; j < run.n; ++j) rk_ring_release_at(rk_run_slot(&run, run.first + j), run.first + j, run.capacity, run.scope);
+    on_event(&b.ctx, RK_EVENT_SPACE, run.cookie, run.n);
+}
+
 // ---- batched host handlers -------------------------------------------------------------------------
 
-int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
+int host_batch_step(Block &b, HostHandler &h, std::size_t batch, std::mutex &serial) {
     rk_ctx *ctx = &b.ctx;
     KernelCore &core = *b.core;
     const rk_routes *routes = rk_current_routes(ctx);
@@ -333,14 +467,33 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch) {
         ctx->stamp = rk_hlc_advance(&ctx->cb->hlc, remote, now / 1000000u);
         std::memset(b.batch_out.data(), 0, n * ctx->out_size);
         long replies;
+        std::string error;
+        b.batch_n = n;
+        begin_supervised(b);
         try {
-            std::unique_lock<std::mutex> lock(core.host_mu, std::defer_lock);
+            std::unique_lock<std::mutex> lock(serial, std::defer_lock);
             if (!h.concurrent()) lock.lock();
             replies = h.handle_batch(ctx, b.batch_in.data(), n, ctx->in_size, b.batch_out.data());
         } catch (const std::exception &e) {
-            core.set_last_error_message(e.what());
-            for (std::size_t i = 0; i < n; ++i) core.note_failure(b.batch_env[i].message_id, e.what());
+            error = e.what();
             replies = dynamic_cast<const KernelAtFault *>(&e) ? RK_ERR_FAULT : RK_ERR_HOST;
+        }
+        if (run_taken_over(b)) return RK_STEP_ABANDONED;
+        b.batch_n = 0;
+        if (replies == RK_ERR_FAULT && core.supervision->supervised()) {
+            // A fault of the kernel under a RestartPolicy: the whole batch was in flight.
+            std::vector<HeldMessage> failed(n);
+            for (std::size_t i = 0; i < n; ++i) {
+                failed[i].envelope = b.batch_env[i];
+                failed[i].payload.assign(b.batch_in.data() + i * ctx->in_size, b.batch_in.data() + (i + 1) * ctx->in_size);
+            }
+            apply(b, core.supervision->on_fault(core, std::move(failed), {}, RK_ERR_FAULT,
+                                                handler_label(core.spec) + " faulted: " + error));
+            return RK_STEP_DONE;
+        }
+        if (replies < 0 && !error.empty()) {
+            core.set_last_error_message(error);
+            for (std::size_t i = 0; i < n; ++i) core.note_failure(b.batch_env[i].message_id, error);
         }
         if (replies < 0) {
             // The batch failed: every request of it is a dead letter.
@@ -394,27 +547,36 @@ public:
 
     void start(const std::shared_ptr<KernelCore> &core) override {
         const std::uint32_t grid = core->spec.grid;
+        const bool supervised = core->spec.restart || core->spec.options.handler_timeout_ns();
+        std::lock_guard<std::mutex> lock(threads_mu_);
         threads_.reserve(grid);
+        slots_.resize(grid);
         for (std::uint32_t i = 0; i < grid; ++i) {
             alive_.fetch_add(1, std::memory_order_relaxed);
+            if (supervised) slots_[i] = std::make_shared<BlockSlot>();
             // Each worker holds the core, and with it this runner, until it exits.
-            threads_.emplace_back([core, i] { run(core, i); });
+            threads_.emplace_back([core, i, slot = slots_[i]] { run(core, i, slot, 0); });
         }
+        if (core->spec.options.handler_timeout_ns()) watchdog_ = std::thread([this, core] { watch(core); });
     }
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         core_.wake();  // parked workers see should_terminate
+        stop_watchdog();
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
         std::unique_lock<std::mutex> lock(core_.exit_mu);
         const bool stopped = core_.exit_cv.wait_until(lock, deadline, [this] { return alive_.load() == 0; });
         lock.unlock();
-        if (stopped)
+        if (stopped) {
+            std::lock_guard<std::mutex> threads(threads_mu_);
             for (auto &t : threads_)
                 if (t.joinable()) t.join();
+        }
         return stopped;
     }
 
     void abandon() override {
+        std::lock_guard<std::mutex> lock(threads_mu_);
         for (auto &t : threads_)
             if (t.joinable()) t.detach();
     }
@@ -426,7 +588,12 @@ public:
         return wait_blocks_paused(core_, timeout_ns);
     }
 
+    // What serialises a non-concurrent host handler: replaced when the watchdog abandons a worker, which may
+    // hold it for as long as its handler runs.
+    std::shared_ptr<std::mutex> serial_lock() const { return std::atomic_load(&serial_); }
+
     ~CpuBlocks() override {
+        stop_watchdog();
         // The last owner of the core may be a worker of this very runner (an abandoned block whose
         // handler finally returned): it cannot join itself.
         for (auto &t : threads_) {
@@ -437,24 +604,155 @@ public:
     }
 
 private:
-    static void run(std::shared_ptr<KernelCore> core, std::uint32_t index);
+    static void run(std::shared_ptr<KernelCore> core, std::uint32_t index, std::shared_ptr<BlockSlot> slot,
+                    std::uint64_t delay_ns);
+    void watch(std::shared_ptr<KernelCore> core);
+    void abandon_block(const std::shared_ptr<KernelCore> &core, std::uint32_t index, std::uint64_t began);
+    void stop_watchdog() {
+        {
+            std::lock_guard<std::mutex> lock(watch_mu_);
+            watch_stop_ = true;
+        }
+        watch_cv_.notify_all();
+        if (watchdog_.joinable()) {
+            if (watchdog_.get_id() == std::this_thread::get_id()) watchdog_.detach();
+            else watchdog_.join();
+        }
+    }
+    // A block leaves for good (it exited, or was abandoned with no replacement): the last one marks the kernel
+    // terminated.
+    void block_gone() {
+        std::lock_guard<std::mutex> lock(core_.exit_mu);
+        if (alive_.fetch_sub(1, std::memory_order_acq_rel) == 1)
+            rk_atomic_store_i32(&core_.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
+        core_.exit_cv.notify_all();
+    }
 
     KernelCore &core_;
+    mutable std::mutex threads_mu_;  // threads_ and slots_ (the watchdog replaces abandoned workers)
     std::vector<std::thread> threads_;
+    std::vector<std::shared_ptr<BlockSlot>> slots_;  // per block index (null: the kernel is not supervised)
     std::atomic<std::uint32_t> alive_{0};
+    std::shared_ptr<std::mutex> serial_ = std::make_shared<std::mutex>();
+    std::thread watchdog_;
+    std::mutex watch_mu_;
+    std::condition_variable watch_cv_;
+    bool watch_stop_ = false;  // under watch_mu_
 };
 
-void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
+// The watchdog (LaunchOptions::handler_timeout): every quarter of the timeout, a block whose run began longer
+// ago than the timeout is abandoned in its handler.
+void CpuBlocks::watch(std::shared_ptr<KernelCore> core) {
+    const std::uint64_t limit = core->spec.options.handler_timeout_ns();
+    const auto tick = std::chrono::nanoseconds(std::min<std::uint64_t>(std::max<std::uint64_t>(limit / 4, 500'000), 100'000'000));
+    std::unique_lock<std::mutex> lock(watch_mu_);
+    while (!watch_stop_) {
+        watch_cv_.wait_for(lock, tick);
+        if (watch_stop_ || rk_atomic_load_i32(&core->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM)) break;
+        lock.unlock();
+        for (std::uint32_t i = 0; i < core->spec.grid; ++i) {
+            std::shared_ptr<BlockSlot> slot;
+            {
+                std::lock_guard<std::mutex> threads(threads_mu_);
+                slot = slots_[i];
+            }
+            const std::uint64_t began = slot->phase.load(std::memory_order_acquire);
+            if (began == 0 || began >= kAbandoned) continue;
+            const std::uint64_t now = wall_ns();
+            if (now > began && now - began > limit) abandon_block(core, i, began);
+        }
+        lock.lock();
+    }
+    lock.unlock();
+    core.reset();  // may free the kernel, and this runner with it: nothing of it is touched after
+}
+
+void CpuBlocks::abandon_block(const std::shared_ptr<KernelCore> &core, std::uint32_t index, std::uint64_t began) {
+    std::shared_ptr<BlockSlot> slot;
+    {
+        std::lock_guard<std::mutex> lock(threads_mu_);
+        slot = slots_[index];
+    }
+    if (!slot->phase.compare_exchange_strong(began, kAbandoning, std::memory_order_acq_rel)) return;  // it finished
+    Block &b = *slot->block;  // stays: the block waits for kAbandoned before it leaves
+    std::vector<HeldMessage> failed, untouched;
+    take_in_flight(b, failed, untouched);
+    const KernelSpec &spec = core->spec;
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", static_cast<double>(spec.options.handler_timeout_ns()) / 1e9);
+    const std::string text = handler_label(spec) + " ran past handler_timeout=" + secs + " s on one message (block " +
+                             std::to_string(index) + " of " + std::to_string(spec.grid) +
+                             "); its worker thread was abandoned (it cannot be preempted) and its late result will be "
+                             "discarded";
+    const Supervision::Decision d = core->supervision->on_fault(*core, std::move(failed), std::move(untouched),
+                                                               RK_ERR_TIMEOUT, text);
+    core->supervision->abandoned.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_store(&serial_, std::make_shared<std::mutex>());  // the abandoned handler may hold the old one
+    slot->phase.store(kAbandoned, std::memory_order_release);     // from here the old block may leave at any time
+    const bool restart = !d.fault && !rk_atomic_load_i32(&core->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+    {
+        std::lock_guard<std::mutex> lock(threads_mu_);
+        if (threads_[index].joinable()) threads_[index].detach();
+        if (restart) {  // the fresh block takes the old one's place (and its count in alive_)
+            slots_[index] = std::make_shared<BlockSlot>();
+            threads_[index] = std::thread([core, index, fresh = slots_[index], delay = d.backoff_ns] {
+                run(core, index, fresh, delay);
+            });
+        }
+    }
+    if (!restart) block_gone();
+    if (d.fault) core->fault(d.why);
+}
+
+// Wait up to `ns` (a restart's backoff), or until the kernel is told to terminate.
+void restart_wait(KernelCore &core, std::uint64_t ns) {
+    if (!ns) return;
+    core.doorbell->wait([&] { return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0; },
+                        Deadline::from(Wait::for_ns(static_cast<std::int64_t>(ns))), nullptr);
+}
+
+// A native handler trapped (SIGSEGV, ...) while the block ran its handlers: the message it was handling failed
+// -- a dead letter, or under a RestartPolicy a fault of the kernel --, the rest of the run is held for
+// redelivery, the messages before it are finished as usual, and the block goes on as a fresh one. False when
+// the trap was elsewhere (the kernel faults).
+bool recover_trap(Block &b, const std::string &text) {
+    rk_ctx &ctx = b.ctx;
+    rk_run_info &run = b.run;
+    if (!b.in_handlers || !ctx.request) return false;
+    rk_u32 at = run.n;
+    for (rk_u32 j = 0; j < run.n; ++j)
+        if (rk_run_slot(&run, run.first + j) == ctx.request) at = j;
+    if (at == run.n) return false;
+    b.in_handlers = false;
+    if (run_taken_over(b)) return true;  // the watchdog was taking it over: it has the messages
+    KernelCore &core = *b.core;
+    std::vector<HeldMessage> failed, untouched;
+    for (rk_u32 j = at; j < run.n; ++j) {
+        if (ctx.run_status[j] == RK_STATUS_EXPIRED) continue;
+        (j == at ? failed : untouched).push_back(held_copy(rk_run_slot(&run, run.first + j), core.spec.input_size));
+        ctx.run_status[j] = RK_STATUS_HELD;
+    }
+    ctx.thread_rank = 0;
+    const Supervision::Decision d = core.supervision->on_fault(core, std::move(failed), std::move(untouched), RK_ERR_FAULT, text);
+    rk_finish_run(&ctx);
+    apply(b, d);
+    return true;
+}
+
+void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index, std::shared_ptr<BlockSlot> slot,
+                    std::uint64_t delay_ns) {
     KernelCore &core = *core_ptr;
     const KernelSpec &spec = core.spec;
     Block b;
     b.core = core_ptr;
     b.host_slot[0] = &core;
+    b.slot = std::move(slot);
+    if (b.slot) b.slot->block = &b;
     // Runs of up to 32 messages (a host handler: one at a time, as it is slow anyway), within 1 MiB of
-    // reply buffers.
+    // reply buffers. A supervised kernel's runs are of one message: the one in flight when it faults.
     const bool host_handler = spec.handler.kind == Handler::Kind::Host;
     const std::uint32_t run_limit =
-        host_handler ? 1u : std::max<std::uint32_t>(1, std::min<std::uint32_t>(RK_MAX_RUN, (1u << 20) / spec.output_size));
+        host_handler || b.slot ? 1u : std::max<std::uint32_t>(1, std::min<std::uint32_t>(RK_MAX_RUN, (1u << 20) / spec.output_size));
     b.out = std::make_unique<GuardedBuffer>(static_cast<std::size_t>(run_limit) * std::max<std::uint32_t>(spec.output_size, 8));
     b.shared.assign(RK_SHARED_BYTES, 0);
     rk_ctx &ctx = b.ctx;
@@ -493,6 +791,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     ctx.backoff = backoff;
     ctx.event = on_event;
     ctx.now_ns = host_now_ns;
+    ctx.supervise = supervise_hook;
     HostHandler *host = spec.handler.host.get();
     ctx.handler_data = host;
     if (spec.handler.kind == Handler::Kind::Native) {
@@ -527,6 +826,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     }
     rk_block_refresh(&ctx);
     const bool serial_host = host && !host->concurrent();
+    auto *runner = static_cast<CpuBlocks *>(core.runner.get());
+    Supervision &sup = *core.supervision;
+    restart_wait(core, delay_ns);  // a fresh block after a restart: the policy's backoff first
 
     constexpr std::int64_t kSpinNs = 50'000;  // spin this long on an idle kernel before parking
     std::int64_t idle_since = -1;
@@ -534,7 +836,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     // waits for that).
     auto ready = [&] {
         if (rk_should_terminate(&ctx)) return true;
-        return rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? any_input_ready(ctx)
+        return rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) ? sup.waiting() || any_input_ready(ctx)
                                                                                     : ctx.paused == 0u;
     };
     for (;;) {
@@ -550,26 +852,41 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
                 Deadline::from(Wait::for_ns(100'000'000)), nullptr);
             continue;
         }
+        // Messages held for redelivery go first (they were accepted before what waits in the rings).
+        const bool held = sup.waiting() && route_held(b);
         int rc;
         if (batch > 1) {
-            rc = host_batch_step(b, *host, batch);
+            std::shared_ptr<std::mutex> serial = runner->serial_lock();
+            rc = host_batch_step(b, *host, batch, *serial);
         } else if (serial_host) {
-            std::lock_guard<std::mutex> lock(core.host_mu);
+            std::shared_ptr<std::mutex> serial = runner->serial_lock();
+            std::lock_guard<std::mutex> lock(*serial);
             rc = core.step(&ctx);
         } else if (native) {
-            // A native handler's synchronous fault (SIGSEGV, SIGFPE, ...) faults the kernel, not the process.
+            // A native handler's synchronous fault (SIGSEGV, SIGFPE, ...) fails its message, not the process.
             HandlerFault fault;
             StepCall call{core.step, &ctx};
             if (!run_catching_faults(&StepCall::run, &call, &rc, &fault)) {
                 const bool source = spec.handler.kind == Handler::Kind::Source;
-                core.fault("handler '" + (source ? spec.handler.entry : spec.handler.name) +
-                           (source ? "' (rk.Source) raised " : "' (compiled) raised ") + fault.describe() +
-                           " on block " + std::to_string(index) + " of " + std::to_string(spec.grid) +
-                           "; the run of messages it was handling is lost and the kernel takes no more");
-                break;
+                const std::string text = "handler '" + (source ? spec.handler.entry : spec.handler.name) +
+                                         (source ? "' (rk.Source) raised " : "' (compiled) raised ") + fault.describe() +
+                                         " on block " + std::to_string(index) + " of " + std::to_string(spec.grid);
+                if (!recover_trap(b, text)) {
+                    core.fault(text + ", outside its handler; the run of messages it was handling is lost and the "
+                                      "kernel takes no more");
+                    break;
+                }
+                rc = RK_STEP_DONE;
             }
         } else {
             rc = core.step(&ctx);
+        }
+        if (held) ctx.routes = core.routes_word;
+        if (rc == RK_STEP_ABANDONED || b.abandoned) break;  // the watchdog has its messages; leave quietly
+        if (b.backoff_ns) {  // restarted after a fault: the policy's backoff
+            b.flush();
+            restart_wait(core, b.backoff_ns);
+            b.backoff_ns = 0;
         }
         if (rc != RK_STEP_IDLE) {
             idle_since = -1;
@@ -587,7 +904,8 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
         idle_since = -1;
     }
 
-    b.flush();
+    // An abandoned block owes nothing: the watchdog took its messages and its place (it is not counted).
+    if (!b.abandoned) b.flush();
 #if defined(RK_TSAN)
     for (Fiber &f : b.fibers) __tsan_destroy_fiber(f.tsan_fiber);
 #endif
@@ -595,13 +913,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
     t_block_core = nullptr;
     if (native) release_signal_stack();
     if (spec.handler.kind == Handler::Kind::Native) native_handler_serve(nullptr);
-    rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
-    auto *runner = static_cast<CpuBlocks *>(core.runner.get());
-    {
-        std::lock_guard<std::mutex> lock(core.exit_mu);
-        if (runner->alive_.fetch_sub(1, std::memory_order_acq_rel) == 1)
-            rk_atomic_store_i32(&core.cb->has_terminated, 1, RK_RELEASE, RK_SCOPE_SYSTEM);
-        core.exit_cv.notify_all();
+    if (!b.abandoned) {
+        rk_atomic_fetch_add_i32(&core.cb->blocks_exited, 1, RK_ACQ_REL, RK_SCOPE_SYSTEM);
+        runner->block_gone();
     }
     b.core.reset();
     // core_ptr goes last: when it is the final owner, the kernel's memory is freed here.
@@ -610,6 +924,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index) {
 class CpuBackend final : public Backend {
 public:
     const char *name() const noexcept override { return "cpu"; }
+    bool supervises() const override { return true; }
 
     void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
         const KernelSpec &spec = core.spec;

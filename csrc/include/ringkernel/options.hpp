@@ -53,6 +53,8 @@ struct QueueConfig {
 constexpr std::uint64_t kMaxIdleBackoffNs = 1'000'000;  // 1 ms
 constexpr std::uint32_t kMinDeadLetters = 16;
 constexpr std::uint32_t kMaxDeadLetters = 65536;
+constexpr std::uint64_t kMinHandlerTimeoutNs = 1'000'000;              // 1 ms
+constexpr std::uint64_t kMaxHandlerTimeoutNs = 86'400'000'000'000ull;  // a day
 
 class LaunchOptions {
 public:
@@ -74,6 +76,9 @@ public:
     std::uint64_t idle_backoff_ns() const noexcept { return idle_backoff_ns_; }
     // How many failed messages the kernel keeps for Kernel::dead_letters(); more are counted, not kept.
     std::uint32_t dead_letter_capacity() const noexcept { return dead_letter_capacity_; }
+    // The watchdog (DESIGN §11): a handler running longer than this on one message is a fault of the kernel
+    // (0: no watchdog). CPU backend.
+    std::uint64_t handler_timeout_ns() const noexcept { return handler_timeout_ns_; }
 
     LaunchOptions &set_queue_capacity(std::uint64_t v);
     LaunchOptions &set_dedup_window(std::uint64_t v);
@@ -82,6 +87,7 @@ public:
     LaunchOptions &set_ttl_ns(std::uint64_t v) noexcept { ttl_ns_ = v; return *this; }
     LaunchOptions &set_idle_backoff_ns(std::uint64_t v);  // [0, kMaxIdleBackoffNs]
     LaunchOptions &set_dead_letter_capacity(std::uint64_t v);  // [kMinDeadLetters, kMaxDeadLetters]
+    LaunchOptions &set_handler_timeout_ns(std::uint64_t v);    // 0, or [kMinHandlerTimeoutNs, kMaxHandlerTimeoutNs]
 
     // The queue configuration these options give for records of `payload_size` bytes.
     QueueConfig queue_config(std::uint32_t payload_size) const;
@@ -95,6 +101,21 @@ private:
     std::uint64_t ttl_ns_ = 0;
     std::uint64_t idle_backoff_ns_ = 1000;
     std::uint32_t dead_letter_capacity_ = 1024;
+    std::uint64_t handler_timeout_ns_ = 0;
+};
+
+// How the supervisor restarts a kernel whose handler faulted (DESIGN §11): a timeout, a trap, rk_fault() or
+// rk.KernelFault. The message in flight is delivered again, at most max_attempts times in all (then it is a
+// dead letter); a restart waits `backoff` (doubled for each further restart within `within`, at most 1 s or
+// backoff if longer); the max_restarts + 1st restart within `within` seconds faults the kernel instead.
+struct RestartPolicy {
+    std::uint32_t max_restarts = 3;      // [0, 1000000]
+    double within = 60.0;                // seconds, (0, 86400]
+    std::uint32_t max_attempts = 2;      // deliveries of one message, [1, 65535]
+    double backoff = 0.0;                // seconds, [0, 60]
+    // Throws std::invalid_argument naming the field and its valid range.
+    void validate() const;
+    std::string to_string() const;
 };
 
 }  // namespace rk

@@ -21,5 +21,6 @@
 #define RK_ERR_FAULT (-9)     /* a fault of the kernel: a block faulted (a signal in a native handler, a device
                                  fault: FAULTED), or a handler said so (rk_fault(ctx), rk.KernelFault, a C++
                                  rk::KernelAtFault: that message fails and is dead-lettered) */
+#define RK_ERR_TIMEOUT (-10)  /* the watchdog: a handler ran past LaunchOptions handler_timeout on one message */
 
 #endif /* RK_STATUS_H */

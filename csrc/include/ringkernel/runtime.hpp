@@ -123,6 +123,9 @@ struct KernelSpec {
     // checked by restore().
     std::uint32_t state_size = 0;
     std::uint16_t state_type = 0;
+    // Supervision (DESIGN §11): restart the kernel when its handler faults; none: a fault fails the message only
+    // (a dead letter) and the kernel goes on. CPU backend.
+    std::optional<RestartPolicy> restart;
 };
 
 constexpr std::uint32_t kMaxStateBytes = 1u << 20;
@@ -146,6 +149,9 @@ struct TelemetrySnapshot {
     std::uint64_t messages_processed = 0, messages_dropped = 0, last_processed_timestamp = 0;
     std::uint32_t queue_depth = 0, error_code = 0;
     std::uint64_t total_latency_ns = 0, min_latency_ns = 0, max_latency_ns = 0;
+    // Supervision, kept by the host (not in the device's telemetry block): restarts, workers abandoned inside a
+    // handler that did not return in time, and failed messages (dead letters held, taken or dropped).
+    std::uint64_t restarts = 0, abandoned_workers = 0, dead_letters = 0;
     double avg_latency_ns() const noexcept {
         return messages_processed ? static_cast<double>(total_latency_ns) / static_cast<double>(messages_processed) : 0.0;
     }
@@ -230,13 +236,18 @@ public:
     // corrupt, of another format version or of other types, or whose messages do not fit in the input
     // queue now -- and nothing is changed then.
     void restore(const std::string &blob, std::int64_t timeout_ns = -1);
-    // A stopped kernel's (TERMINATED or FAULTED) accepted but unprocessed input, oldest first per input ring,
-    // taken out of its rings: what a checkpoint would have carried. A run of messages a block was handling
-    // when it was abandoned is not there (it went with the block). LifecycleError while it runs.
+    // A stopped kernel's (TERMINATED or FAULTED) accepted but unprocessed input, taken out of it: first the
+    // messages the supervisor held for redelivery (a faulted handler's message, the rest of its run), then each
+    // input ring's, oldest first -- what a checkpoint would have carried. LifecycleError while it runs.
     std::vector<DeadLetter> drain();
     // The failed requests held so far (oldest first); clear: remove them, making room for new ones.
     std::vector<DeadLetter> dead_letters(bool clear = false);
     DeadLetterCounts dead_letter_counts();
+    // How often the supervisor restarted the kernel (RestartPolicy), and how many of its workers it abandoned
+    // in a handler that ran past LaunchOptions::handler_timeout (a thread that cannot be preempted: its late
+    // result is discarded when it returns).
+    std::uint64_t restarts() const noexcept;
+    std::uint64_t abandoned_workers() const noexcept;
 
 private:
     friend class Runtime;

@@ -1,0 +1,122 @@
+// supervision.cpp — see supervision.hpp.
+#include "supervision.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "kernel_core.hpp"
+#include "rk_kernel.h"
+
+namespace rk {
+
+HeldMessage held_copy(const rk_envelope *slot, std::uint32_t in_size) {
+    HeldMessage m;
+    std::memcpy(&m.envelope, slot, sizeof m.envelope);
+    m.payload.resize(in_size);
+    std::memcpy(m.payload.data(), rk_envelope_payload(const_cast<rk_envelope *>(slot)), in_size);
+    return m;
+}
+
+Supervision::Decision Supervision::on_fault(KernelCore &core, std::vector<HeldMessage> failed,
+                                            std::vector<HeldMessage> untouched, std::int32_t code,
+                                            const std::string &text) {
+    Decision d;
+    std::vector<HeldMessage> dead, again;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!policy_) {
+            dead = std::move(failed);
+        } else {
+            const RestartPolicy &p = *policy_;
+            const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                         std::chrono::steady_clock::now().time_since_epoch())
+                                         .count();
+            const std::int64_t window = static_cast<std::int64_t>(p.within * 1e9);
+            while (!recent_.empty() && now - recent_.front() > window) recent_.pop_front();
+            if (recent_.size() >= p.max_restarts) {
+                d.fault = true;
+                d.why = "kernel '" + core.spec.name + "' faulted " + std::to_string(recent_.size() + 1) +
+                        " times within " + std::to_string(p.within) + " s, past RestartPolicy.max_restarts=" +
+                        std::to_string(p.max_restarts) + " (last: " + text + "); drain() returns its unprocessed input";
+                again = std::move(failed);  // not a failed delivery: the kernel stopped first
+            } else {
+                recent_.push_back(now);
+                restarts.fetch_add(1, std::memory_order_relaxed);
+                for (HeldMessage &m : failed) {
+                    const std::uint32_t attempts = static_cast<std::uint32_t>(m.envelope.reserved0) + 1u;
+                    if (attempts >= p.max_attempts) {
+                        dead.push_back(std::move(m));
+                    } else {
+                        m.envelope.reserved0 = static_cast<std::uint16_t>(attempts);
+                        again.push_back(std::move(m));
+                    }
+                }
+                double delay = p.backoff;
+                for (std::size_t i = 1; i < recent_.size() && delay < 1.0; ++i) delay *= 2;
+                delay = std::min(delay, std::max(1.0, p.backoff));
+                d.backoff_ns = static_cast<std::uint64_t>(delay * 1e9);
+            }
+        }
+        // Ahead of what is held already: these were taken from the rings after it, but the redelivery of the
+        // message in flight comes first, then the rest of its run.
+        for (auto it = untouched.rbegin(); it != untouched.rend(); ++it) held_.push_front(std::move(*it));
+        for (auto it = again.rbegin(); it != again.rend(); ++it) held_.push_front(std::move(*it));
+        waiting_.store(held_.size(), std::memory_order_release);
+    }
+    if (!dead.empty()) {
+        std::lock_guard<std::mutex> lock(core.dead_mu);
+        core.collect_dead_letters();  // what the blocks failed before this goes first
+        const std::uint32_t cap = core.spec.options.dead_letter_capacity();
+        for (HeldMessage &m : dead) {
+            if (core.dead.size() >= cap) {
+                ++core.dead_dropped;
+                continue;
+            }
+            DeadLetter l;
+            l.envelope = m.envelope;
+            l.attempts = static_cast<std::uint32_t>(m.envelope.reserved0) + 1u;
+            l.envelope.reserved0 = 0;
+            l.envelope.reserved1 = 0;
+            l.record = std::move(m.payload);
+            l.code = code;
+            l.error = text;
+            core.dead.push_back(std::move(l));
+        }
+    }
+    // A dead letter was handled (and failed), as one a block fails itself is; held messages are not, yet.
+    if (!dead.empty()) {
+        rk_atomic_fetch_add_u64(reinterpret_cast<rk_u64 *>(&core.cb->messages_processed), dead.size(), RK_RELEASE,
+                                RK_SCOPE_SYSTEM);
+        if (rk_atomic_load_i32(&core.cb->telemetry_enabled, RK_RELAXED, RK_SCOPE_SYSTEM))
+            rk_atomic_fetch_add_u64(&core.tel->messages_processed, dead.size(), RK_RELAXED, RK_SCOPE_SYSTEM);
+    }
+    rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core.cb->last_error, code, RK_RELAXED, RK_SCOPE_SYSTEM);
+    core.set_last_error_message(text);
+    return d;
+}
+
+bool Supervision::take(HeldMessage &out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (held_.empty()) return false;
+    out = std::move(held_.front());
+    held_.pop_front();
+    waiting_.store(held_.size(), std::memory_order_release);
+    return true;
+}
+
+std::vector<HeldMessage> Supervision::take_all() {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<HeldMessage> out(std::make_move_iterator(held_.begin()), std::make_move_iterator(held_.end()));
+    held_.clear();
+    waiting_.store(0, std::memory_order_release);
+    return out;
+}
+
+std::vector<HeldMessage> Supervision::copy_all() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return {held_.begin(), held_.end()};
+}
+
+}  // namespace rk

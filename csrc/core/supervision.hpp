@@ -1,0 +1,70 @@
+// supervision.hpp — internal: what the supervisor keeps for one kernel (DESIGN §11).
+//
+// A fault of the kernel's handler (a watchdog timeout, a trap, rk_fault(), rk.KernelFault) is reported here
+// with the messages it was handling. Without a RestartPolicy they become dead letters and the kernel goes
+// on. With one, the restart is counted, the messages are held for redelivery (each at most max_attempts
+// times in all, then a dead letter), and the backend restarts its block after the policy's backoff -- or,
+// past max_restarts within `within` seconds, the kernel faults and the held messages wait for drain().
+//
+// Held messages are taken by the blocks before anything in the input rings (they were accepted first), and
+// are part of what checkpoint() copies and drain() returns.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "ringkernel/runtime.hpp"
+
+namespace rk {
+
+struct KernelCore;
+
+// One message taken from a ring: its envelope (reserved0 = deliveries that failed so far) and payload.
+struct HeldMessage {
+    rk_envelope envelope{};
+    std::vector<std::uint8_t> payload;
+};
+
+class Supervision {
+public:
+    explicit Supervision(const KernelSpec &spec) : policy_(spec.restart), in_size_(spec.input_size) {}
+
+    // What a fault comes to.
+    struct Decision {
+        bool fault = false;           // the kernel is FAULTED (why says so); else the block goes on
+        std::uint64_t backoff_ns = 0; // before the restarted block takes messages again
+        std::string why;
+    };
+    // The handler faulted (code, text) on `failed`; `untouched` were taken with them but not yet handled
+    // (the rest of a run). Decides as described above; dead letters go straight to the core's store.
+    Decision on_fault(KernelCore &core, std::vector<HeldMessage> failed, std::vector<HeldMessage> untouched,
+                      std::int32_t code, const std::string &text);
+
+    // Messages waiting for redelivery.
+    bool waiting() const noexcept { return waiting_.load(std::memory_order_acquire) != 0; }
+    bool take(HeldMessage &out);                  // the oldest; false when none
+    std::vector<HeldMessage> take_all();          // drain()
+    std::vector<HeldMessage> copy_all() const;    // checkpoint()
+
+    bool supervised() const noexcept { return policy_.has_value(); }
+    const std::optional<RestartPolicy> &policy() const noexcept { return policy_; }
+    std::atomic<std::uint64_t> restarts{0};
+    std::atomic<std::uint64_t> abandoned{0};
+
+private:
+    std::optional<RestartPolicy> policy_;
+    std::uint32_t in_size_;
+    mutable std::mutex mu_;
+    std::deque<HeldMessage> held_;               // under mu_
+    std::deque<std::int64_t> recent_;            // under mu_: steady-clock ns of the restarts within `within`
+    std::atomic<std::size_t> waiting_{0};
+};
+
+// Copy the message at a ring slot.
+HeldMessage held_copy(const rk_envelope *slot, std::uint32_t in_size);
+
+}  // namespace rk
