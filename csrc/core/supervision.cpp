@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 
 #include "kernel_core.hpp"
@@ -36,8 +37,10 @@ Supervision::Decision Supervision::on_fault(KernelCore &core, std::vector<HeldMe
             while (!recent_.empty() && now - recent_.front() > window) recent_.pop_front();
             if (recent_.size() >= p.max_restarts) {
                 d.fault = true;
+                char within[32];
+                std::snprintf(within, sizeof within, "%g", p.within);
                 d.why = "kernel '" + core.spec.name + "' faulted " + std::to_string(recent_.size() + 1) +
-                        " times within " + std::to_string(p.within) + " s, past RestartPolicy.max_restarts=" +
+                        (recent_.empty() ? " time" : " times") + " within " + within + " s, past RestartPolicy.max_restarts=" +
                         std::to_string(p.max_restarts) + " (last: " + text + "); drain() returns its unprocessed input";
                 again = std::move(failed);  // not a failed delivery: the kernel stopped first
             } else {

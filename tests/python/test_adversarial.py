@@ -460,7 +460,7 @@ def test_opencl_counts_the_compute_units_abandoned_kernels_hold():
     assert "compute units" in lines["REFUSED"], out.stdout
 
 
-# ---- 6. a native handler's fault faults its kernel, not the process -----------------------------------
+# ---- 6. a native handler's fault fails its message (or, under a policy, faults its kernel), not the process ----
 
 FAULTS = {
     "divide": ("SIGFPE", "volatile int zero = 0; int n = (int)((RK_GLOBAL const rec *)in)->seq + 7; "
@@ -472,33 +472,47 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("case", sorted(FAULTS))
-def test_a_native_handler_fault_faults_its_kernel_not_the_process(case):
+def test_a_native_handler_fault_fails_its_message_not_the_process(case):
     signal_name, body = FAULTS[case]
     out = run_child(f"""
-        import numpy as np, ringkernel as rk, warnings
+        import numpy as np, ringkernel as rk, warnings, time
         warnings.simplefilter("ignore", RuntimeWarning)
         REC = np.dtype([("seq", "<u8"), ("value", "<f8")])
         SRC = '''typedef struct {{ rk_u64 seq; rk_f64 value; }} rec;
-        int bad(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {{ {body} return RK_REPLY; }}'''
+        int bad(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {{
+            if (((RK_GLOBAL const rec *)in)->seq == 1) {{ {body} }}
+            *(RK_LOCAL rec *)out = *(RK_GLOBAL const rec *)in; return RK_REPLY; }}'''
+        def msg(i):
+            r = np.zeros((), REC); r["seq"] = i; return r[()]
         with rk.Runtime("cpu") as rt:
-            ok = rt.launch("ok", "echo", input=REC); ok.activate()
+            # Without a policy: the message is a dead letter with the signal, the kernel goes on.
             k = rt.launch("bad", rk.Source(SRC, entry="bad"), input=REC); k.activate()
-            k.send(np.zeros((), REC)[()])
-            import time; t0 = time.monotonic()
-            while k.state != rk.KernelState.FAULTED and time.monotonic() - t0 < 10: time.sleep(0.01)
+            for i in range(4): k.send(msg(i))
+            got = [int(k.receive(timeout=5)["seq"]) for _ in range(3)]
+            print("REPLIES", got)
+            d = k.dead_letters()
+            print("DEAD", [int(x.message["seq"]) for x in d], d[0].error if d else "")
             print("STATE", k.state.name)
-            print("FAULT", k.fault)
+            # RestartPolicy(max_restarts=0): the first fault faults the kernel; drain() has the message.
+            f = rt.launch("bad2", rk.Source(SRC, entry="bad"), input=REC, restart=rk.RestartPolicy(max_restarts=0))
+            f.activate(); f.send(msg(0)); f.send(msg(1))
+            t0 = time.monotonic()
+            while f.state != rk.KernelState.FAULTED and time.monotonic() - t0 < 10: time.sleep(0.01)
+            print("FSTATE", f.state.name)
+            print("FAULT", f.fault)
             try:
-                k.send(np.zeros((), REC)[()]); print("SEND accepted")
+                f.send(msg(2)); print("SEND accepted")
             except rk.LifecycleError as e:
                 print("SEND refused")
-            print("TERMINATE", k.terminate(timeout=2).name, k.last_error == rk._core.ERR_FAULT)
-            ok.send(np.zeros((), REC)[()]); print("OTHER", ok.receive(timeout=2) is not None)
+            print("TERMINATE", f.terminate(timeout=2).name, f.last_error == rk._core.ERR_FAULT)
+            print("DRAIN", [int(m["seq"]) for m in f.drain()])
         print("EXIT clean")
     """)
     assert out.returncode == 0, (out.returncode, out.stdout, out.stderr[-2000:])
     lines = dict(line.split(" ", 1) for line in out.stdout.splitlines() if " " in line)
-    assert lines["STATE"] == "FAULTED"
-    assert signal_name in lines["FAULT"] and "handler 'bad'" in lines["FAULT"]
+    assert lines["REPLIES"] == "[0, 2, 3]" and lines["STATE"] == "ACTIVE"
+    assert lines["DEAD"].startswith("[1] ") and signal_name in lines["DEAD"] and "handler 'bad'" in lines["DEAD"]
+    assert lines["FSTATE"] == "FAULTED"
+    assert signal_name in lines["FAULT"] and "max_restarts=0" in lines["FAULT"]
     assert lines["SEND"] == "refused" and lines["TERMINATE"] == "FAULTED True"
-    assert lines["OTHER"] == "True" and lines["EXIT"] == "clean"
+    assert lines["DRAIN"] == "[1]" and lines["EXIT"] == "clean"

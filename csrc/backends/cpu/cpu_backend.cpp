@@ -192,7 +192,12 @@ thread_local Block *t_block = nullptr;
 
 std::string handler_label(const KernelSpec &spec) {
     const Handler &h = spec.handler;
-    return "handler '" + (h.kind == Handler::Kind::Source ? h.entry : h.name.empty() ? spec.name : h.name) + "'";
+    switch (h.kind) {
+    case Handler::Kind::Source: return "handler '" + h.entry + "' (rk.Source)";
+    case Handler::Kind::Native: return "handler '" + h.name + "' (compiled)";
+    case Handler::Kind::Builtin: return "built-in handler '" + h.name + "'";
+    default: return "the host handler of kernel '" + spec.name + "'";
+    }
 }
 
 // The block holds a run now: the watchdog's clock starts.
@@ -419,11 +424,12 @@ void take_in_flight(Block &b, std::vector<HeldMessage> &failed, std::vector<Held
         }
         return;
     }
+    // A supervised block's run is one message (run_limit 1), written before the BEGIN hook published the run:
+    // the message in flight. (A longer run would have the ones after it untouched; ctx.request, written after
+    // the hook, is not read here.)
     rk_run_info &run = b.run;
-    for (rk_u32 j = 0; j < run.n; ++j) {
-        rk_envelope *slot = rk_run_slot(&run, run.first + j);
-        (slot == b.ctx.request ? failed : untouched).push_back(held_copy(slot, in_size));
-    }
+    for (rk_u32 j = 0; j < run.n; ++j)
+        (j == 0 ? failed : untouched).push_back(held_copy(rk_run_slot(&run, run.first + j), in_size));
     for (rk_u32 j = 0; j < run.n; ++j) rk_ring_release_at(rk_run_slot(&run, run.first + j), run.first + j, run.capacity, run.scope);
     on_event(&b.ctx, RK_EVENT_SPACE, run.cookie, run.n);
 }
