@@ -413,15 +413,21 @@ void on_event(rk_ctx *, int kind, rk_u64 cookie, rk_u32) {
 
 // The messages of a block the watchdog abandoned in its handler: the one being handled (failed) and the rest
 // of its run or batch (untouched). The run's slots are released here: the block will not touch them again.
+// A batch handler's batch (copied out of the ring before the handler ran): every message of it in flight.
+std::vector<HeldMessage> batch_in_flight(const Block &b) {
+    const std::uint32_t in_size = b.core->spec.input_size;
+    std::vector<HeldMessage> out(b.batch_n);
+    for (std::size_t i = 0; i < b.batch_n; ++i) {
+        out[i].envelope = b.batch_env[i];
+        out[i].payload.assign(b.batch_in.data() + i * in_size, b.batch_in.data() + (i + 1) * in_size);
+    }
+    return out;
+}
+
 void take_in_flight(Block &b, std::vector<HeldMessage> &failed, std::vector<HeldMessage> &untouched) {
     const std::uint32_t in_size = b.core->spec.input_size;
-    if (b.batch_n) {  // a batch: copied out of the ring before its handler ran, every message of it in flight
-        for (std::size_t i = 0; i < b.batch_n; ++i) {
-            HeldMessage m;
-            m.envelope = b.batch_env[i];
-            m.payload.assign(b.batch_in.data() + i * in_size, b.batch_in.data() + (i + 1) * in_size);
-            failed.push_back(std::move(m));
-        }
+    if (b.batch_n) {
+        failed = batch_in_flight(b);
         return;
     }
     // A supervised block's run is one message (run_limit 1), written before the BEGIN hook published the run:
@@ -485,18 +491,15 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch, std::mutex &ser
             replies = dynamic_cast<const KernelAtFault *>(&e) ? RK_ERR_FAULT : RK_ERR_HOST;
         }
         if (run_taken_over(b)) return RK_STEP_ABANDONED;
-        b.batch_n = 0;
         if (replies == RK_ERR_FAULT && core.supervision->supervised()) {
             // A fault of the kernel under a RestartPolicy: the whole batch was in flight.
-            std::vector<HeldMessage> failed(n);
-            for (std::size_t i = 0; i < n; ++i) {
-                failed[i].envelope = b.batch_env[i];
-                failed[i].payload.assign(b.batch_in.data() + i * ctx->in_size, b.batch_in.data() + (i + 1) * ctx->in_size);
-            }
+            std::vector<HeldMessage> failed = batch_in_flight(b);
+            b.batch_n = 0;
             apply(b, core.supervision->on_fault(core, std::move(failed), {}, RK_ERR_FAULT,
                                                 handler_label(core.spec) + " faulted: " + error));
             return RK_STEP_DONE;
         }
+        b.batch_n = 0;
         if (replies < 0 && !error.empty()) {
             core.set_last_error_message(error);
             for (std::size_t i = 0; i < n; ++i) core.note_failure(b.batch_env[i].message_id, error);
