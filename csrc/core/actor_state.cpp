@@ -37,6 +37,9 @@ bool wait_blocks_paused(const KernelCore &core, std::int64_t timeout_ns) {
     const auto grid = static_cast<rk_i32>(core.spec.grid);
     for (int polls = 0;; ++polls) {
         if (rk_atomic_load_i32(&core.cb->blocks_paused, RK_SEQ_CST, RK_SCOPE_SYSTEM) >= grid) return true;
+        // A kernel that faults meanwhile (past RestartPolicy.max_restarts, a device fault) will not pause:
+        // its faulted block has left. The caller says so instead of waiting out the timeout.
+        if (core.faulted.load(std::memory_order_acquire)) return false;
         if (std::chrono::steady_clock::now() >= deadline) return false;
         if (polls < 64) std::this_thread::yield();
         else std::this_thread::sleep_for(std::chrono::microseconds(polls < 1024 ? 10 : 200));
@@ -51,6 +54,10 @@ bool Kernel::pause(const char *call, std::int64_t timeout_ns) {
     rk_atomic_store_i32(&core_->cb->is_active, 0, RK_SEQ_CST, RK_SCOPE_SYSTEM);
     if (raw_state() == KernelState::Created || core_->runner->quiesce(timeout_ns)) return was_active;
     resume(was_active);
+    if (core_->faulted.load(std::memory_order_acquire))
+        throw LifecycleError(std::string(call) + " is not allowed: kernel '" + name() +
+                             "' became FAULTED while it was being paused (" + core_->fault_text() +
+                             "); drain() returns its unprocessed input once it is terminated");
     std::ostringstream msg;
     msg << call << ": kernel '" << name() << "' did not pause within " << static_cast<double>(timeout_ns) / 1e9
         << " s: a block is still inside a run -- its handler, or a reply waiting for room in a full output ("
@@ -81,7 +88,14 @@ std::vector<std::uint8_t> Kernel::actor_state(std::int64_t timeout_ns) {
         std::memcpy(out.data(), core_->state, out.size());
         return out;
     }
-    const bool was_active = pause("actor_state()", timeout_ns);
+    bool was_active = false;
+    try {
+        was_active = pause("actor_state()", timeout_ns);
+    } catch (const LifecycleError &) {
+        if (!core_->faulted.load(std::memory_order_acquire)) throw;
+        std::memcpy(out.data(), core_->state, out.size());  // FAULTED meanwhile: the state as its blocks left it
+        return out;
+    }
     std::memcpy(out.data(), core_->state, out.size());
     resume(was_active);
     return out;

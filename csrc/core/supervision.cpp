@@ -100,6 +100,18 @@ Supervision::Decision Supervision::on_fault(KernelCore &core, std::vector<HeldMe
     return d;
 }
 
+void Supervision::hold_unfinished(KernelCore &core, std::vector<HeldMessage> messages, std::int32_t code,
+                                  const std::string &text) {
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto it = messages.rbegin(); it != messages.rend(); ++it) held_.push_front(std::move(*it));
+        waiting_.store(held_.size(), std::memory_order_release);
+    }
+    rk_atomic_fetch_add_i32(&core.cb->errors_encountered, 1, RK_RELAXED, RK_SCOPE_SYSTEM);
+    rk_atomic_store_i32(&core.cb->last_error, code, RK_RELAXED, RK_SCOPE_SYSTEM);
+    core.set_last_error_message(text);
+}
+
 bool Supervision::take(HeldMessage &out) {
     std::lock_guard<std::mutex> lock(mu_);
     if (held_.empty()) return false;

@@ -44,6 +44,11 @@ public:
     Decision on_fault(KernelCore &core, std::vector<HeldMessage> failed, std::vector<HeldMessage> untouched,
                       std::int32_t code, const std::string &text);
 
+    // The kernel is terminating: `messages` (a block's run, taken from it while its handler hung) are not
+    // finished and no block will restart to take them -- they wait, first, for drain(). No restart is counted,
+    // no delivery is failed; the error (code, text) is recorded.
+    void hold_unfinished(KernelCore &core, std::vector<HeldMessage> messages, std::int32_t code, const std::string &text);
+
     // Messages waiting for redelivery.
     bool waiting() const noexcept { return waiting_.load(std::memory_order_acquire) != 0; }
     bool take(HeldMessage &out);                  // the oldest; false when none

@@ -210,6 +210,33 @@ def test_the_watchdog_abandons_a_hung_python_handler_and_the_kernel_goes_on(cpu_
     assert k.terminate(timeout=2) == rk.KernelState.TERMINATED
 
 
+@pytest.mark.parametrize("policy", [None, rk.RestartPolicy(max_attempts=3)])
+def test_terminate_does_not_wait_out_a_hung_handler_the_watchdog_abandons(cpu_rt, policy):
+    """The watchdog goes on watching while terminate() waits for the blocks: the hung handler is abandoned
+    after handler_timeout, and its message (with the rest) waits for drain() -- not failed, not redelivered."""
+    entered = threading.Event()
+
+    def handler(msg):
+        if msg["seq"] == 0:
+            entered.set()
+            time.sleep(1.0)  # bounded: the abandoned worker comes back by itself
+            return None  # the late result: discarded
+        return msg
+
+    k = cpu_rt.launch("k", handler, input=REC, options=rk.LaunchOptions(handler_timeout=0.2), restart=policy)
+    k.activate()
+    for i in range(3):
+        k.send(rec(i))
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    assert k.terminate(timeout=5) == rk.KernelState.TERMINATED
+    assert time.monotonic() - t0 < 0.8  # the handler_timeout, not the handler's second
+    assert [int(m["seq"]) for m in k.drain()] == [0, 1, 2]
+    assert k.abandoned_workers == 1 and k.restarts == 0 and k.dead_letters() == []
+    assert k.receive(timeout=0.1) is None
+    assert "terminating: drain() returns the message" in k.last_error_message
+
+
 def test_the_watchdog_on_an_rk_source_loop_redelivers_under_a_policy(cpu_rt):
     # seq 2 spins 0.4 s per delivery against a 0.1 s timeout: both deliveries time out, then it is dead.
     k = cpu_rt.launch("k", rk.Source(FAULTY, entry="faulty"), input=REC,
@@ -343,6 +370,39 @@ def test_a_checkpoint_carries_the_message_held_for_redelivery(cpu_rt):
     assert receive_all(k2, 1) == [1]
     assert k2.actor_state()["total"] == 11.0
     assert receive_all(k, 1) == [1]  # and the original redelivers it after its backoff
+
+
+def test_a_pause_of_a_kernel_that_faults_meanwhile_says_so_at_once(cpu_rt):
+    """checkpoint() and actor_state() wait for the blocks to pause; one that faults past max_restarts while they
+    wait never will: checkpoint raises LifecycleError naming the fault, actor_state returns the state as it was
+    left -- both at once, not after their timeout."""
+    Acc = np.dtype([("n", "<u8")])
+    for call in ("checkpoint", "actor_state"):
+        entered, release = threading.Event(), threading.Event()
+
+        def handler(msg, state):
+            entered.set()
+            release.wait(10)
+            state["n"] += 1
+            raise rk.KernelFault("down")
+
+        k = cpu_rt.launch(f"k_{call}", handler, input=REC, state=Acc, restart=rk.RestartPolicy(max_restarts=0))
+        k.activate()
+        k.send(rec(0))
+        assert entered.wait(5)
+        threading.Timer(0.2, release.set).start()
+        t0 = time.monotonic()
+        if call == "checkpoint":
+            with pytest.raises(rk.LifecycleError, match=r"became FAULTED while it was being paused \(.*"
+                                                        r"past RestartPolicy.max_restarts=0"):
+                k.checkpoint(timeout=10)
+        else:
+            assert int(k.actor_state(timeout=10)["n"]) == 1
+        assert time.monotonic() - t0 < 3
+        assert k.state == rk.KernelState.FAULTED
+        with pytest.warns(RuntimeWarning):
+            k.terminate(timeout=2)
+        assert [int(m["seq"]) for m in k.drain()] == [0]
 
 
 # ---- pipelines ------------------------------------------------------------------------------------------

@@ -571,12 +571,14 @@ public:
 
     bool wait_stopped(std::int64_t timeout_ns) override {
         core_.wake();  // parked workers see should_terminate
-        stop_watchdog();
+        // The watchdog keeps watching while the blocks finish their runs: a handler hung past handler_timeout
+        // is abandoned then too (its messages wait for drain()), so terminate() need not wait it out.
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(timeout_ns);
         std::unique_lock<std::mutex> lock(core_.exit_mu);
         const bool stopped = core_.exit_cv.wait_until(lock, deadline, [this] { return alive_.load() == 0; });
         lock.unlock();
         if (stopped) {
+            stop_watchdog();  // (terminate() waits in slices: only once every block has left)
             std::lock_guard<std::mutex> threads(threads_mu_);
             for (auto &t : threads_)
                 if (t.joinable()) t.join();
@@ -585,6 +587,7 @@ public:
     }
 
     void abandon() override {
+        stop_watchdog();  // first: the watchdog takes threads_mu_ when it replaces a block
         std::lock_guard<std::mutex> lock(threads_mu_);
         for (auto &t : threads_)
             if (t.joinable()) t.detach();
@@ -657,7 +660,7 @@ void CpuBlocks::watch(std::shared_ptr<KernelCore> core) {
     std::unique_lock<std::mutex> lock(watch_mu_);
     while (!watch_stop_) {
         watch_cv_.wait_for(lock, tick);
-        if (watch_stop_ || rk_atomic_load_i32(&core->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM)) break;
+        if (watch_stop_) break;
         lock.unlock();
         for (std::uint32_t i = 0; i < core->spec.grid; ++i) {
             std::shared_ptr<BlockSlot> slot;
@@ -693,8 +696,15 @@ void CpuBlocks::abandon_block(const std::shared_ptr<KernelCore> &core, std::uint
                              std::to_string(index) + " of " + std::to_string(spec.grid) +
                              "); its worker thread was abandoned (it cannot be preempted) and its late result will be "
                              "discarded";
-    const Supervision::Decision d = core->supervision->on_fault(*core, std::move(failed), std::move(untouched),
-                                                               RK_ERR_TIMEOUT, text);
+    Supervision::Decision d;
+    if (rk_atomic_load_i32(&core->cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM)) {
+        // Terminating: nothing restarts, so the run is not failed or redelivered; it waits for drain().
+        failed.insert(failed.end(), std::make_move_iterator(untouched.begin()), std::make_move_iterator(untouched.end()));
+        core->supervision->hold_unfinished(*core, std::move(failed), RK_ERR_TIMEOUT,
+                                           text + "; the kernel was terminating: drain() returns the message");
+    } else {
+        d = core->supervision->on_fault(*core, std::move(failed), std::move(untouched), RK_ERR_TIMEOUT, text);
+    }
     core->supervision->abandoned.fetch_add(1, std::memory_order_relaxed);
     std::atomic_store(&serial_, std::make_shared<std::mutex>());  // the abandoned handler may hold the old one
     slot->phase.store(kAbandoned, std::memory_order_release);     // from here the old block may leave at any time
