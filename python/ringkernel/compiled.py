@@ -49,7 +49,9 @@ the kernel's state record (``f(msg, out, state)``: a record view, written in pla
 launched with it gets that state type (``launch(state=)`` may name it again, not another). With grid > 1 the
 blocks share the record: update it from one block, or keep grid=1. The C entry stays
 ``int entry(rk_ctx *, const void *in, void *out)``; the state comes from the block being served
-(``rk_native_state``).
+(``rk_native_state``). On CUDA the state's fields reach the handler as pointers into the kernel's state
+record in device memory (``rk_state``), like the request's and the reply's; every thread of a block sees the
+same record, so with block > 1 write it from one thread (``if thread_rank() == 0``).
 """
 
 from __future__ import annotations
@@ -357,6 +359,7 @@ class CompiledHandler:
     name: str = ""
     input: Any = None
     output: Any = None
+    state: Any = None  # the state record type of a handler declared with state= (a kernel launched with it gets it)
 
     @property
     def _rk_image(self) -> tuple:

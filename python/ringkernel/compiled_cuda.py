@@ -8,7 +8,8 @@ The same Python function becomes a device function linked into the persistent CU
    'is_opaque'`` inside numba-cuda 0.30, with either ABI), and ``numba.carray`` is not available on the CUDA
    target; calling one numba-cuda device function from another needs a current device, and this runs
    without a GPU. So the handler's source is rewritten (its AST) into the C-ABI entry itself,
-   ``rk_jit_entry(ctx, out, <one typed pointer per field>)``: ``msg.x`` reads ``msg__x[0]``, a fixed array
+   ``rk_jit_entry(ctx, out, <one typed pointer per field>)`` (the request's, the reply's, and for a handler
+   with ``state=`` the state record's, in the kernel's state): ``msg.x`` reads ``msg__x[0]``, a fixed array
    ``out.v`` is a 1-d view of its elements, ``thread_rank()``/``thread_count()`` are
    ``threadIdx.x``/``blockDim.x``, ``return cond`` returns 1 (reply) or 0, and an explicit ``raise``
    returns RK_ERR_HANDLER (numba-cuda has no exceptions there).
@@ -51,7 +52,7 @@ from . import _core
 from .compiled_cuda_glue import ERR_HANDLER, glue
 
 _ARCH = re.compile(r"^sm_(\d+)(\d)a?$")  # sm_90: 9.0, sm_120: 12.0
-_BRIDGE = 2  # the shape of rk_jit_entry and the shim; part of the cache key
+_BRIDGE = 3  # the shape of rk_jit_entry and the shim; part of the cache key
 
 
 def parse_arch(arch: Any) -> Tuple[int, int]:
@@ -100,7 +101,7 @@ class _Rewrite(ast.NodeTransformer):
     fields through their pointers, indexes into fields' arrays and buffer views checked, emit/buffer through
     the shim, and a guard after every statement whose helpers can fail."""
 
-    def __init__(self, handler: str, params: Tuple[str, str], fields: dict):
+    def __init__(self, handler: str, params: Tuple[str, ...], fields: dict):
         self.handler, self.params, self.fields = handler, params, fields
         self.checked = {f"{side}__{name}" for side in params for name, count in fields[side].items() if count}
         self.hits = 0  # helper calls so far that can fail
@@ -238,8 +239,9 @@ class _Rewrite(ast.NodeTransformer):
         if isinstance(node.value, ast.Name) and node.value.id in self.params:
             side = node.value.id
             if node.attr not in self.fields[side]:
-                raise self._err(node, f"the {'input' if side == self.params[0] else 'output'} record has no field "
-                                      f"{node.attr!r} (its fields: {', '.join(self.fields[side])})")
+                what = ("input", "output", "state")[self.params.index(side)]
+                raise self._err(node, f"the {what} record has no field {node.attr!r} (its fields: "
+                                      f"{', '.join(self.fields[side])})")
             ref = _name(f"{side}__{node.attr}")
             if self.fields[side][node.attr] == 0:  # a scalar: element 0 of its pointer
                 return ast.copy_location(ast.Subscript(value=ref, slice=ast.Constant(0), ctx=node.ctx), node)
@@ -290,8 +292,9 @@ class _Rewrite(ast.NodeTransformer):
         return self.generic_visit(node)
 
 
-def _rewritten(handler: Any, fin: list, fout: list) -> str:
-    """The handler's source as the C-ABI entry rk_jit_entry(ctx, out, <a pointer per field>)."""
+def _rewritten(handler: Any, fin: list, fout: list, fstate: list) -> str:
+    """The handler's source as the C-ABI entry rk_jit_entry(ctx, out, <a pointer per field>): the request's
+    fields, the reply's, then (a handler with state) the state record's."""
     fn = handler.py_func
     if fn.__closure__:
         raise _core.CompileError(f"rk.jit handler '{handler.__name__}' uses variables of an enclosing function "
@@ -306,14 +309,15 @@ def _rewritten(handler: Any, fin: list, fout: list) -> str:
     if not isinstance(fdef, ast.FunctionDef):
         raise _core.CompileError(f"rk.jit handler '{handler.__name__}' must be a def (not a lambda) for CUDA")
     fdef.decorator_list = []
-    msg, out = (a.arg for a in fdef.args.args)
-    fields = {msg: {f[0]: f[3] for f in fin}, out: {f[0]: f[3] for f in fout}}
-    body = _Rewrite(handler.__name__, (msg, out), fields).block(fdef.body)
+    names = tuple(a.arg for a in fdef.args.args)  # (msg, out) or (msg, out, state)
+    sides = list(zip(names, (fin, fout, fstate)))
+    fields = {side: {f[0]: f[3] for f in fs} for side, fs in sides}
+    body = _Rewrite(handler.__name__, names, fields).block(fdef.body)
     params, prologue = ["__rk_ctx", "__rk_out"], [
         "__rk_bad = __rk_cuda.local.array(1, __rk_i32)",
         "__rk_bad[0] = 0",
     ]
-    for side, fs in ((msg, fin), (out, fout)):
+    for side, fs in sides:
         for name, _, _, count in fs:
             if count:  # a fixed array: a view of its elements, so that indexes into it are checked
                 params.append(f"{side}__{name}__p")
@@ -327,17 +331,18 @@ def _rewritten(handler: Any, fin: list, fout: list) -> str:
     return ast.unparse(ast.fix_missing_locations(fdef))
 
 
-def _shim(fin: list, fout: list) -> str:
-    """CUDA C: the handler that hands rk_jit_entry the field pointers, the helpers emit() and buffer() reach,
-    and the persistent kernel."""
+def _shim(fin: list, fout: list, fstate: list) -> str:
+    """CUDA C: the handler that hands rk_jit_entry the field pointers (request, reply, and the state record's
+    in the kernel's state, rk_state), the helpers emit() and buffer() reach, and the persistent kernel."""
     def ctype(dt: np.dtype) -> str:
         return {"b": "signed char", "u1": "unsigned char", "i1": "signed char", "u2": "unsigned short",
                 "i2": "short", "u4": "unsigned int", "i4": "int", "u8": "unsigned long long", "i8": "long long",
                 "f4": "float", "f8": "double"}[dt.kind + str(dt.itemsize) if dt.kind != "b" else "b"]
     decl = ["unsigned long long", "unsigned long long"]
-    decl += [f"const {ctype(f[1])} *" for f in fin] + [f"{ctype(f[1])} *" for f in fout]
+    decl += [f"const {ctype(f[1])} *" for f in fin] + [f"{ctype(f[1])} *" for f in fout + fstate]
     args = ["(unsigned long long)ctx", "(unsigned long long)out"]
     args += [f"(const {ctype(f[1])} *)(i + {f[2]})" for f in fin] + [f"({ctype(f[1])} *)(o + {f[2]})" for f in fout]
+    args += [f"({ctype(f[1])} *)(s + {f[2]})" for f in fstate]
     return ("// generated by ringkernel: an rk.jit handler for the CUDA backend\n"
             '#include "rk_builtins.h"\n'
             f'extern "C" __device__ int rk_jit_entry({", ".join(decl)});\n'
@@ -358,6 +363,8 @@ def _shim(fin: list, fout: list) -> str:
             "RK_FN int rk_jit_handler(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {\n"
             "    const unsigned char *i = (const unsigned char *)in;\n"
             "    unsigned char *o = (unsigned char *)out;\n"
+            + ("    unsigned char *s = (unsigned char *)rk_state(ctx);  /* launched with the handler's state type */\n"
+               if fstate else "") +
             f"    return rk_jit_entry({', '.join(args)});\n"
             "}\n"
             "RK_DEFINE_BLOCK_STEP(rk_cuda_step, rk_jit_handler)\n"
@@ -454,11 +461,6 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
     from .compiled import CompiledHandler, _cache_dir
 
     major, minor = parse_arch(arch)
-    if getattr(handler, "state_dtype", None) is not None:
-        raise _core.CompileError(
-            f"rk.jit handler '{handler.__name__}' has state (state=), which compiled handlers have on the cpu backend "
-            "only in this version; on CUDA write the handler as an rk.Source, which reaches the state with "
-            "rk_state(ctx)")
     try:
         from numba import cuda, types
         import numba
@@ -466,19 +468,20 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
         raise ImportError("compiling rk.jit handlers for CUDA needs numba-cuda: pip install 'pyringkernel[cuda]'") from e
     fin = _fields(handler.input_dtype, "input")
     fout = _fields(handler.output_dtype, "output")
-    entry_src = _rewritten(handler, fin, fout)  # CompileErrors of the bridge come first, cached or not
+    fstate = [] if handler.state_dtype is None else _fields(handler.state_dtype, "state")
+    entry_src = _rewritten(handler, fin, fout, fstate)  # CompileErrors of the bridge come first, cached or not
     path = _cache_dir() / f"cuda-{_cache_key(handler, arch)}.cubin"
     if path.is_file():
         cubin = path.read_bytes()
         if cubin[:4] == b"\x7fELF":
             return CompiledHandler("cuda", arch, "rk_persistent", cubin, f"loaded from {path}",
-                                   handler.__name__, handler.input, handler.output)
+                                   handler.__name__, handler.input, handler.output, handler.state)
     scope = dict(handler.py_func.__globals__)
     scope.update(glue())
     try:
         exec(compile(entry_src, f"<rk.jit {handler.__name__} for CUDA>", "exec"), scope)
         ptr = [types.uint64, types.uint64]
-        ptr += [types.CPointer(numba.from_dtype(f[1])) for f in fin] + [types.CPointer(numba.from_dtype(f[1])) for f in fout]
+        ptr += [types.CPointer(numba.from_dtype(f[1])) for f in fin + fout + fstate]
         ltoir, _ = cuda.compile(scope["rk_jit_entry"], types.int32(*ptr), device=True, abi="c",
                                 abi_info={"abi_name": "rk_jit_entry"}, output="ltoir", cc=(major, minor))
     except Exception as e:  # whatever numba-cuda raises while compiling is the handler's error
@@ -492,10 +495,10 @@ def compile_cuda(handler: Any, arch: Any) -> Any:
         exc = _core.CompileError(f"rk.jit handler '{handler.__name__}' did not compile for CUDA ({arch}):\n{text}")
         exc.log = text
         raise exc from None
-    kernel, nvrtc_log = _nvrtc_ltoir(_shim(fin, fout), arch)
+    kernel, nvrtc_log = _nvrtc_ltoir(_shim(fin, fout, fstate), arch)
     cubin, link_log = _link([(bytes(ltoir), "handler.ltoir"), (kernel, "kernel.ltoir")], arch)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(cubin)
     os.replace(tmp, path)  # atomic: a process loading it sees all or nothing
     return CompiledHandler("cuda", arch, "rk_persistent", cubin, "\n".join(x for x in (nvrtc_log, link_log) if x),
-                           handler.__name__, handler.input, handler.output)
+                           handler.__name__, handler.input, handler.output, handler.state)

@@ -268,6 +268,40 @@ def ranks(msg, out):
     return True
 
 
+@rk.message
+class Tally:
+    count: rk.u64
+    total: rk.f64
+    last: rk.array(rk.f32, 4)
+
+
+@rk.jit(input=Req, state=Tally)
+def tally(msg, out, state):
+    if thread_rank() == 0:  # every thread of a block sees the one record (and the one reply): one writes them
+        state.count += 1
+        state.total += msg.x
+        for i in range(4):
+            state.last[i] = msg.v[i]
+        out.seq = state.count
+        out.x = state.total
+    return True
+
+
+def test_a_handler_with_state_keeps_it_in_the_kernel_across_messages(jrt):
+    """The state record lives in the kernel (device memory on cuda), is the same for every message, and
+    actor_state() reads it back; block=2 checks one thread's write is the block's."""
+    k = jrt.launch("tally", tally, block=2)
+    assert k.state_type is not None
+    k.activate()
+    for i in range(10):
+        assert k.send(req(i, x=float(i), v=(i, i + 1, i + 2, i + 3)))
+    got = [k.receive(timeout=5) for _ in range(10)]
+    assert [int(g.seq) for g in got] == list(range(1, 11))
+    assert [g.x for g in got] == [sum(range(i + 1)) for i in range(10)]
+    s = k.actor_state()
+    assert (int(s.count), s.total, list(s.last)) == (10, 45.0, [9.0, 10.0, 11.0, 12.0])
+
+
 def test_every_thread_of_a_block_runs_the_handler(jrt):
     counts = jrt.buffer(np.zeros(8, np.int32))
     k = jrt.launch("ranks", ranks, block=4)
@@ -558,6 +592,6 @@ def test_the_handlers_the_gpu_runs_compile_for_cuda_here():
     """Every handler the cuda cases above launch goes through the CUDA bridge here too (no GPU needed), so a
     rewrite the GPU would refuse shows up on every machine, not only on a GPU loan."""
     _cuda_toolchain()
-    for handler in (double, picky, split, stray, sum_and_mark, overrun, poke, prefix, ranks):
+    for handler in (double, picky, split, stray, sum_and_mark, overrun, poke, prefix, ranks, tally):
         compiled = handler.compile("cuda", arch="sm_90")
         assert compiled.code[:4] == b"\x7fELF" and compiled.name == handler.__name__
