@@ -32,10 +32,16 @@
  * then leaves without touching the rings; it may also take over failed messages, RK_STATUS_HELD). */
 #define RK_SUPERVISE_BEGIN 1
 #define RK_SUPERVISE_FINISH 2
+/* FAULTED: message j's handler returned RK_ERR_FAULT; nonzero when the kernel is under a RestartPolicy, and
+ * then the run stops there: the messages after j are not handled (the restarted block redelivers them). Asked
+ * only on a fault, so a run pays one compare per message for it. */
+#define RK_SUPERVISE_FAULTED 3
 #if defined(RK_TARGET_HOST)
 #define RK_SUPERVISE(ctx, what) ((ctx)->supervise != RK_NULL ? (ctx)->supervise((ctx), (what)) : 0)
+#define RK_FAULT_STOPS_RUN(ctx, j) ((ctx)->run_error[j] == RK_ERR_FAULT && RK_SUPERVISE((ctx), RK_SUPERVISE_FAULTED) != 0)
 #else
 #define RK_SUPERVISE(ctx, what) 0
+#define RK_FAULT_STOPS_RUN(ctx, j) 0
 #endif
 
 RK_FN void rk_record_error(rk_ctx *ctx, rk_i32 code) {
@@ -278,6 +284,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
             ctx->request = slot;                                                                       \
             RK_RUN_HANDLER(ctx, handler_fn, rk_envelope_payload(slot),                                 \
                            (RK_LOCAL rk_u8 *)ctx->out + (rk_u64)j * ctx->out_size, j);                  \
+            if (RK_FAULT_STOPS_RUN(ctx, j)) break;                                                     \
         }                                                                                              \
         rk_block_sync(ctx);                                                                            \
         if (RK_SUPERVISE(ctx, RK_SUPERVISE_FINISH) != 0) return RK_STEP_ABANDONED;                   \

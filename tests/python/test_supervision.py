@@ -280,6 +280,49 @@ def test_a_trap_without_a_policy_fails_its_message_and_keeps_the_rest_of_its_run
     assert k.state == rk.KernelState.ACTIVE and k.messages_processed == 7
 
 
+# rk.Source: a message with value < 0 faults (rk_fault) on its first delivery; the state remembers which one
+# faulted last and counts every message handled (a message handled twice would count twice).
+FAULT_ONCE = r"""
+typedef struct { rk_u64 seq; rk_f64 value; } rec;
+typedef struct { rk_u64 faulted; rk_u64 handled; } tally;
+int fault_once(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    RK_GLOBAL tally *t = (RK_GLOBAL tally *)rk_state(ctx);
+    if (r->value < 0 && t->faulted != r->seq + 1) {
+        t->faulted = r->seq + 1;
+        return rk_fault(ctx);
+    }
+    t->handled += 1;
+    *(RK_LOCAL rec *)out = *r;
+    return RK_REPLY;
+}
+"""
+TALLY = np.dtype([("faulted", "<u8"), ("handled", "<u8")])
+
+
+def test_a_fault_in_the_middle_of_a_run_stops_it_there_and_nothing_is_handled_twice(cpu_rt):
+    """A RestartPolicy without a watchdog keeps full runs (up to 32 messages): a fault stops the run at the
+    faulted message; the ones before it are finished, the ones after it are redelivered, not handled twice."""
+    k = cpu_rt.launch("k", rk.Source(FAULT_ONCE, entry="fault_once"), input=REC, state=TALLY,
+                      options=rk.LaunchOptions(queue_capacity=1024),
+                      restart=rk.RestartPolicy(max_restarts=1000, max_attempts=2))
+    n = 500
+    batch = np.zeros(n, REC)
+    batch["seq"] = np.arange(n)
+    batch["value"][::7] = -1.0
+    assert k.send_batch(batch) == n  # all waiting: the block takes them in long runs
+    k.activate()
+    got = []
+    deadline = time.monotonic() + 20
+    while len(got) < n and time.monotonic() < deadline:
+        got.extend(int(s) for s in k.receive_batch(256, timeout=0.2)["seq"])
+    assert got == list(range(n))  # in order, each once
+    state = k.actor_state()
+    assert int(state["handled"]) == n
+    assert k.restarts == len(range(0, n, 7)) and not k.dead_letters()
+    assert wait_for(lambda: k.messages_processed == n)
+
+
 # ---- past max_restarts ----------------------------------------------------------------------------------
 
 def test_past_max_restarts_the_kernel_faults_and_drain_returns_its_input_in_order(cpu_rt):

@@ -200,9 +200,9 @@ std::string handler_label(const KernelSpec &spec) {
     }
 }
 
-// The block holds a run now: the watchdog's clock starts.
-void begin_supervised(Block &b) {
-    if (b.slot) b.slot->phase.store(std::max<std::uint64_t>(wall_ns(), 1), std::memory_order_release);
+// The block holds a run now (taken at `now`, wall_ns): the watchdog's clock starts.
+void begin_supervised(Block &b, std::uint64_t now) {
+    if (b.slot) b.slot->phase.store(std::max<std::uint64_t>(now, 1), std::memory_order_release);
 }
 
 // The handlers of the run have returned: true when the watchdog took the run over meanwhile (the block must
@@ -231,30 +231,37 @@ void apply(Block &b, const Supervision::Decision &d) {
 }
 
 // Under a RestartPolicy, a message its handler failed with RK_ERR_FAULT (rk_fault, rk.KernelFault) is a fault of
-// the kernel: the supervisor takes it (redelivery or dead letter) instead of the run's end.
+// the kernel: the run stopped there (RK_FAULT_STOPS_RUN); the supervisor takes that message (redelivery or dead
+// letter) and holds the rest of the run, which was not handled, for the restarted block. The messages before it
+// are finished as usual.
 void hold_faulted(Block &b) {
     KernelCore &core = *b.core;
     if (!core.supervision->supervised()) return;
     rk_ctx &ctx = b.ctx;
-    std::vector<HeldMessage> failed;
-    std::string text;
-    for (rk_u32 j = 0; j < b.run.n; ++j) {
-        if (ctx.run_status[j] == RK_STATUS_EXPIRED || ctx.run_error[j] != RK_ERR_FAULT) continue;
-        const rk_envelope *slot = rk_run_slot(&b.run, b.run.first + j);
-        failed.push_back(held_copy(slot, core.spec.input_size));
-        text = core.failure_text(slot->message_id, RK_ERR_FAULT);
+    const std::uint32_t in_size = core.spec.input_size;
+    rk_u32 at = b.run.n;
+    for (rk_u32 j = 0; j < b.run.n && at == b.run.n; ++j)
+        if (ctx.run_status[j] != RK_STATUS_EXPIRED && ctx.run_error[j] == RK_ERR_FAULT) at = j;
+    if (at == b.run.n) return;
+    const rk_envelope *faulted = rk_run_slot(&b.run, b.run.first + at);
+    std::vector<HeldMessage> failed{held_copy(faulted, in_size)}, untouched;
+    const std::string text = core.failure_text(faulted->message_id, RK_ERR_FAULT);
+    ctx.run_status[at] = RK_STATUS_HELD;
+    for (rk_u32 j = at + 1; j < b.run.n; ++j) {
+        if (ctx.run_status[j] == RK_STATUS_EXPIRED) continue;
+        untouched.push_back(held_copy(rk_run_slot(&b.run, b.run.first + j), in_size));
         ctx.run_status[j] = RK_STATUS_HELD;
     }
-    if (failed.empty()) return;
-    apply(b, core.supervision->on_fault(core, std::move(failed), {}, RK_ERR_FAULT,
+    apply(b, core.supervision->on_fault(core, std::move(failed), std::move(untouched), RK_ERR_FAULT,
                                         handler_label(core.spec) + " faulted: " + text));
 }
 
 int supervise_hook(rk_ctx *, int what) {
     Block &b = *t_block;
+    if (what == RK_SUPERVISE_FAULTED) return b.core->supervision->supervised() ? 1 : 0;
     if (what == RK_SUPERVISE_BEGIN) {
         b.in_handlers = true;
-        begin_supervised(b);
+        begin_supervised(b, b.ctx.run_started_ns);  // rk_begin_run read the clock (host_now_ns) just now
         return 0;
     }
     b.in_handlers = false;
@@ -430,7 +437,7 @@ void take_in_flight(Block &b, std::vector<HeldMessage> &failed, std::vector<Held
         failed = batch_in_flight(b);
         return;
     }
-    // A supervised block's run is one message (run_limit 1), written before the BEGIN hook published the run:
+    // A watched block's run is one message (run_limit 1), written before the BEGIN hook published the run:
     // the message in flight. (A longer run would have the ones after it untouched; ctx.request, written after
     // the hook, is not read here.)
     rk_run_info &run = b.run;
@@ -481,7 +488,7 @@ int host_batch_step(Block &b, HostHandler &h, std::size_t batch, std::mutex &ser
         long replies;
         std::string error;
         b.batch_n = n;
-        begin_supervised(b);
+        begin_supervised(b, now);  // read above, when the batch was taken
         try {
             std::unique_lock<std::mutex> lock(serial, std::defer_lock);
             if (!h.concurrent()) lock.lock();
@@ -556,7 +563,8 @@ public:
 
     void start(const std::shared_ptr<KernelCore> &core) override {
         const std::uint32_t grid = core->spec.grid;
-        const bool supervised = core->spec.restart || core->spec.options.handler_timeout_ns();
+        // The watchdog's view of each block (a policy alone needs none: a fault stops the run where it is).
+        const bool supervised = core->spec.options.handler_timeout_ns() != 0;
         std::lock_guard<std::mutex> lock(threads_mu_);
         threads_.reserve(grid);
         slots_.resize(grid);
@@ -768,7 +776,9 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index, s
     b.slot = std::move(slot);
     if (b.slot) b.slot->block = &b;
     // Runs of up to 32 messages (a host handler: one at a time, as it is slow anyway), within 1 MiB of
-    // reply buffers. A supervised kernel's runs are of one message: the one in flight when it faults.
+    // reply buffers. Under a watchdog (handler_timeout) runs are of one message: the one in flight when the
+    // watchdog takes a block over, with no finished replies of the same run still to deliver. (A RestartPolicy
+    // alone keeps full runs: a fault stops its run at the faulted message, RK_FAULT_STOPS_RUN.)
     const bool host_handler = spec.handler.kind == Handler::Kind::Host;
     const std::uint32_t run_limit =
         host_handler || b.slot ? 1u : std::max<std::uint32_t>(1, std::min<std::uint32_t>(RK_MAX_RUN, (1u << 20) / spec.output_size));
