@@ -245,4 +245,71 @@ TEST(Supervision, ARestartKeepsTheStateAndACheckpointCarriesTheHeldMessage) {
     }
 }
 
+TEST(Supervision, TerminateDoesNotWaitOutAHungHandlerTheWatchdogAbandons) {
+    rk::Runtime rt("cpu");
+    auto h = std::make_shared<Faulty>();
+    rk::KernelSpec s = spec_of("t", h);
+    s.options.set_handler_timeout_ns(100'000'000);  // 100 ms
+    s.restart = rk::RestartPolicy{};
+    auto k = rt.launch(s);
+    k->activate();
+    for (std::uint64_t i = 0; i < 3; ++i) send(*k, i, i == 0 ? 2 : 0);
+    ASSERT_TRUE(eventually([&] { return h->hung.load() == 1; }));
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);  // the timeout, not the handler's 10 s
+    std::vector<rk::DeadLetter> left = k->drain();
+    ASSERT_EQ(left.size(), 3u);  // the hung message first, then the rest: not failed, not redelivered
+    for (std::size_t i = 0; i < left.size(); ++i) {
+        Rec r;
+        std::memcpy(&r, left[i].record.data(), sizeof r);
+        EXPECT_EQ(r.seq, i);
+    }
+    EXPECT_EQ(k->abandoned_workers(), 1u);
+    EXPECT_EQ(k->restarts(), 0u);
+    EXPECT_TRUE(k->dead_letters().empty());
+    h->release.store(true);
+    ASSERT_TRUE(eventually([&] { return h->returned_late.load() == 1; }));
+}
+
+// Faults (value 13, first delivery: the state remembers the last faulted seq) in long runs; the state counts
+// every message handled, so one handled twice would show.
+constexpr const char *kCount = R"(
+typedef struct { unsigned long long seq, value; } rec;
+typedef struct { unsigned long long faulted, handled; } acc;
+int count(rk_ctx *ctx, const void *in, void *out) {
+    acc *st = (acc *)rk_state(ctx);
+    const rec *r = (const rec *)in;
+    if (r->value == 13 && st->faulted != r->seq + 1) { st->faulted = r->seq + 1; return rk_fault(ctx); }
+    st->handled += 1;
+    *(rec *)out = *r;
+    return RK_REPLY;
+})";
+
+TEST(Supervision, AFaultStopsItsRunThereUnderAPolicyAndNothingIsHandledTwice) {
+    rk::Runtime rt("cpu");
+    rk::KernelSpec s;
+    s.name = "count";
+    s.handler = rk::Handler::source(kCount, "count");
+    s.input_size = s.output_size = sizeof(Rec);
+    s.state_size = 16;
+    s.options.set_queue_capacity(512);
+    s.restart = rk::RestartPolicy{};
+    s.restart->max_restarts = 1000;
+    auto k = rt.launch(s);
+    constexpr std::uint64_t n = 400;
+    for (std::uint64_t i = 0; i < n; ++i) send(*k, i, i % 9 == 4 ? 13 : 0);  // all waiting: long runs
+    k->activate();
+    std::vector<Rec> got = receive_n(*k, n);
+    ASSERT_EQ(got.size(), n);
+    for (std::uint64_t i = 0; i < n; ++i) EXPECT_EQ(got[i].seq, i);
+    const std::vector<std::uint8_t> st = k->actor_state();
+    std::uint64_t handled;
+    std::memcpy(&handled, st.data() + 8, sizeof handled);
+    EXPECT_EQ(handled, n);
+    EXPECT_EQ(k->restarts(), (n + 4) / 9);
+    EXPECT_TRUE(k->dead_letters().empty());
+    EXPECT_EQ(k->terminate(), rk::KernelState::Terminated);
+}
+
 }  // namespace
