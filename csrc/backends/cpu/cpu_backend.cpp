@@ -149,7 +149,7 @@ struct Block {
     std::vector<std::uint8_t> batch_in, batch_out;
     std::vector<rk_envelope> batch_env;
     std::size_t batch_n = 0;  // messages of the batch in flight (read by the watchdog)
-    // Supervision: the watchdog's slot (null: not supervised), whether the block was abandoned, a restart's
+    // Supervision: the watchdog's slot (null: no watchdog), whether the block was abandoned, a restart's
     // wait, and the one-message ring and routes a held message is redelivered through.
     std::shared_ptr<BlockSlot> slot;
     bool in_handlers = false;  // between the BEGIN and FINISH hooks: a trap now is a handler's
@@ -564,13 +564,13 @@ public:
     void start(const std::shared_ptr<KernelCore> &core) override {
         const std::uint32_t grid = core->spec.grid;
         // The watchdog's view of each block (a policy alone needs none: a fault stops the run where it is).
-        const bool supervised = core->spec.options.handler_timeout_ns() != 0;
+        const bool watched = core->spec.options.handler_timeout_ns() != 0;
         std::lock_guard<std::mutex> lock(threads_mu_);
         threads_.reserve(grid);
         slots_.resize(grid);
         for (std::uint32_t i = 0; i < grid; ++i) {
             alive_.fetch_add(1, std::memory_order_relaxed);
-            if (supervised) slots_[i] = std::make_shared<BlockSlot>();
+            if (watched) slots_[i] = std::make_shared<BlockSlot>();
             // Each worker holds the core, and with it this runner, until it exits.
             threads_.emplace_back([core, i, slot = slots_[i]] { run(core, i, slot, 0); });
         }
@@ -651,7 +651,7 @@ private:
     KernelCore &core_;
     mutable std::mutex threads_mu_;  // threads_ and slots_ (the watchdog replaces abandoned workers)
     std::vector<std::thread> threads_;
-    std::vector<std::shared_ptr<BlockSlot>> slots_;  // per block index (null: the kernel is not supervised)
+    std::vector<std::shared_ptr<BlockSlot>> slots_;  // per block index (null: the kernel has no watchdog)
     std::atomic<std::uint32_t> alive_{0};
     std::shared_ptr<std::mutex> serial_ = std::make_shared<std::mutex>();
     std::thread watchdog_;
