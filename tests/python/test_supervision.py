@@ -405,7 +405,9 @@ def test_a_checkpoint_carries_the_message_held_for_redelivery(cpu_rt):
     assert receive_all(k, 1) == [0]
     assert wait_for(gate.is_set)
     time.sleep(0.05)
+    t0 = time.monotonic()
     blob = k.checkpoint()
+    assert time.monotonic() - t0 < 0.5  # the block waiting out its backoff counts itself paused
     k2 = cpu_rt.launch("k2", lambda m, s: (s.__setitem__("total", s["total"] + m["value"]), m)[1],
                        input=REC, state=Acc)
     k2.restore(blob)

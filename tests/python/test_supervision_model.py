@@ -38,6 +38,12 @@ TIMEOUT = 0.25  # handler_timeout of the kernels that may hang
 HANG = 0.6      # how long a hanging delivery sleeps (past TIMEOUT; the abandoned worker then leaves)
 WINDOW = 3600.0  # RestartPolicy.within: every restart of a run counts
 
+# No policy, or one whose every restart counts (WINDOW) with a small budget drawn often (the FAULTED path), a
+# backoff now and then (a checkpoint may then meet a block waiting it out).
+POLICIES = st.one_of(st.none(), st.builds(
+    lambda r, a, b: rk.RestartPolicy(max_restarts=r, within=WINDOW, max_attempts=a, backoff=b),
+    st.sampled_from([0, 1, 2, 3, 8]), st.integers(1, 3), st.sampled_from([0.0, 0.0, 0.001])))
+
 # A message's behaviour, carried in its value: 0 ok, -1 error, -2 hang (first delivery), f >= 1: fault f times.
 OK, ERROR, HANG_ONCE = 0.0, -1.0, -2.0
 
@@ -130,10 +136,7 @@ class SupervisedKernelMachine(RuleBasedStateMachine):
 
         return handler
 
-    @initialize(policy=st.one_of(st.none(), st.builds(lambda r, a: rk.RestartPolicy(max_restarts=r, within=WINDOW,
-                                                                                    max_attempts=a),
-                                                      st.sampled_from([0, 1, 2, 3, 8]), st.integers(1, 3))),
-                watchdog=st.booleans())
+    @initialize(policy=POLICIES, watchdog=st.booleans())
     def start(self, policy, watchdog):
         self._launch(policy, watchdog)
 
@@ -261,10 +264,7 @@ class SupervisedKernelMachine(RuleBasedStateMachine):
         self.stopped = True
 
     @precondition(lambda self: self.stopped)
-    @rule(policy=st.one_of(st.none(), st.builds(lambda r, a: rk.RestartPolicy(max_restarts=r, within=WINDOW,
-                                                                                max_attempts=a),
-                                                  st.sampled_from([0, 1, 2, 3, 8]), st.integers(1, 3))),
-          watchdog=st.booleans())
+    @rule(policy=POLICIES, watchdog=st.booleans())
     def relaunch(self, policy, watchdog):
         self._launch(policy, watchdog)
 

@@ -731,11 +731,17 @@ void CpuBlocks::abandon_block(const std::shared_ptr<KernelCore> &core, std::uint
     if (d.fault) core->fault(d.why);
 }
 
-// Wait up to `ns` (a restart's backoff), or until the kernel is told to terminate.
-void restart_wait(KernelCore &core, std::uint64_t ns) {
+// Wait up to `ns` (a restart's backoff), or until the kernel is told to terminate. A block waiting here holds no
+// run, so it counts itself paused while the kernel is inactive: a pause (checkpoint, actor_state) need not wait
+// for the backoff to pass.
+void restart_wait(KernelCore &core, rk_ctx &ctx, std::uint64_t ns) {
     if (!ns) return;
-    core.doorbell->wait([&] { return rk_atomic_load_i32(&core.cb->should_terminate, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0; },
-                        Deadline::from(Wait::for_ns(static_cast<std::int64_t>(ns))), nullptr);
+    const Deadline until = Deadline::from(Wait::for_ns(static_cast<std::int64_t>(ns)));
+    auto active = [&] { return rk_atomic_load_i32(&core.cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0; };
+    while (!rk_should_terminate(&ctx) && !until.passed()) {
+        rk_note_active(&ctx, active());  // in when inactive, out when active again (the top of the loop's protocol)
+        core.doorbell->wait([&] { return rk_should_terminate(&ctx) || active() == (ctx.paused != 0u); }, until, nullptr);
+    }
 }
 
 // A native handler trapped (SIGSEGV, ...) while the block ran its handlers: the message it was handling failed
@@ -857,7 +863,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index, s
     const bool serial_host = host && !host->concurrent();
     auto *runner = static_cast<CpuBlocks *>(core.runner.get());
     Supervision &sup = *core.supervision;
-    restart_wait(core, delay_ns);  // a fresh block after a restart: the policy's backoff first
+    restart_wait(core, ctx, delay_ns);  // a fresh block after a restart: the policy's backoff first
 
     constexpr std::int64_t kSpinNs = 50'000;  // spin this long on an idle kernel before parking
     std::int64_t idle_since = -1;
@@ -914,7 +920,7 @@ void CpuBlocks::run(std::shared_ptr<KernelCore> core_ptr, std::uint32_t index, s
         if (rc == RK_STEP_ABANDONED || b.abandoned) break;  // the watchdog has its messages; leave quietly
         if (b.backoff_ns) {  // restarted after a fault: the policy's backoff
             b.flush();
-            restart_wait(core, b.backoff_ns);
+            restart_wait(core, ctx, b.backoff_ns);
             b.backoff_ns = 0;
         }
         if (rc != RK_STEP_IDLE) {
