@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 
+#include "../core/supervision.hpp"
 #include "ringkernel/clock.hpp"
 #include "ringkernel/queue.hpp"
 #include "rk_builtins.h"
@@ -38,6 +39,7 @@ rk_kernel_params kernel_params(const KernelCore &core) {
     p.backpressure = static_cast<rk_u32>(spec.options.backpressure());
     p.out_type = spec.output_type;
     p.node = static_cast<rk_u16>(core.cb->node);
+    p.supervised = core.redelivery ? 1u : 0u;
     return p;
 }
 
@@ -141,6 +143,7 @@ void ResidentRunner::stop_bridge() {
 
 std::chrono::microseconds bridge_round(KernelCore &core, RingCursors &seen, std::chrono::microseconds last) {
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
+    if (core.redelivery) core.supervision->serve_device(core);  // faults the blocks handed over (rk_finish_run)
     if (notify_progress(core, seen)) return std::chrono::microseconds(20);
     return std::min(last * 2, std::chrono::microseconds(1000));
 }

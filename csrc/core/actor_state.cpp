@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "kernel_core.hpp"
+#include "supervision.hpp"
 #include "rk_kernel.h"
 
 namespace rk {
@@ -130,6 +131,17 @@ void KernelCore::collect_dead_letters() {
     DeadLetter d;
     d.record.resize(in_size);
     while (dead_letters->try_pop(d.envelope, d.record.data(), in_size)) {
+        const std::uint64_t position = dead_position++;
+        if ((d.envelope.flags & RK_ENVELOPE_FLAG_HELD) != 0 && redelivery) {
+            // A device block handed a fault over: the supervisor decides (Supervision::serve_device).
+            HeldMessage m;
+            m.envelope = d.envelope;
+            m.envelope.flags = static_cast<rk_u8>(m.envelope.flags & ~RK_ENVELOPE_FLAG_HELD);
+            m.envelope.reserved1 = 0;
+            m.payload = d.record;
+            supervision->hand_over(std::move(m), position);
+            continue;
+        }
         d.code = static_cast<std::int32_t>(d.envelope.reserved1);
         d.attempts = d.envelope.reserved0 ? d.envelope.reserved0 : 1u;
         d.envelope.reserved0 = 0;

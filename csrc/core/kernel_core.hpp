@@ -76,6 +76,10 @@ struct KernelCore {
     // reserved0 carries the attempts, reserved1 the error code); the host moves them into `dead` when asked
     // (Kernel::dead_letters). What does not fit either is counted: the ring's `rejected`, dead_dropped.
     std::unique_ptr<Ring> dead_letters;
+    std::uint64_t dead_position = 0;     // under dead_mu: the ring position of the next letter collected
+    // A supervised device kernel (RestartPolicy on a backend whose blocks hand faults over, rk_finish_run): the
+    // ring the supervisor redelivers through, the kernel's first input (blocks try it first). Null otherwise.
+    std::unique_ptr<Ring> redelivery;
     std::mutex dead_mu;
     std::deque<DeadLetter> dead;         // under dead_mu, at most options.dead_letter_capacity()
     std::uint64_t dead_dropped = 0;      // under dead_mu
@@ -170,6 +174,9 @@ public:
     virtual std::string device_target() const { return {}; }
     // Whether the backend runs the watchdog (LaunchOptions::handler_timeout) and restarts (KernelSpec::restart).
     virtual bool supervises() const { return false; }
+    // Whether it restarts kernels under a RestartPolicy (devices: their blocks hand a fault to the host's
+    // supervisor, which redelivers through KernelCore::redelivery) -- without the watchdog, unless supervises().
+    virtual bool restarts() const { return supervises(); }
     // Choose the step function for `spec` (throws for an unknown built-in, CompileError for bad
     // source, invalid_argument for a combination the backend cannot run) and make its blocks.
     virtual void prepare(KernelCore &core, const RuntimeConfig &cfg) = 0;

@@ -688,12 +688,15 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         throw std::invalid_argument("state records must be at most " + std::to_string(kMaxStateBytes) + " bytes, got " +
                                     std::to_string(spec.state_size));
     if (spec.restart) spec.restart->validate();
-    if ((spec.restart || spec.options.handler_timeout_ns()) && !backend_->supervises())
+    if (spec.options.handler_timeout_ns() && !backend_->supervises())
         throw std::invalid_argument(
-            "kernel '" + spec.name + "': " + (spec.restart ? "restart= (a RestartPolicy)" : "handler_timeout") +
-            " is supported on the cpu backend; the " + backend_name_ +
-            " backend does not supervise its kernels yet (a handler error there still fails only its message, "
-            "which goes to dead_letters())");
+            "kernel '" + spec.name + "': handler_timeout (the watchdog) is supported on the cpu backend; the " +
+            backend_name_ + " backend cannot take a hung block over yet (a restart= policy works there: rk_fault() "
+            "restarts the kernel)");
+    if (spec.restart && !backend_->restarts())
+        throw std::invalid_argument("kernel '" + spec.name + "': restart= (a RestartPolicy) is not supported by the " +
+                                    backend_name_ + " backend (a handler error there still fails only its message, "
+                                    "which goes to dead_letters())");
     if (spec.handler.kind == Handler::Kind::Host && spec.handler.host && spec.block != 1)
         throw std::invalid_argument("a host (Python) handler runs once per message: block must be 1, got " +
                                     std::to_string(spec.block));
@@ -721,6 +724,11 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
         core->dead_letters = std::make_unique<Ring>(slots, spec.input_size, 0, core->memory);
     }
     core->supervision = std::make_unique<Supervision>(spec);
+    if (spec.restart && !backend_->supervises()) {  // a device kernel's supervisor redelivers through a ring of its own
+        std::uint32_t slots = RK_RING_MIN_CAPACITY;
+        while (slots < 2 * spec.grid) slots <<= 1;
+        core->redelivery = std::make_unique<Ring>(slots, spec.input_size, 0, core->memory);
+    }
     core->reply_id_base = next_message_ids(1ull << 36);
     core->buffers = buffers_;
     backend_->prepare(*core, cfg_);  // the handler: built-in lookup, source compile (may throw)
@@ -738,8 +746,11 @@ std::shared_ptr<Kernel> Runtime::create(const KernelSpec &spec_in) {
     k->output_ = std::make_shared<Queue>(out_cfg, nullptr, nullptr, mem);
 
     rk_routes routes{};
-    routes.n_inputs = 1;
-    routes.inputs[0] = route_of(k->input_);
+    if (core->redelivery) {  // first: the blocks try it before the others
+        routes.inputs[routes.n_inputs].ring = core->redelivery->header();
+        routes.inputs[routes.n_inputs++].cookie = 0;
+    }
+    routes.inputs[routes.n_inputs++] = route_of(k->input_);
     routes.n_channels = static_cast<rk_u32>(1 + spec.channels.size());
     routes.channels[0].count = 1;
     routes.channels[0].targets[0] = route_of(k->output_);

@@ -122,16 +122,89 @@ bool Supervision::take(HeldMessage &out) {
 }
 
 std::vector<HeldMessage> Supervision::take_all() {
+    std::lock_guard<std::mutex> serving(serve_mu_);
     std::lock_guard<std::mutex> lock(mu_);
-    std::vector<HeldMessage> out(std::make_move_iterator(held_.begin()), std::make_move_iterator(held_.end()));
+    std::vector<HeldMessage> out;
+    for (Handed &h : handed_) out.push_back(std::move(h.message));  // in flight when the kernel stopped: first
+    handed_.clear();
+    out.insert(out.end(), std::make_move_iterator(held_.begin()), std::make_move_iterator(held_.end()));
     held_.clear();
     waiting_.store(0, std::memory_order_release);
     return out;
 }
 
 std::vector<HeldMessage> Supervision::copy_all() const {
+    std::lock_guard<std::mutex> serving(serve_mu_);
     std::lock_guard<std::mutex> lock(mu_);
-    return {held_.begin(), held_.end()};
+    std::vector<HeldMessage> out;
+    for (const Handed &h : handed_) out.push_back(h.message);
+    out.insert(out.end(), held_.begin(), held_.end());
+    return out;
+}
+
+// ---- device kernels ------------------------------------------------------------------------------------
+
+void Supervision::hand_over(HeldMessage m, std::uint64_t position) {
+    std::lock_guard<std::mutex> lock(mu_);
+    handed_.push_back(Handed{std::move(m), position});
+}
+
+namespace {
+std::uint64_t steady_ns() {
+    return static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
+}  // namespace
+
+void Supervision::serve_device(KernelCore &core) {
+    if (!core.redelivery) return;
+    {
+        std::lock_guard<std::mutex> lock(core.dead_mu);
+        core.collect_dead_letters();
+    }
+    rk_ring_header *letters = core.dead_letters->header();
+    // Redeliveries go through the kernel's first input, which its blocks try first. (It has room for one per
+    // block: a supervised device block's run is one message, and it waits for the decision on it.)
+    auto redeliver = [&] {
+        HeldMessage m;
+        while (waiting() && take(m)) {
+            m.envelope.sequence = 0;
+            if (!core.redelivery->try_push(m.envelope, m.payload.data())) {
+                std::lock_guard<std::mutex> lock(mu_);
+                held_.push_front(std::move(m));
+                waiting_.store(held_.size(), std::memory_order_release);
+                return;
+            }
+        }
+    };
+    if (!core.faulted.load(std::memory_order_acquire)) redeliver();
+    for (;;) {
+        if (releasing_) {
+            if (steady_ns() < release_at_ns_) return;
+            // The block waiting on this fault goes on (as a fresh block; rk_await_supervisor).
+            rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&letters->supervised_upto),
+                                static_cast<rk_i32>(static_cast<rk_u32>(release_upto_)), RK_RELEASE, RK_SCOPE_SYSTEM);
+            releasing_ = false;
+        }
+        std::lock_guard<std::mutex> serving(serve_mu_);
+        Handed h;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (handed_.empty()) return;
+            h = std::move(handed_.front());
+            handed_.pop_front();
+        }
+        const std::string text = "handler '" + (core.spec.handler.entry.empty() ? core.spec.handler.name : core.spec.handler.entry) +
+                                 "' faulted: " + core.failure_text(h.message.envelope.message_id, RK_ERR_FAULT);
+        std::vector<HeldMessage> failed;
+        failed.push_back(std::move(h.message));
+        const Decision d = on_fault(core, std::move(failed), {}, RK_ERR_FAULT, text);
+        if (d.fault) core.fault(d.why);  // the message stays held, for drain(); the blocks leave
+        else redeliver();
+        release_upto_ = h.position + 1;
+        release_at_ns_ = steady_ns() + d.backoff_ns;
+        releasing_ = true;
+    }
 }
 
 }  // namespace rk

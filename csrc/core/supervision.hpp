@@ -49,6 +49,14 @@ public:
     // no delivery is failed; the error (code, text) is recorded.
     void hold_unfinished(KernelCore &core, std::vector<HeldMessage> messages, std::int32_t code, const std::string &text);
 
+    // Device kernels (a backend whose blocks hand a fault over through the dead-letter ring, rk_finish_run):
+    // collect_dead_letters hands each such fault over with its position in that ring (caller holds dead_mu);
+    // the bridge thread serves them every round -- decides (on_fault), pushes the redeliveries into the
+    // kernel's redelivery ring (its first input, which blocks try first), and after the backoff tells the
+    // block it may go on (the ring header's supervised_upto).
+    void hand_over(HeldMessage m, std::uint64_t position);
+    void serve_device(KernelCore &core);
+
     // Messages waiting for redelivery.
     bool waiting() const noexcept { return waiting_.load(std::memory_order_acquire) != 0; }
     bool take(HeldMessage &out);                  // the oldest; false when none
@@ -67,6 +75,14 @@ private:
     std::deque<HeldMessage> held_;               // under mu_
     std::deque<std::int64_t> recent_;            // under mu_: steady-clock ns of the restarts within `within`
     std::atomic<std::size_t> waiting_{0};
+    struct Handed {
+        HeldMessage message;
+        std::uint64_t position = 0;
+    };
+    mutable std::mutex serve_mu_;                 // serve_device's decisions against take_all/copy_all
+    std::deque<Handed> handed_;                   // under mu_: device faults not yet decided (first in drain)
+    bool releasing_ = false;                      // the bridge's: a decided fault waits for its backoff
+    std::uint64_t release_at_ns_ = 0, release_upto_ = 0;
 };
 
 // Copy the message at a ring slot.

@@ -135,6 +135,8 @@ struct rk_ctx {
     rk_u32 state_size;                   /* its bytes */
     rk_u32 paused;                       /* thread 0: this block is counted in the control block's blocks_paused */
     RK_GLOBAL rk_ring_header *dead_letters; /* where failed requests go (RK_NULL: nowhere, counted only) */
+    rk_u32 supervised;                   /* devices: under a RestartPolicy (rk_finish_run hands a fault to the
+                                            host's supervisor; the host backend uses its hooks instead) */
 #if defined(RK_TARGET_HOST)
     /* Host services: the CPU backend emulates the block's threads and wakes waiting host threads. */
     void *host;                          /* the backend's per-block state */

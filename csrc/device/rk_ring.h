@@ -66,7 +66,7 @@ RK_FN void rk_ring_init(RK_GLOBAL rk_ring_header *r, rk_u32 capacity, rk_u32 slo
     r->slot_stride = slot_stride;
     r->max_payload = slot_stride - (rk_u32)sizeof(rk_envelope);
     r->flags = flags;
-    r->reserved0 = 0;
+    r->supervised_upto = 0;
     for (rk_u64 i = 0; i < capacity; ++i) rk_ring_slot(r, i)->sequence = i;
 }
 

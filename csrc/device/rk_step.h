@@ -115,8 +115,11 @@ RK_FN void rk_begin_run(rk_ctx *ctx) {
     run->n = 0;
     rk_refresh_inputs(ctx);
     rk_u32 count = run->n_inputs;
-    for (rk_u32 k = 0; k < count && run->n == 0; ++k) {
-        rk_u32 i = (ctx->next_input + k) % count;
+    /* A supervised device kernel's first input is the supervisor's redelivery ring: tried first (what it holds
+     * was accepted before anything waiting elsewhere), then the inputs round robin. */
+    rk_u32 start = ctx->supervised && count != 0 ? 1u : 0u;
+    for (rk_u32 k = 0; k < count + start && run->n == 0; ++k) {
+        rk_u32 i = k < start ? 0u : (ctx->next_input + k - start) % count;
         RK_LOCAL rk_input_view *in = &run->inputs[i];
         rk_u64 first = 0;
         rk_u32 got = rk_ring_acquire_n_at(in->ring, in->mask, in->stride, ctx->max_run, &first,
@@ -171,6 +174,43 @@ RK_FN void rk_note_result(rk_ctx *ctx, rk_u32 j, int rc) {
     }
 }
 
+/* Device supervision (DESIGN §11; the host backend supervises through RK_SUPERVISE instead). Under a
+ * RestartPolicy a message whose handler returned RK_ERR_FAULT is not finished: it goes to the dead-letter ring
+ * flagged RK_ENVELOPE_FLAG_HELD (waiting for room there: the host takes them out every bridge round), and its
+ * block takes no more input until the host's supervisor has decided -- redelivery through the kernel's first
+ * input, a dead letter after max_attempts, or FAULTED -- and said so in the ring's supervised_upto. Returns the
+ * position after the letter. */
+RK_FN rk_u64 rk_hold_for_supervisor(rk_ctx *ctx, RK_GLOBAL rk_envelope *req) {
+    RK_GLOBAL rk_ring_header *r = ctx->dead_letters;
+    rk_u64 pos;
+    RK_GLOBAL rk_envelope *slot;
+    for (rk_u32 attempt = 0; (slot = rk_ring_claim(r, &pos, 0, RK_SCOPE_SYSTEM)) == RK_NULL; ++attempt) {
+        if (rk_should_terminate(ctx)) return 0;  /* stopping: the message is lost with the run (counted below) */
+        rk_backoff(ctx, attempt);
+    }
+    rk_envelope_copy(slot, req);
+    slot->flags = (rk_u8)(slot->flags | RK_ENVELOPE_FLAG_HELD);
+    slot->reserved1 = (rk_u32)RK_ERR_FAULT;  /* reserved0 keeps the deliveries that failed before this one */
+    rk_u32 n = ctx->in_size < r->max_payload ? ctx->in_size : r->max_payload;
+    slot->payload_size = n;
+    rk_copy_bytes(rk_envelope_payload(slot), rk_envelope_payload(req), n);
+    rk_ring_publish(slot, pos, RK_SCOPE_SYSTEM);
+    return pos + 1u;
+}
+
+/* Thread 0, after a run that handed a fault to the supervisor: wait for its decision, then start over as a
+ * fresh block (a fresh view of the inputs, zeroed block memory). */
+RK_FN void rk_await_supervisor(rk_ctx *ctx, rk_u64 upto) {
+    RK_GLOBAL rk_ring_header *r = ctx->dead_letters;
+    for (rk_u32 attempt = 0; !rk_should_terminate(ctx); ++attempt) {
+        rk_u32 done = (rk_u32)rk_atomic_load_i32((RK_GLOBAL rk_i32 *)&r->supervised_upto, RK_ACQUIRE, RK_SCOPE_SYSTEM);
+        if ((rk_i32)(done - (rk_u32)upto) >= 0) break;
+        rk_backoff(ctx, attempt > 64u ? 64u : attempt);
+    }
+    ctx->run->routes = 0;
+    rk_zero_local((RK_LOCAL rk_u8 *)ctx->shared, RK_SHARED_BYTES);
+}
+
 /* Block-level, thread 0, after the handlers: account (first: whoever sees a reply, published with
  * release order, sees the counters too), deliver the replies, release the slots. */
 RK_FN int rk_finish_run(rk_ctx *ctx) {
@@ -179,7 +219,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
     RK_GLOBAL rk_ring_header *ring = run->ring;
     rk_u64 done = rk_now_ns(ctx);
     rk_u32 handled = 0, expired = 0;
-    rk_u64 total = 0, lo = 0, hi = 0;
+    rk_u64 total = 0, lo = 0, hi = 0, held_upto = 0;
     for (rk_u32 j = 0; j < n; ++j) {
         rk_i32 rc = ctx->run_status[j];
         if (rc == RK_STATUS_EXPIRED) {
@@ -189,6 +229,11 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
         if (rc == RK_STATUS_HELD) continue;
         /* Every thread has passed the block sync before this: run_status is thread 0's to write again. */
         rc = ctx->run_error[j] < 0 ? ctx->run_error[j] : ((ctx->reply_mask >> j) & 1u) != 0u ? RK_REPLY : RK_NO_REPLY;
+        if (rc == RK_ERR_FAULT && ctx->supervised && ctx->dead_letters != RK_NULL) {
+            ctx->run_status[j] = RK_STATUS_HELD;
+            held_upto = rk_hold_for_supervisor(ctx, rk_run_slot(run, run->first + j));
+            continue;
+        }
         ctx->run_status[j] = rc;
         ++handled;
         if (rc < 0) {
@@ -204,7 +249,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
     }
     if (handled != 0) {
         RK_GLOBAL rk_u64 *processed = (RK_GLOBAL rk_u64 *)&ctx->cb->messages_processed;
-        if (ctx->grid == 1) /* the only writer: no read-modify-write needed */
+        if (ctx->grid == 1 && !ctx->supervised) /* the only writer (a device supervisor adds dead letters) */
             rk_atomic_store_u64(processed, rk_atomic_load_u64(processed, RK_RELAXED, RK_SCOPE_SYSTEM) + handled,
                                 RK_RELEASE, RK_SCOPE_SYSTEM);
         else
@@ -237,6 +282,7 @@ RK_FN int rk_finish_run(rk_ctx *ctx) {
         rk_atomic_fetch_add_u64(&ring->expired, expired, RK_RELAXED, run->scope);  /* after the cursor moved */
     }
     rk_event(ctx, RK_EVENT_SPACE, run->cookie, n);
+    if (held_upto != 0) rk_await_supervisor(ctx, held_upto);
     /* Size the next run from this one's handling time. */
     rk_u64 per = handled != 0 ? (done - ctx->run_started_ns) / handled : 0;
     rk_u64 fit = per == 0 ? RK_MAX_RUN : RK_RUN_TARGET_NS / per;
@@ -322,7 +368,8 @@ RK_FN void rk_device_ctx_init(rk_ctx *ctx, RK_GLOBAL const rk_kernel_params *p, 
     ctx->recent_ns = 0;
     ctx->run_started_ns = 0;
     ctx->max_run = 1u;
-    ctx->run_limit = run_limit;
+    ctx->supervised = p->supervised;
+    ctx->run_limit = p->supervised ? 1u : run_limit; /* supervised: the message in flight is the run */
     ctx->reply_mask = 0u;
     ctx->run = run;
     if (thread_rank == 0u) run->routes = 0; /* no view of the inputs yet (block-local memory starts undefined) */

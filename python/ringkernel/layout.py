@@ -131,7 +131,7 @@ KERNEL_PARAMS_DTYPE = np.dtype(
         ("state", "<u8"),
         ("dead_letters", "<u8"),
         ("state_size", "<u4"),
-        ("reserved", "<u4"),
+        ("supervised", "<u4"),
     ],
     align=True,
 )

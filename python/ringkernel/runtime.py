@@ -622,7 +622,8 @@ class Runtime:
         is then called ``f(request, state)``, an rk.Source handler reaches it with ``rk_state(ctx)``, an
         rk.jit handler takes it as a third argument -- and ``actor_state()``/``checkpoint()`` copy.
         restart: an ``rk.RestartPolicy``: a fault of the handler (``LaunchOptions.handler_timeout``, a trap,
-        ``rk_fault()``, ``rk.KernelFault``) restarts the kernel and delivers its message again (cpu backend).
+        ``rk_fault()``, ``rk.KernelFault``) restarts the kernel and delivers its message again. On opencl
+        (persistent mode) and cuda ``rk_fault()`` restarts; the watchdog (handler_timeout) is the cpu backend's.
         """
         k = self.create(name, handler, input=input, output=output, grid=grid, block=block, options=options,
                         channels=channels, mode=mode, state=state, restart=restart)

@@ -390,3 +390,66 @@ TEST(OpenClRuntime, HandlerImagesOfOtherBackendsAreRefusedByName) {
         EXPECT_NE(std::string(e.what()).find("built for backend 'cuda'"), std::string::npos) << e.what();
     }
 }
+
+// Under a RestartPolicy a persistent OpenCL kernel's block hands an rk_fault() to the host's supervisor and waits
+// for its decision: redelivered through the kernel's first input until max_attempts, then a dead letter; past
+// max_restarts the kernel is FAULTED and drain() returns the message in flight first.
+TEST(OpenClRuntime, RestartsRedeliverThroughTheSupervisorAndDrainKeepsOrder) {
+    Device d;
+    if (!d.skip.empty()) GTEST_SKIP() << d.skip;
+    struct Rec {
+        std::uint64_t seq, value;
+    };
+    rk::Runtime rt("opencl");
+    rk::KernelSpec s;
+    s.name = "flaky";
+    s.handler = rk::Handler::source(R"(
+typedef struct { rk_u64 seq, value; } rec;
+int flaky(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
+    RK_GLOBAL const rec *r = (RK_GLOBAL const rec *)in;
+    if (r->value == 13) return rk_fault(ctx);
+    *(RK_LOCAL rec *)out = *r;
+    return RK_REPLY;
+})", "flaky");
+    s.input_size = s.output_size = sizeof(Rec);
+    s.mode = rk::KernelMode::Persistent;
+    s.restart = rk::RestartPolicy{};
+    s.restart->max_restarts = 4;
+    s.restart->max_attempts = 2;
+    auto k = rt.launch(s);
+    k->activate();
+    auto send = [&](std::uint64_t seq, std::uint64_t value) {
+        Rec r{seq, value};
+        ASSERT_TRUE(k->input()->send(&r, {}, rk::Wait::for_ns(5'000'000'000)));
+    };
+    send(0, 0);
+    send(1, 13);  // two deliveries, two restarts: a dead letter
+    send(2, 0);
+    std::vector<std::uint64_t> got;
+    Rec r{};
+    while (got.size() < 2 && k->output()->receive(&r, nullptr, rk::Wait::for_ns(5'000'000'000))) got.push_back(r.seq);
+    EXPECT_EQ(got, (std::vector<std::uint64_t>{0, 2}));
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (k->dead_letter_counts().total < 1 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::vector<rk::DeadLetter> dead = k->dead_letters();
+    ASSERT_EQ(dead.size(), 1u);
+    EXPECT_EQ(dead[0].attempts, 2u);
+    EXPECT_EQ(dead[0].code, RK_ERR_FAULT);
+    EXPECT_EQ(k->restarts(), 2u);
+    send(3, 13);  // restarts 3 and 4; the fifth fault is past max_restarts
+    send(4, 13);
+    send(5, 0);
+    while (k->state() != rk::KernelState::Faulted && std::chrono::steady_clock::now() < deadline + std::chrono::seconds(10))
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_EQ(k->state(), rk::KernelState::Faulted);
+    EXPECT_EQ(k->restarts(), 4u);
+    EXPECT_EQ(k->terminate(5'000'000'000), rk::KernelState::Faulted);
+    std::vector<rk::DeadLetter> left = k->drain();
+    ASSERT_EQ(left.size(), 2u);  // 4 (in flight, delivered once) then 5; 3 became a dead letter
+    for (std::size_t i = 0; i < left.size(); ++i) {
+        std::memcpy(&r, left[i].record.data(), sizeof r);
+        EXPECT_EQ(r.seq, 4 + i);
+    }
+    EXPECT_EQ(k->dead_letters().size(), 2u);
+}

@@ -97,17 +97,6 @@ def test_policy_and_timeout_arguments_are_validated_with_their_ranges():
         assert k.restart_policy == p and k.restarts == 0 and k.abandoned_workers == 0
 
 
-def test_device_backends_refuse_supervision_with_the_reason():
-    info = {b.name: b for b in rk.backends()}["opencl"]
-    if not info.available:
-        pytest.skip(f"opencl unavailable here: {info.detail}")
-    with rk.Runtime("opencl") as rt:
-        with pytest.raises(ValueError, match="supported on the cpu backend; the opencl backend"):
-            rt.launch("k", "echo", input=REC, restart=rk.RestartPolicy())
-        with pytest.raises(ValueError, match="handler_timeout"):
-            rt.launch("k2", "echo", input=REC, options=rk.LaunchOptions(handler_timeout=1.0))
-
-
 # ---- one poison message ---------------------------------------------------------------------------------
 
 def test_a_kernel_fault_is_redelivered_until_max_attempts_then_dead_lettered(cpu_rt):

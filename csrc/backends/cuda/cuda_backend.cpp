@@ -583,6 +583,7 @@ public:
         : d_(std::move(d)), mapped_(std::make_shared<MappedMemory>(d_)), device_(std::make_shared<DeviceMemory>(d_)) {}
 
     const char *name() const noexcept override { return "cuda"; }
+    bool restarts() const override { return true; }  // persistent: the bridge serves faults (rk_finish_run)
     std::shared_ptr<MemoryResource> memory() override { return mapped_; }
     std::shared_ptr<MemoryResource> buffer_memory() override { return device_; }
     // Rings between two kernels on this GPU: device memory, device-scope atomics (RK_RING_FLAG_DEVICE_LOCAL).

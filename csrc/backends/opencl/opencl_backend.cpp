@@ -708,6 +708,7 @@ public:
                                              : host_memory()) {}
 
     const char *name() const noexcept override { return "opencl"; }
+    bool restarts() const override { return true; }  // persistent mode: the bridge serves faults (rk_finish_run)
     std::shared_ptr<MemoryResource> memory() override { return memory_; }
 
     void prepare(KernelCore &core, const RuntimeConfig &cfg) override {
@@ -765,6 +766,12 @@ public:
                                             std::to_string(compute) + " compute units of the device");
             return DeviceUnits::Claim{static_cast<double>(spec.grid), !persistent};
         });
+        if (core.redelivery && !persistent)
+            throw std::invalid_argument(
+                "kernel '" + spec.name + "': restart= (a RestartPolicy) on OpenCL needs persistent mode, whose bridge "
+                "thread serves the faults its blocks hand over; " +
+                (shared ? std::string("this one would be dispatched (mode='persistent', or a smaller grid)")
+                        : "device " + dev.name + " shares no memory with the host while a kernel runs"));
         if (persistent) core.runner = std::make_unique<OpenClBlocks>(c_, prog, core, std::move(units));
         else if (shared) core.runner = std::make_unique<OpenClDispatch>(c_, prog, core, std::move(units));
         else core.runner = std::make_unique<OpenClCopyDispatch>(c_, prog, core, std::move(units));

@@ -47,7 +47,8 @@ typedef struct rk_ring_header {
     rk_u32 slot_stride;          /* bytes per slot, a multiple of RK_SLOT_ALIGN */
     rk_u32 max_payload;          /* payload bytes a slot can carry: slot_stride - envelope */
     rk_u32 flags;                /* RK_RING_FLAG_* */
-    rk_u32 reserved0;
+    rk_u32 supervised_upto;      /* a supervised device kernel's dead-letter ring: the host has dealt with every
+                                    letter before this position (low 32 bits; see rk_finish_run) */
     rk_u8 pad_meta[RK_CACHE_LINE - 32];
 } rk_ring_header;
 
@@ -81,6 +82,7 @@ typedef struct rk_envelope {
 
 #define RK_ENVELOPE_FLAG_ERROR 1u     /* payload is an error reply */
 #define RK_ENVELOPE_FLAG_CONTROL 2u   /* runtime control message, not user data */
+#define RK_ENVELOPE_FLAG_HELD 4u      /* in a dead-letter ring: a fault under a RestartPolicy, for the supervisor */
 
 /* ---- ring descriptor (inside the control block) ------------------------------------------------ */
 typedef struct rk_ring_desc {
@@ -195,7 +197,7 @@ typedef struct rk_kernel_params {
     rk_u64 state;                        /* the kernel's state record (0: none), state_size bytes */
     rk_u64 dead_letters;                 /* rk_ring_header * of the dead-letter ring (0: none) */
     rk_u32 state_size;
-    rk_u32 reserved;
+    rk_u32 supervised;                   /* 1: under a RestartPolicy (a fault is the supervisor's, rk_finish_run) */
 } rk_kernel_params;
 
 /* ---- the HLC advance rule ----------------------------------------------------------------------- */
