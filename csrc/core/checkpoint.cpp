@@ -128,7 +128,12 @@ std::string Kernel::checkpoint(std::int64_t timeout_ns) {
     const bool was_active = pause("checkpoint()", timeout_ns);
     try {
         if (core_->state) blob.append(static_cast<const char *>(core_->state), spec_.state_size);
-        // Held for redelivery by the supervisor: accepted before anything in the rings.
+        // Held for redelivery by the supervisor (with a device block's fault it has not decided yet): accepted
+        // before anything in the rings.
+        {
+            std::lock_guard<std::mutex> letters(core_->dead_mu);
+            core_->collect_dead_letters();
+        }
         for (const HeldMessage &m : core_->supervision->copy_all()) {
             rk_envelope env = m.envelope;
             env.sequence = 0;
@@ -245,6 +250,10 @@ std::vector<DeadLetter> Kernel::drain() {
     require({KernelState::Terminated, KernelState::Faulted}, "drain()",
             "drain() takes the input of a stopped kernel; checkpoint() copies a running one's");
     std::vector<DeadLetter> out;
+    {
+        std::lock_guard<std::mutex> letters(core_->dead_mu);
+        core_->collect_dead_letters();  // a device block's fault its supervisor had not taken yet comes first
+    }
     for (HeldMessage &m : core_->supervision->take_all()) {
         DeadLetter d;
         d.envelope = m.envelope;
