@@ -12,7 +12,8 @@ Questions (CPU backend, 64-byte input records):
   5. supervision: the round trip of a message whose first delivery faults the kernel (fault, restart of the
      block, redelivery, reply) against a plain round trip on the same kernel, p50 / p99, for rk_fault() and
      a trap (SIGSEGV) in an rk.Source handler and rk.KernelFault from Python -- and how it grows with the
-     messages waiting behind the fault; how far past handler_timeout the watchdog notices a hung handler;
+     messages waiting behind the fault; how far past handler_timeout the watchdog notices a hung handler; the
+     same faulting round trip on OpenCL (where it runs), whose blocks hand the fault to the host's supervisor;
   6. what supervision costs when nothing fails: round trip and batch throughput of one kernel with a
      RestartPolicy and a handler_timeout against the same kernel without them.
 Method: median of several samples after three warm-up calls. Usage: python bench/bench_actor.py [--quick] [--plot]
@@ -264,6 +265,39 @@ def restart_times(samples: int, backlogs: list) -> dict:
     return out
 
 
+def device_restart_times(samples: int) -> list:
+    """The faulting round trip against a plain one on each device backend that restarts kernels and runs here
+    (opencl through PoCL on this machine): the block hands the fault to the host's supervisor, which decides
+    and redelivers through the kernel's first input."""
+    rows = []
+    for b in rk.backends():
+        if b.name not in ("opencl", "cuda") or not b.available:
+            continue
+        with rk.Runtime(b.name) as rt:
+            k = rt.launch("r", rk.Source(FAULT_ONCE, entry="fault_once"), input=REC, state=ACC, restart=POLICY,
+                          options=rk.LaunchOptions(dedup_window=0))
+            k.activate()
+            plain, faulting = [], []
+            m = np.zeros((), REC)
+            for i in range(samples + 10):
+                for bad, times in ((False, plain), (True, faulting)):
+                    m["seq"] = 2 * i + bad
+                    m["value"] = -1.0 if bad else 0.0
+                    t0 = time.perf_counter_ns()
+                    k.send(m[()])
+                    r = k.receive(timeout=5)
+                    t = time.perf_counter_ns() - t0
+                    assert r is not None and int(r["seq"]) == 2 * i + bad
+                    if i >= 10:
+                        times.append(t)
+            assert k.restarts == samples + 10 and not k.dead_letters()
+            rows.append({"backend": b.name, "device": b.detail, "plain": percentiles(plain),
+                         "faulting": percentiles(faulting),
+                         "restart_p50_ns": float(np.percentile(faulting, 50) - np.percentile(plain, 50))})
+            k.terminate()
+    return rows
+
+
 def supervision_overhead(rounds: int, n: int, batch: int) -> dict:
     """One kernel (rk.Source echo) with and without RestartPolicy + handler_timeout, measured in alternating
     rounds (this machine's noise hits both alike), one kernel alive at a time (its worker alone with the
@@ -326,6 +360,7 @@ def run(quick: bool) -> dict:
             "pause_while_busy": pause_while_busy(50 if quick else 300),
             "round_trip": round_trip(repeats, 500 if quick else 3000),
             "restart": restart_times(100 if quick else 1000, [0, 1024, 16384] if quick else [0, 256, 4096, 16384, 60000]),
+            "device_restart": device_restart_times(50 if quick else 300),
             "supervision_overhead": supervision_overhead(5 if quick else 21, 1000 if quick else 3000, 4096),
             "method": "median of samples after a warm-up; perf_counter_ns; one process, this machine"}
 
@@ -359,6 +394,10 @@ def print_table(r: dict) -> None:
     w = r["restart"]["watchdog"]
     print(f"  watchdog, handler_timeout {w['handler_timeout_s'] * 1e3:.0f} ms: next reply p50 "
           f"{w['past_timeout']['p50_ns'] / 1e3:.0f}us p99 {w['past_timeout']['p99_ns'] / 1e3:.0f}us past the timeout")
+    for row in r["device_restart"]:
+        print(f"  rk_fault on {row['backend']:<8} (supervisor on the host) plain p50 {row['plain']['p50_ns'] / 1e3:7.1f}us  "
+              f"faulting p50 {row['faulting']['p50_ns'] / 1e3:7.1f}us p99 {row['faulting']['p99_ns'] / 1e3:7.1f}us  "
+              f"(restart ~{row['restart_p50_ns'] / 1e3:.1f}us)")
     o = r["supervision_overhead"]
     print(f"supervision when nothing fails (rk.Source echo; round trip p50, batches of {o['batch']}):")
     print(f"  {'plain':<20} {o['plain']['round_trip_ns'] / 1e3:6.2f}us  {o['plain']['batch_msgs_per_s'] / 1e6:6.2f} M msg/s")

@@ -143,8 +143,9 @@ void ResidentRunner::stop_bridge() {
 
 std::chrono::microseconds bridge_round(KernelCore &core, RingCursors &seen, std::chrono::microseconds last) {
     __atomic_store_n(&core.cb->clock_ns, wall_ns(), __ATOMIC_RELAXED);
-    if (core.redelivery) core.supervision->serve_device(core);  // faults the blocks handed over (rk_finish_run)
-    if (notify_progress(core, seen)) return std::chrono::microseconds(20);
+    // Faults the blocks handed over (rk_finish_run): a block waits for the decision, so poll fast meanwhile.
+    const bool serving = core.redelivery && core.supervision->serve_device(core);
+    if (notify_progress(core, seen) || serving) return std::chrono::microseconds(20);
     return std::min(last * 2, std::chrono::microseconds(1000));
 }
 

@@ -156,8 +156,8 @@ std::uint64_t steady_ns() {
 }
 }  // namespace
 
-void Supervision::serve_device(KernelCore &core) {
-    if (!core.redelivery) return;
+bool Supervision::serve_device(KernelCore &core) {
+    if (!core.redelivery) return false;
     {
         std::lock_guard<std::mutex> lock(core.dead_mu);
         core.collect_dead_letters();
@@ -178,9 +178,10 @@ void Supervision::serve_device(KernelCore &core) {
         }
     };
     if (!core.faulted.load(std::memory_order_acquire)) redeliver();
+    bool served = false;
     for (;;) {
         if (releasing_) {
-            if (steady_ns() < release_at_ns_) return;
+            if (steady_ns() < release_at_ns_) return true;
             // The block waiting on this fault goes on (as a fresh block; rk_await_supervisor).
             rk_atomic_store_i32(reinterpret_cast<rk_i32 *>(&letters->supervised_upto),
                                 static_cast<rk_i32>(static_cast<rk_u32>(release_upto_)), RK_RELEASE, RK_SCOPE_SYSTEM);
@@ -190,7 +191,8 @@ void Supervision::serve_device(KernelCore &core) {
         Handed h;
         {
             std::lock_guard<std::mutex> lock(mu_);
-            if (handed_.empty()) return;
+            if (handed_.empty()) return served;
+            served = true;
             h = std::move(handed_.front());
             handed_.pop_front();
         }

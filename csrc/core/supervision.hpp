@@ -55,7 +55,7 @@ public:
     // kernel's redelivery ring (its first input, which blocks try first), and after the backoff tells the
     // block it may go on (the ring header's supervised_upto).
     void hand_over(HeldMessage m, std::uint64_t position);
-    void serve_device(KernelCore &core);
+    bool serve_device(KernelCore &core);  // true while a fault is being served (the bridge polls fast then)
 
     // Messages waiting for redelivery.
     bool waiting() const noexcept { return waiting_.load(std::memory_order_acquire) != 0; }
