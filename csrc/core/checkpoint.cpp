@@ -130,6 +130,7 @@ std::string Kernel::checkpoint(std::int64_t timeout_ns) {
         if (core_->state) blob.append(static_cast<const char *>(core_->state), spec_.state_size);
         // Held for redelivery by the supervisor (with a device block's fault it has not decided yet): accepted
         // before anything in the rings.
+        auto serving = core_->supervision->serving();
         {
             std::lock_guard<std::mutex> letters(core_->dead_mu);
             core_->collect_dead_letters();
@@ -250,6 +251,7 @@ std::vector<DeadLetter> Kernel::drain() {
     require({KernelState::Terminated, KernelState::Faulted}, "drain()",
             "drain() takes the input of a stopped kernel; checkpoint() copies a running one's");
     std::vector<DeadLetter> out;
+    auto serving = core_->supervision->serving();
     {
         std::lock_guard<std::mutex> letters(core_->dead_mu);
         core_->collect_dead_letters();  // a device block's fault its supervisor had not taken yet comes first

@@ -122,7 +122,6 @@ bool Supervision::take(HeldMessage &out) {
 }
 
 std::vector<HeldMessage> Supervision::take_all() {
-    std::lock_guard<std::mutex> serving(serve_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<HeldMessage> out;
     for (Handed &h : handed_) out.push_back(std::move(h.message));  // in flight when the kernel stopped: first
@@ -134,7 +133,6 @@ std::vector<HeldMessage> Supervision::take_all() {
 }
 
 std::vector<HeldMessage> Supervision::copy_all() const {
-    std::lock_guard<std::mutex> serving(serve_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     std::vector<HeldMessage> out;
     for (const Handed &h : handed_) out.push_back(h.message);
@@ -158,6 +156,7 @@ std::uint64_t steady_ns() {
 
 bool Supervision::serve_device(KernelCore &core) {
     if (!core.redelivery) return false;
+    std::lock_guard<std::mutex> serving(serve_mu_);  // checkpoint()/drain() see a message in one place only
     {
         std::lock_guard<std::mutex> lock(core.dead_mu);
         core.collect_dead_letters();
@@ -187,7 +186,6 @@ bool Supervision::serve_device(KernelCore &core) {
                                 static_cast<rk_i32>(static_cast<rk_u32>(release_upto_)), RK_RELEASE, RK_SCOPE_SYSTEM);
             releasing_ = false;
         }
-        std::lock_guard<std::mutex> serving(serve_mu_);
         Handed h;
         {
             std::lock_guard<std::mutex> lock(mu_);

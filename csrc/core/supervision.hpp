@@ -62,6 +62,9 @@ public:
     bool take(HeldMessage &out);                  // the oldest; false when none
     std::vector<HeldMessage> take_all();          // drain()
     std::vector<HeldMessage> copy_all() const;    // checkpoint()
+    // Held by checkpoint() and drain() while they collect the dead-letter ring, take these and read the input
+    // rings: serve_device moves a device kernel's messages between them under it, so none is seen twice.
+    std::unique_lock<std::mutex> serving() const { return std::unique_lock<std::mutex>(serve_mu_); }
 
     bool supervised() const noexcept { return policy_.has_value(); }
     const std::optional<RestartPolicy> &policy() const noexcept { return policy_; }
@@ -79,7 +82,7 @@ private:
         HeldMessage message;
         std::uint64_t position = 0;
     };
-    mutable std::mutex serve_mu_;                 // serve_device's decisions against take_all/copy_all
+    mutable std::mutex serve_mu_;                 // see serving()
     std::deque<Handed> handed_;                   // under mu_: device faults not yet decided (first in drain)
     bool releasing_ = false;                      // the bridge's: a decided fault waits for its backoff
     std::uint64_t release_at_ns_ = 0, release_upto_ = 0;

@@ -205,6 +205,8 @@ RK_FN void rk_await_supervisor(rk_ctx *ctx, rk_u64 upto) {
     for (rk_u32 attempt = 0; !rk_should_terminate(ctx); ++attempt) {
         rk_u32 done = (rk_u32)rk_atomic_load_i32((RK_GLOBAL rk_i32 *)&r->supervised_upto, RK_ACQUIRE, RK_SCOPE_SYSTEM);
         if ((rk_i32)(done - (rk_u32)upto) >= 0) break;
+        /* It holds no run (its slots are released): a pause (checkpoint) need not wait for the backoff. */
+        rk_note_active(ctx, rk_atomic_load_i32(&ctx->cb->is_active, RK_ACQUIRE, RK_SCOPE_SYSTEM) != 0);
         rk_backoff(ctx, attempt > 64u ? 64u : attempt);
     }
     ctx->run->routes = 0;

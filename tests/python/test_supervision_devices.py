@@ -123,6 +123,22 @@ def test_backoff_holds_the_restarted_kernel_back(drt):
     assert k.dead_letters()[0].attempts == 1
 
 
+def test_a_checkpoint_during_a_restart_backoff_answers_at_once_and_holds_the_message_once(drt):
+    k = launch(drt, max_attempts=2, backoff=1.0)
+    k.activate()
+    k.send(rec(5, -1.0))  # faults once, then is answered after the backoff
+    k.send(rec(6))
+    assert wait_for(lambda: k.restarts == 1)
+    t0 = time.monotonic()
+    blob = k.checkpoint(timeout=5)
+    assert time.monotonic() - t0 < 0.5  # the block waiting out its backoff counts itself paused
+    copy = drt.launch("copy", "echo", input=REC, state=TALLY)
+    copy.restore(blob)
+    assert copy.terminate(timeout=5) == rk.KernelState.TERMINATED
+    assert [int(m["seq"]) for m in copy.drain()] == [5, 6]  # the redelivery first, each once
+    assert receive_all(k, 2) == [5, 6]  # and the original goes on after its backoff
+
+
 def test_a_pipeline_with_a_restarting_stage_loses_and_repeats_nothing(drt):
     n = 2000
     a = drt.launch("a", "echo", input=REC, options=rk.LaunchOptions(queue_capacity=64))
