@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -124,3 +125,10 @@ class JitEchoRuntime(rk.Runtime):
                 return super().create(name, compiled_echo(in_dt), input=input, output=output, **kw)
         return super().create(name, handler, input=input, output=output, **kw)
 
+
+def wait_for(cond, timeout: float = 10.0) -> bool:
+    """Poll `cond` every 5 ms until it holds or `timeout` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return cond()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import ringkernel as rk
-from kernel_helpers import REC, rec
+from kernel_helpers import REC, rec, wait_for
 
 CPU_ONLY = "supervision (handler_timeout, restart=) runs on the cpu backend"
 
@@ -46,13 +46,6 @@ def receive_all(k, n, timeout=10.0):
         if r is not None:
             got.append(int(r["seq"]))
     return got
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return cond()
 
 
 def threads_now() -> int:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import ringkernel as rk
-from kernel_helpers import REC, availability, rec
+from kernel_helpers import REC, availability, rec, wait_for
 
 # seq 3 reports a fault of the kernel on every delivery (rk_fault); a message with value < 0 does on its first
 # delivery only (the state remembers the last seq that faulted). The state counts every message handled, so a
@@ -59,13 +59,6 @@ def receive_all(k, n, timeout=20.0):
     while len(got) < n and time.monotonic() < deadline:
         got.extend(int(s) for s in k.receive_batch(256, timeout=0.1)["seq"])
     return got
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not cond() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return cond()
 
 
 def test_rk_fault_is_redelivered_until_max_attempts_then_dead_lettered(drt):
