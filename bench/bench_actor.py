@@ -173,6 +173,28 @@ int fault_once(rk_ctx *ctx, RK_GLOBAL const void *in, RK_LOCAL void *out) {
 POLICY = rk.RestartPolicy(max_restarts=1_000_000, within=1.0, max_attempts=2)
 
 
+def faulting_vs_plain(k, value: float, samples: int, warm: int) -> dict:
+    """Alternate a plain round trip and one whose message (value < 0) faults its first delivery, on a kernel of
+    FAULT_ONCE-like handlers under POLICY: p50/p99 of each and the restart's share (every faulting message
+    restarted the kernel once and was answered: checked)."""
+    plain, faulting = [], []
+    m = np.zeros((), REC)
+    for i in range(samples + warm):
+        for bad, times in ((False, plain), (True, faulting)):
+            m["seq"] = 2 * i + bad
+            m["value"] = value if bad else 0.0
+            t0 = time.perf_counter_ns()
+            k.send(m[()])
+            r = k.receive(timeout=5)
+            t = time.perf_counter_ns() - t0
+            assert r is not None and int(r["seq"]) == 2 * i + bad
+            if i >= warm:
+                times.append(t)
+    assert k.restarts == samples + warm and not k.dead_letters()
+    return {"plain": percentiles(plain), "faulting": percentiles(faulting),
+            "restart_p50_ns": float(np.percentile(faulting, 50) - np.percentile(plain, 50))}
+
+
 def restart_times(samples: int, backlogs: list) -> dict:
     """p50/p99 of a faulting round trip against a plain one, per kind of fault and per backlog."""
     def py_fault_once():
@@ -194,22 +216,7 @@ def restart_times(samples: int, backlogs: list) -> dict:
             k = rt.launch("r", make(), input=REC, state=ACC, restart=POLICY,
                           options=rk.LaunchOptions(dedup_window=0))
             k.activate()
-            plain, faulting = [], []
-            m = np.zeros((), REC)
-            for i in range(samples + 20):
-                for bad, times in ((False, plain), (True, faulting)):
-                    m["seq"] = 2 * i + bad
-                    m["value"] = value if bad else 0.0
-                    t0 = time.perf_counter_ns()
-                    k.send(m[()])
-                    r = k.receive(timeout=5)
-                    t = time.perf_counter_ns() - t0
-                    assert r is not None and int(r["seq"]) == 2 * i + bad
-                    if i >= 20:  # warm-up
-                        times.append(t)
-            assert k.restarts == samples + 20 and not k.dead_letters()
-            out["kinds"].append({"fault": name, "plain": percentiles(plain), "faulting": percentiles(faulting),
-                                 "restart_p50_ns": float(np.percentile(faulting, 50) - np.percentile(plain, 50))})
+            out["kinds"].append({"fault": name, **faulting_vs_plain(k, value, samples, warm=20)})
             k.terminate()
         # A fault with N messages waiting behind it: the time until the faulted message's reply (it is
         # redelivered first), against the same batch without a fault.
@@ -277,23 +284,7 @@ def device_restart_times(samples: int) -> list:
             k = rt.launch("r", rk.Source(FAULT_ONCE, entry="fault_once"), input=REC, state=ACC, restart=POLICY,
                           options=rk.LaunchOptions(dedup_window=0))
             k.activate()
-            plain, faulting = [], []
-            m = np.zeros((), REC)
-            for i in range(samples + 10):
-                for bad, times in ((False, plain), (True, faulting)):
-                    m["seq"] = 2 * i + bad
-                    m["value"] = -1.0 if bad else 0.0
-                    t0 = time.perf_counter_ns()
-                    k.send(m[()])
-                    r = k.receive(timeout=5)
-                    t = time.perf_counter_ns() - t0
-                    assert r is not None and int(r["seq"]) == 2 * i + bad
-                    if i >= 10:
-                        times.append(t)
-            assert k.restarts == samples + 10 and not k.dead_letters()
-            rows.append({"backend": b.name, "device": b.detail, "plain": percentiles(plain),
-                         "faulting": percentiles(faulting),
-                         "restart_p50_ns": float(np.percentile(faulting, 50) - np.percentile(plain, 50))})
+            rows.append({"backend": b.name, "device": b.detail, **faulting_vs_plain(k, -1.0, samples, warm=10)})
             k.terminate()
     return rows
 
